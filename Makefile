@@ -1,0 +1,59 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    - the embedded local run of the sample DistillationJob (see README)
+#   make test   - virtualenv, dependencies, the test control plane, and the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/stratos
+export STRATOS_CACHE_DIR := $(CACHE_DIR)
+# Installed-dependencies stamp: redo the install only when pyproject.toml changes.
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+PYTEST_ARGS ?=
+
+.PHONY: all venv controlplane test unit lint typecheck crds run plan clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+# Builds kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kubectl and helm from the
+# Go modules in tests/controlplane (cached outside the repository, keyed by go.sum).
+controlplane:
+	bash tests/controlplane/build.sh
+
+crds: venv
+	$(BIN)/python -m stratos.api.crdgen --out crds
+
+lint: venv
+	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff format --check operator tests benchmarks
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+# The whole suite. Exit code 5 (nothing collected, e.g. a -k selection) is not a failure.
+test: venv controlplane
+	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/mypy
+	STRATOS_K8S_BIN="$$(bash tests/controlplane/build.sh --print-bin-dir)" \
+	  $(BIN)/python -m pytest tests $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+run: venv
+	$(BIN)/stratos run examples/mahjong-local.yaml
+
+plan: venv
+	$(BIN)/stratos plan examples/mahjong-local.yaml --nodes examples/nodes-paper-mix.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
