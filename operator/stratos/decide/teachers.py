@@ -1,0 +1,219 @@
+"""Teacher selector (paper, "Teacher Selector"; DESIGN.md decision 2). Pure: no I/O.
+
+Every teacher answers the same probe sample (teacher-eval Jobs). If one or more reach the required
+accuracy A, the cheapest of those wins: any of them is good enough, so the token bill decides. If
+none does, the most accurate wins: the student can only learn what the teacher knows, so accuracy
+is worth more than price. Teachers whose evaluation failed outright (bad key, endpoint down) are
+recorded with their error and never chosen.
+
+Ties are broken deterministically so that a re-run of the operator records the same decision:
+among qualifying teachers price, then higher accuracy, then name; among the rest accuracy, then
+lower price, then name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Accuracies are fractions computed as correct/samples; a tolerance keeps 3/20 >= 0.15 true
+# whatever the float rounding of either side.
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class TeacherEval:
+    """One teacher's evaluation on the probe sample (what a teacher-eval Job reported)."""
+
+    name: str
+    accuracy: float = 0.0
+    samples: int = 0
+    correct: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_per_million_tokens: float = 0.0
+    error: str | None = None
+
+    @classmethod
+    def from_result(
+        cls, name: str, result: Mapping[str, Any] | None, *, cost_per_million_tokens: float
+    ) -> TeacherEval:
+        """Build from a teacher-eval result dict (camelCase, as the stage program writes it).
+
+        A missing result or ``ok: false`` becomes a failed evaluation carrying the error text.
+        """
+        if result is None:
+            return cls(name=name, cost_per_million_tokens=cost_per_million_tokens, error="no result")
+        if not result.get("ok", False):
+            error = str(result.get("error") or "evaluation failed")
+            kind = result.get("kind")
+            return cls(
+                name=name,
+                cost_per_million_tokens=cost_per_million_tokens,
+                error=f"{kind}: {error}" if kind else error,
+            )
+        return cls(
+            name=name,
+            accuracy=float(result.get("accuracy", 0.0)),
+            samples=int(result.get("samples", 0)),
+            correct=int(result.get("correct", 0)),
+            prompt_tokens=int(result.get("promptTokens", 0)),
+            completion_tokens=int(result.get("completionTokens", 0)),
+            cost_usd=float(result.get("costUSD", 0.0)),
+            cost_per_million_tokens=cost_per_million_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class TeacherVerdict:
+    """One candidate as recorded in status (field names match status.teacher.candidates[])."""
+
+    name: str
+    accuracy: float
+    samples: int
+    correct: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    verdict: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TeacherChoice:
+    selected: str | None
+    reason: str
+    candidates: list[TeacherVerdict] = field(default_factory=list)
+    accuracy: float | None = None  # the selected teacher's accuracy (None when none selected)
+
+
+def pct(fraction: float) -> str:
+    """0.21 -> '21%', 0.215 -> '21.5%'."""
+    text = f"{fraction * 100:.1f}"
+    if text.endswith(".0"):
+        text = text[:-2]
+    return f"{text}%"
+
+
+def price(cost_per_million_tokens: float) -> str:
+    return f"${cost_per_million_tokens:.2f} per 1M tokens"
+
+
+def meets(accuracy: float, min_accuracy: float) -> bool:
+    return accuracy >= min_accuracy - _EPS
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= _EPS
+
+
+def _qualified_key(e: TeacherEval) -> tuple[float, float, str]:
+    return (e.cost_per_million_tokens, -e.accuracy, e.name)
+
+
+def _accuracy_key(e: TeacherEval) -> tuple[float, float, str]:
+    return (-e.accuracy, e.cost_per_million_tokens, e.name)
+
+
+def _loser_verdict(e: TeacherEval, win: TeacherEval, *, min_accuracy: float, any_qualified: bool) -> str:
+    a = pct(min_accuracy)
+    if any_qualified:
+        if not meets(e.accuracy, min_accuracy):
+            return f"accuracy {pct(e.accuracy)} below the required {a}"
+        if not _same(e.cost_per_million_tokens, win.cost_per_million_tokens):
+            return (
+                f"more expensive than {win.name} ({_money(e.cost_per_million_tokens)} vs "
+                f"{_money(win.cost_per_million_tokens)} per 1M tokens) while both meet {a}"
+            )
+        if not _same(e.accuracy, win.accuracy):
+            return (
+                f"same price as {win.name} ({price(e.cost_per_million_tokens)}) but less accurate "
+                f"({pct(e.accuracy)} vs {pct(win.accuracy)})"
+            )
+        return f"tied with {win.name} on price and accuracy; {win.name} wins by name order"
+    if not _same(e.accuracy, win.accuracy):
+        return f"accuracy {pct(e.accuracy)} below {win.name}'s {pct(win.accuracy)} (no teacher meets {a})"
+    if not _same(e.cost_per_million_tokens, win.cost_per_million_tokens):
+        return (
+            f"as accurate as {win.name} ({pct(e.accuracy)}) but more expensive "
+            f"({_money(e.cost_per_million_tokens)} vs {_money(win.cost_per_million_tokens)} per 1M tokens)"
+        )
+    return f"tied with {win.name} on accuracy and price; {win.name} wins by name order"
+
+
+def _money(value: float) -> str:
+    return f"${value:.2f}"
+
+
+def _verdict_row(e: TeacherEval, verdict: str) -> TeacherVerdict:
+    return TeacherVerdict(
+        name=e.name,
+        accuracy=e.accuracy,
+        samples=e.samples,
+        correct=e.correct,
+        prompt_tokens=e.prompt_tokens,
+        completion_tokens=e.completion_tokens,
+        cost_usd=e.cost_usd,
+        verdict=verdict,
+        error=e.error,
+    )
+
+
+def select_teacher(evals: Iterable[TeacherEval], *, min_accuracy: float) -> TeacherChoice:
+    """Pick the teacher per the paper's rule and say, for every candidate, why it won or lost.
+
+    Candidates keep their input order in the result so status lists teachers as the spec does.
+    """
+    evals = list(evals)
+    names = [e.name for e in evals]
+    if len(set(names)) != len(names):
+        raise ValueError(f"teacher names must be unique: {names}")
+    healthy = [e for e in evals if e.error is None]
+    failed = [e for e in evals if e.error is not None]
+    a = pct(min_accuracy)
+
+    if not healthy:
+        if not evals:
+            return TeacherChoice(selected=None, reason="no teachers to evaluate")
+        reasons = "; ".join(f"{e.name}: {e.error}" for e in failed)
+        return TeacherChoice(
+            selected=None,
+            reason=f"every teacher failed ({reasons})",
+            candidates=[_verdict_row(e, f"failed: {e.error}") for e in evals],
+        )
+
+    qualified = [e for e in healthy if meets(e.accuracy, min_accuracy)]
+    if qualified:
+        win = min(qualified, key=_qualified_key)
+        detail = f"{price(win.cost_per_million_tokens)}, accuracy {pct(win.accuracy)}"
+        if len(qualified) == 1:
+            reason = f"{win.name} is the only teacher meeting the required accuracy {a} ({detail})"
+            win_verdict = f"selected: the only teacher meeting {a}"
+        else:
+            reason = f"{win.name} is the cheapest of {len(qualified)} teachers meeting {a} ({detail})"
+            win_verdict = f"selected: cheapest of {len(qualified)} teachers meeting {a}"
+    else:
+        win = min(healthy, key=_accuracy_key)
+        reason = (
+            f"no teacher meets the required accuracy {a}; {win.name} is the most accurate "
+            f"({pct(win.accuracy)}, {price(win.cost_per_million_tokens)})"
+        )
+        win_verdict = f"selected: most accurate ({pct(win.accuracy)}); no teacher meets {a}"
+    if failed:
+        reason += f"; failed: {', '.join(e.name for e in failed)}"
+
+    rows: list[TeacherVerdict] = []
+    for e in evals:
+        if e.error is not None:
+            rows.append(_verdict_row(e, f"failed: {e.error}"))
+        elif e is win:
+            rows.append(_verdict_row(e, win_verdict))
+        else:
+            rows.append(
+                _verdict_row(
+                    e, _loser_verdict(e, win, min_accuracy=min_accuracy, any_qualified=bool(qualified))
+                )
+            )
+    return TeacherChoice(selected=win.name, reason=reason, candidates=rows, accuracy=win.accuracy)
