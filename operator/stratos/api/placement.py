@@ -1,0 +1,152 @@
+"""Where a DistillationJob runs: candidate nodes, serving, storage and retries.
+
+Part of the spec (see stratos.api.spec); split out to keep modules small.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from stratos.api.base import ApiModel, CelRule, cel_config, cel_schema
+from stratos.api.types import Quantity, ResourceName, StorageUri
+
+# ------------------------------------------------------------------------------------------ servers
+
+EXISTS_HAS_NO_VALUE = CelRule(
+    rule="self.operator != 'Exists' || !has(self.value) || self.value == ''",
+    message="value must be empty when operator is Exists",
+    field_path=".value",
+)
+EMPTY_KEY_NEEDS_EXISTS = CelRule(
+    rule="(has(self.key) && self.key != '') || self.operator == 'Exists'",
+    message="operator must be Exists when key is empty",
+    field_path=".operator",
+)
+
+
+class Toleration(ApiModel):
+    """A taint the job tolerates: tainted nodes stay candidates, and the job's pods tolerate the taint."""
+
+    model_config = cel_config(EXISTS_HAS_NO_VALUE, EMPTY_KEY_NEEDS_EXISTS)
+
+    key: str | None = Field(
+        None, max_length=317, description="Taint key; empty with operator Exists matches all."
+    )
+    operator: Literal["Exists", "Equal"] = Field(
+        "Equal", description="Exists or Equal (the value must match)."
+    )
+    value: str | None = Field(None, max_length=63, description="Taint value for operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to match; unset matches every effect."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        EXISTS_HAS_NO_VALUE.check(self.operator != "Exists" or not self.value)
+        EMPTY_KEY_NEEDS_EXISTS.check(bool(self.key) or self.operator == "Exists")
+        return self
+
+
+class ServersSpec(ApiModel):
+    """Which nodes may run the job and how the Pareto Front Grid trades cost, latency and hardware."""
+
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=32, description="Only nodes with all these labels are candidates."
+    )
+    cost_window: float = Field(
+        0.2, gt=0, le=1000, description="gamma: width of one cost interval of the grid, USD per hour."
+    )
+    region_latency_ms: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Latency to the users per region (topology.kubernetes.io/region), milliseconds; "
+        "a node's stratos.io/latency-ms label or annotation takes precedence.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=16, description="Taints the job tolerates."
+    )
+    min_gpu_memory_gib: float | None = Field(
+        None,
+        ge=0,
+        le=4096,
+        description="Extra floor on memory per GPU (GiB), on top of what the students need.",
+    )
+    runners_up: int = Field(3, ge=0, le=20, description="How many runner-up nodes status records.")
+
+
+# ------------------------------------------------------------------------------- serving, storage
+
+PVC_OR_URI = CelRule(rule="has(self.pvc) != has(self.uri)", message="exactly one of pvc or uri must be set")
+SUB_PATH_RELATIVE = CelRule(
+    rule="!self.startsWith('/') && !self.split('/').exists(p, p == '..')",
+    message="subPath must be a relative path without '..'",
+)
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources of the serving container, as in a Pod spec."""
+
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, max_length=16, description="Minimum resources, e.g. cpu: 2, memory: 16Gi."
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, max_length=16, description="Maximum resources, e.g. nvidia.com/gpu: 1."
+    )
+
+
+class ServingSpec(ApiModel):
+    """How the distilled model is served behind an OpenAI-compatible endpoint."""
+
+    enabled: bool = Field(True, description="Deploy the trained student after a successful evaluation.")
+    engine: Literal["vllm", "transformers"] = Field(
+        "vllm", description="vllm (GPU) or transformers (CPU-capable, slower)."
+    )
+    replicas: int = Field(1, ge=0, le=16, description="Serving replicas.")
+    max_model_len: int = Field(
+        4096, ge=64, le=131072, description="Longest context the server accepts, tokens."
+    )
+    resources: ResourceRequirements | None = Field(
+        None, description="Resources of the serving container; unset: derived from the chosen node."
+    )
+
+
+class PvcSource(ApiModel):
+    """A PersistentVolumeClaim in the job's namespace."""
+
+    claim_name: ResourceName = Field(description="Name of the PersistentVolumeClaim.")
+    sub_path: str = Field(
+        "",
+        max_length=1024,
+        description="Directory inside the volume for this job's files.",
+        json_schema_extra=cel_schema(SUB_PATH_RELATIVE),
+    )
+
+    @field_validator("sub_path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        SUB_PATH_RELATIVE.check(not value.startswith("/") and ".." not in value.split("/"))
+        return value
+
+
+class StorageSpec(ApiModel):
+    """Where datasets, adapters and evaluation results live: exactly one of pvc or uri."""
+
+    model_config = cel_config(PVC_OR_URI)
+
+    pvc: PvcSource | None = Field(None, description="A PersistentVolumeClaim mounted into every stage.")
+    uri: StorageUri | None = Field(
+        None, description="An object-store prefix (s3://, gs://) or a local directory."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        PVC_OR_URI.check((self.pvc is None) != (self.uri is None))
+        return self
+
+
+class RetryPolicy(ApiModel):
+    """How often a failed stage is retried before the job fails."""
+
+    backoff_limit: int = Field(2, ge=0, le=10, description="Retries per stage Job (its backoffLimit).")

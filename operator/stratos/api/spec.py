@@ -1,0 +1,319 @@
+"""DistillationJob spec: what the user asks for (the paper's input specification).
+
+These models are the single source of truth for the API: the CRD schema is generated from them
+(`python -m stratos.api.crdgen`), so every `description` is what `kubectl explain` prints.
+Cross-field rules are `CelRule`s checked twice, by the API server (CEL) and by the validators here.
+The teacher/student models live in stratos.api.candidates and the node, serving and storage models
+in stratos.api.placement; all are re-exported here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from stratos.api.base import ApiModel, CelRule, cel_config, cel_schema, section
+from stratos.api.candidates import EndpointSpec, ModelSpec, SecretKeyRef, StudentSpec, TeacherSpec
+from stratos.api.durations import parse_duration
+from stratos.api.placement import (
+    PvcSource,
+    ResourceRequirements,
+    RetryPolicy,
+    ServersSpec,
+    ServingSpec,
+    StorageSpec,
+    Toleration,
+)
+from stratos.api.types import DatasetUri, Duration
+
+__all__ = [
+    "MAX_CANDIDATES",
+    "DatasetSpec",
+    "DistillationJobSpec",
+    "DistillationSpec",
+    "EndpointSpec",
+    "LoraSpec",
+    "ModelSpec",
+    "PvcSource",
+    "Requirements",
+    "ResourceRequirements",
+    "RetryPolicy",
+    "SecretKeyRef",
+    "ServersSpec",
+    "ServingSpec",
+    "StorageSpec",
+    "StudentSpec",
+    "TaskSpec",
+    "TeacherSpec",
+    "Toleration",
+    "Weights",
+]
+
+#: Upper bound on teachers and students per job (bounds the CEL uniqueness checks too).
+MAX_CANDIDATES = 16
+
+# --------------------------------------------------------------------------------------------- task
+
+REGEX_NEEDS_PATTERN = CelRule(
+    rule="self.verifier != 'regex' || has(self.pattern)",
+    message="pattern is required when verifier is regex",
+    field_path=".pattern",
+    reason="FieldValueRequired",
+)
+
+JSONL_NEEDS_DATASET = CelRule(
+    rule="self.builtin != 'jsonl' || has(self.dataset)",
+    message="dataset is required when builtin is jsonl",
+    field_path=".dataset",
+    reason="FieldValueRequired",
+)
+
+
+class DatasetSpec(ApiModel):
+    """User data for the jsonl task: where it lives, which fields hold prompt and answer, how to verify."""
+
+    model_config = cel_config(REGEX_NEEDS_PATTERN)
+
+    train: DatasetUri = Field(
+        description="URI of the training data, one JSON object per line: /abs/path on the storage volume, "
+        "file://PATH, s3://BUCKET/KEY, hf://datasets/ORG/NAME or configmap://NAME/KEY."
+    )
+    test: DatasetUri | None = Field(
+        None,
+        description="URI of held-out data for the final evaluation (same forms as train). "
+        "Unset: part of train is held out.",
+    )
+    prompt_field: str = Field(
+        "prompt", min_length=1, max_length=128, description="JSON field with the prompt."
+    )
+    answer_field: str = Field(
+        "answer", min_length=1, max_length=128, description="JSON field with the reference answer."
+    )
+    verifier: Literal["exact", "numeric", "set", "regex"] = Field(
+        "exact",
+        description="How a predicted answer is checked against the reference: exact (equal after trimming "
+        "whitespace), numeric (equal as numbers), set (same items in any order), regex (the answer is "
+        "extracted with pattern, its first group if any, then compared exactly).",
+    )
+    pattern: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="Regular expression (Python syntax) for the regex verifier; required for regex.",
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        REGEX_NEEDS_PATTERN.check(self.verifier != "regex" or self.pattern is not None)
+        return self
+
+
+class TaskSpec(ApiModel):
+    """What the student must learn: a built-in task or user data, and how many samples probe the models."""
+
+    model_config = cel_config(JSONL_NEEDS_DATASET)
+
+    builtin: Literal["mahjong", "gsm8k", "jsonl"] = Field(
+        "mahjong",
+        description="Task plug-in: mahjong (winning tiles of 13-tile hands, generated and verified exactly), "
+        "gsm8k (grade-school math, numeric answers) or jsonl (your data, see dataset).",
+    )
+    sample_size: int = Field(
+        50, ge=1, le=10000, description="Samples used to evaluate teachers and probe students."
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for sampling and data generation.")
+    train_size: int | None = Field(
+        None, ge=1, le=1_000_000, description="Training examples the mahjong generator makes (default 4260)."
+    )
+    test_size: int | None = Field(
+        None, ge=1, le=100_000, description="Held-out examples the mahjong generator makes (default 100)."
+    )
+    dataset: DatasetSpec | None = Field(None, description="User data; required when builtin is jsonl.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        JSONL_NEEDS_DATASET.check(self.builtin != "jsonl" or self.dataset is not None)
+        return self
+
+
+# ------------------------------------------------------------------------------------- requirements
+
+WEIGHTS_POSITIVE = CelRule(
+    rule="self.accuracy + self.trainingTime + self.throughput > 0.0",
+    message="at least one of accuracy, trainingTime, throughput must be greater than zero",
+)
+
+
+class Weights(ApiModel):
+    """Weights of the student score M = alpha*accuracy + beta*(1 - trainingTime) + theta*throughput."""
+
+    model_config = cel_config(WEIGHTS_POSITIVE)
+
+    accuracy: float = Field(0.5, ge=0, le=1, description="alpha: weight of the normalised probe accuracy.")
+    training_time: float = Field(
+        0.2, ge=0, le=1, description="beta: weight of the normalised training time (shorter is better)."
+    )
+    throughput: float = Field(
+        0.3, ge=0, le=1, description="theta: weight of the normalised decode throughput (tokens/s)."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        WEIGHTS_POSITIVE.check(self.accuracy + self.training_time + self.throughput > 0)
+        return self
+
+
+class Requirements(ApiModel):
+    """What the distilled model and the run must achieve, and what they may cost."""
+
+    min_accuracy: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="A: minimum accuracy (0..1) of the teacher, the student probe and the result.",
+    )
+    min_tokens_per_second: float = Field(
+        0.0, ge=0, le=1_000_000, description="R: minimum decode throughput of the served student, tokens/s."
+    )
+    max_training_time: Duration = Field(
+        "2h", description="T: longest acceptable training time on the chosen node, e.g. 90m, 2h, 1h30m."
+    )
+    max_hourly_cost: float | None = Field(
+        None, gt=0, description="Nodes that cost more than this per hour (USD) are not considered."
+    )
+    max_latency_ms: float | None = Field(
+        None, gt=0, description="Nodes further than this from the users (milliseconds) are not considered."
+    )
+    budget: float | None = Field(
+        None, gt=0, description="Total spend allowed (USD): teacher tokens plus node hours."
+    )
+    weights: Weights = section("Weights of the student score (paper Eq. 2).", default_factory=Weights)
+
+    @property
+    def max_training_seconds(self) -> float:
+        """max_training_time in seconds."""
+        return parse_duration(self.max_training_time)
+
+
+# ------------------------------------------------------------------------------------ distillation
+
+INJECTION_SFT_ONLY = CelRule(
+    rule="self.strategy != 'injection' || self.algorithm in ['auto', 'sft-lora']",
+    message="knowledge injection trains with sft-lora only: algorithm must be auto or sft-lora",
+    field_path=".algorithm",
+    reason="FieldValueForbidden",
+)
+
+
+class LoraSpec(ApiModel):
+    """LoRA adapter settings."""
+
+    rank: int = Field(16, ge=1, le=256, description="Adapter rank r.")
+    alpha: int = Field(32, ge=1, le=1024, description="Scaling alpha (the update is scaled by alpha/r).")
+    dropout: float = Field(0.05, ge=0, le=1, description="Dropout on the adapter input.")
+
+
+class DistillationSpec(ApiModel):
+    """How knowledge moves from teacher to student."""
+
+    model_config = cel_config(INJECTION_SFT_ONLY)
+
+    strategy: Literal["auto", "alignment", "injection"] = Field(
+        "auto",
+        description="auto picks alignment when the teacher meets minAccuracy, else injection; alignment "
+        "distils the teacher's chain of thought; injection has the teacher reason backwards from known "
+        "answers.",
+    )
+    algorithm: Literal["auto", "sft-lora", "grpo", "white-box-kd", "dpo"] = Field(
+        "auto", description="Training algorithm; auto means sft-lora. Injection allows sft-lora only."
+    )
+    target_samples: int = Field(
+        10000, ge=1, le=10_000_000, description="Training examples to synthesise (real plus synthetic)."
+    )
+    epochs: int = Field(1, ge=1, le=100, description="Passes over the training data.")
+    sequence_length: int = Field(1024, ge=64, le=131072, description="Longest training sequence, tokens.")
+    micro_batch_size: int = Field(4, ge=1, le=1024, description="Sequences per GPU per step.")
+    gradient_checkpointing: bool = Field(True, description="Trade compute for activation memory.")
+    learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate.")
+    lora: LoraSpec = section("LoRA adapter settings.", default_factory=LoraSpec)
+    mfu: float = Field(
+        0.35, ge=0.01, le=1, description="Model-FLOPs utilisation assumed when estimating training time."
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        INJECTION_SFT_ONLY.check(self.strategy != "injection" or self.algorithm in ("auto", "sft-lora"))
+        return self
+
+
+# ------------------------------------------------------------------------------------------- spec
+
+UNIQUE_TEACHERS = CelRule(
+    rule="self.all(t, self.exists_one(u, u.name == t.name))", message="teacher names must be unique"
+)
+UNIQUE_STUDENTS = CelRule(
+    rule="self.all(s, self.exists_one(u, u.name == s.name))", message="student names must be unique"
+)
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted({n for n in names if names.count(n) > 1})
+
+
+class DistillationJobSpec(ApiModel):
+    """What to distil, from which teachers into which students, under which requirements, and where."""
+
+    task: TaskSpec = section("The task the student must learn.", default_factory=TaskSpec)
+    requirements: Requirements = section(
+        "Accuracy, speed, time and cost requirements.", default_factory=Requirements
+    )
+    servers: ServersSpec = section(
+        "Which nodes are candidates and how one is chosen.", default_factory=ServersSpec
+    )
+    teachers: list[TeacherSpec] = Field(
+        min_length=1,
+        max_length=MAX_CANDIDATES,
+        description="Candidate teachers (OpenAI-compatible endpoints), 1 to 16, unique names.",
+        json_schema_extra=cel_schema(UNIQUE_TEACHERS),
+    )
+    students: list[StudentSpec] = Field(
+        min_length=1,
+        max_length=MAX_CANDIDATES,
+        description="Candidate students, 1 to 16, unique names.",
+        json_schema_extra=cel_schema(UNIQUE_STUDENTS),
+    )
+    distillation: DistillationSpec = section(
+        "Strategy, algorithm and training settings.", default_factory=DistillationSpec
+    )
+    serving: ServingSpec = section("How the result is served.", default_factory=ServingSpec)
+    storage: StorageSpec | None = Field(
+        None, description="Where datasets and adapters live; unset: the operator's default storage."
+    )
+    retries: RetryPolicy = section("Retries of failed stages.", default_factory=RetryPolicy)
+    suspend: bool = Field(False, description="Pause the job: no new stages start until it is false again.")
+
+    @field_validator("teachers")
+    @classmethod
+    def _unique_teachers(cls, value: list[TeacherSpec]) -> list[TeacherSpec]:
+        dups = _duplicates([t.name for t in value])
+        UNIQUE_TEACHERS.check(not dups, detail=", ".join(dups))
+        return value
+
+    @field_validator("students")
+    @classmethod
+    def _unique_students(cls, value: list[StudentSpec]) -> list[StudentSpec]:
+        dups = _duplicates([s.name for s in value])
+        UNIQUE_STUDENTS.check(not dups, detail=", ".join(dups))
+        return value

@@ -1,0 +1,307 @@
+"""DistillationJob status: what the operator decided, why, and where the job stands.
+
+One block per decision (server, teacher, strategy, student) records the winner, the other candidates
+and the reason each lost, like the "Decision Reason" column of the paper's Table 2. Everything is
+optional: the controller fills blocks in as stages finish. Assignments are validated, so a typo in
+a phase or a negative count fails in the controller, not as a rejected status patch.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field
+
+from stratos.api.base import ApiModel
+
+Phase = Literal[
+    "Pending",
+    "SelectingServer",
+    "EvaluatingTeachers",
+    "SelectingStudent",
+    "Synthesizing",
+    "Training",
+    "Evaluating",
+    "Deploying",
+    "Serving",
+    "Suspended",
+    "Failed",
+]
+PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
+
+#: metav1.Condition's reason format: CamelCase, starting with a letter.
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+
+
+def _rfc3339(value: str) -> str:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an RFC 3339 timestamp (e.g. 2025-01-31T12:00:00Z)") from exc
+    if parsed.tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone; use e.g. 2025-01-31T12:00:00Z")
+    return value
+
+
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"}), AfterValidator(_rfc3339)]
+"""An RFC 3339 timestamp with a zone, as Kubernetes writes them (2025-01-31T12:00:00Z)."""
+
+NonNegInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class StatusModel(ApiModel):
+    """Base of status models: assignments are validated (the controller mutates status in place)."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+
+class Condition(StatusModel):
+    """A standard Kubernetes condition (metav1.Condition): one observed state of the job."""
+
+    type: str = Field(
+        max_length=316, pattern=CONDITION_TYPE_PATTERN, description="Condition type, e.g. Ready."
+    )
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        max_length=1024, pattern=CONDITION_REASON_PATTERN, description="CamelCase reason for the status."
+    )
+    message: str = Field("", max_length=32768, description="Human-readable details.")
+    last_transition_time: Timestamp = Field(description="When status last changed (RFC 3339).")
+    observed_generation: NonNegInt | None = Field(
+        None, description="spec generation the condition was set for."
+    )
+
+
+class GPUInfo(StatusModel):
+    """The GPUs of a node."""
+
+    model: str | None = Field(None, description="GPU model, as in the catalog (e.g. RTX 4090, H100).")
+    count: NonNegInt | None = Field(None, description="GPUs on the node.")
+    memory_gib: float | None = Field(None, ge=0, description="Memory per GPU, GiB.")
+
+
+class ServerCandidate(StatusModel):
+    """A node that was feasible but not chosen."""
+
+    node: str = Field(description="Node name.")
+    gpu: GPUInfo | None = Field(None, description="The node's GPUs.")
+    hourly_cost: float | None = Field(None, description="Rental cost, USD per hour.")
+    latency_ms: float | None = Field(None, description="Latency to the users, milliseconds.")
+    cell: list[int] = Field(default_factory=list, description="Grid cell (cost, latency, hardware).")
+    distance: float | None = Field(None, description="Normalised distance to the ideal point.")
+    reason: str | None = Field(None, description="Why it was not chosen.")
+
+
+class ServerDecision(StatusModel):
+    """The server selector's decision (Pareto Front Grid)."""
+
+    node: str | None = Field(None, description="Name of the chosen node.")
+    gpu: GPUInfo | None = Field(None, description="GPUs of the chosen node.")
+    hourly_cost: float | None = Field(None, description="Rental cost of the chosen node, USD per hour.")
+    latency_ms: float | None = Field(
+        None, description="Latency from the chosen node to the users, milliseconds."
+    )
+    region: str | None = Field(None, description="Region (topology.kubernetes.io/region) of the chosen node.")
+    grid_size: NonNegInt | None = Field(
+        None, description="K: intervals per objective, ceil(|C_best - C_worst| / gamma)."
+    )
+    cost_window: float | None = Field(None, description="gamma used for the grid, USD per hour.")
+    cell: list[int] = Field(default_factory=list, description="Chosen grid cell (cost, latency, hardware).")
+    pareto_cells: list[list[int]] = Field(default_factory=list, description="Cells of the Pareto Front Grid.")
+    runners_up: list[ServerCandidate] = Field(default_factory=list, description="Best nodes not chosen.")
+    candidates: NonNegInt | None = Field(None, description="Nodes considered.")
+    feasible: NonNegInt | None = Field(None, description="Nodes that passed the hard constraints.")
+    rejected: dict[str, NonNegInt] = Field(
+        default_factory=dict, description="Nodes rejected per reason (reason -> count)."
+    )
+    reason: str | None = Field(None, description="Why this node was chosen.")
+    nodes_fingerprint: str | None = Field(None, description="Hash of the node facts the decision used.")
+
+
+class TeacherCandidate(StatusModel):
+    """One teacher's evaluation on the task sample."""
+
+    name: str = Field(description="Teacher name.")
+    accuracy: Fraction | None = Field(None, description="Share of the sample answered correctly (0..1).")
+    samples: NonNegInt | None = Field(None, description="Samples evaluated.")
+    correct: NonNegInt | None = Field(None, description="Samples answered correctly.")
+    prompt_tokens: NonNegInt | None = Field(None, description="Prompt tokens spent.")
+    completion_tokens: NonNegInt | None = Field(None, description="Completion tokens spent.")
+    cost_usd: float | None = Field(None, ge=0, description="Cost of the evaluation, USD.")
+    verdict: str | None = Field(None, description="Selected, or why not.")
+    error: str | None = Field(None, description="Why the evaluation failed, if it did.")
+
+
+class TeacherDecision(StatusModel):
+    """The teacher selector's decision."""
+
+    selected: str | None = Field(None, description="Name of the chosen teacher.")
+    reason: str | None = Field(None, description="Why this teacher was chosen.")
+    candidates: list[TeacherCandidate] = Field(default_factory=list, description="Every teacher's result.")
+
+
+class StrategyDecision(StatusModel):
+    """The distillation strategy selector's decision."""
+
+    selected: Literal["alignment", "injection"] | None = Field(None, description="alignment or injection.")
+    algorithm: Literal["sft-lora", "grpo", "white-box-kd", "dpo"] | None = Field(
+        None, description="Training algorithm."
+    )
+    reason: str | None = Field(None, description="Why this strategy was chosen.")
+
+
+class StudentCandidate(StatusModel):
+    """One student's probe and estimates (paper Eq. 2)."""
+
+    name: str = Field(description="Student name.")
+    parameters: float | None = Field(None, ge=0, description="Parameter count.")
+    accuracy: Fraction | None = Field(None, description="a: probe accuracy with the teacher's reasoning.")
+    training_time_hours: float | None = Field(None, ge=0, description="t: estimated training time, hours.")
+    tokens_per_second: float | None = Field(None, ge=0, description="r: estimated decode tokens/s.")
+    training_memory_gib: float | None = Field(None, ge=0, description="Estimated LoRA training memory, GiB.")
+    serving_memory_gib: float | None = Field(None, ge=0, description="Estimated serving memory, GiB.")
+    score: float | None = Field(None, description="M: weighted score.")
+    verdict: str | None = Field(None, description="Selected, or why not.")
+
+
+class StudentDecision(StatusModel):
+    """The student selector's decision."""
+
+    selected: str | None = Field(None, description="Name of the chosen student.")
+    reason: str | None = Field(None, description="Why this student was chosen.")
+    candidates: list[StudentCandidate] = Field(default_factory=list, description="Every student's result.")
+
+
+class DataStatus(StatusModel):
+    """The training data the synthesis stage produced."""
+
+    uri: str | None = Field(None, description="Where the dataset is.")
+    samples: NonNegInt | None = Field(None, description="Training examples in total.")
+    real: NonNegInt | None = Field(None, description="Examples from the task's own data.")
+    synthetic: NonNegInt | None = Field(None, description="Examples synthesised by the teacher.")
+    rejected: NonNegInt | None = Field(None, description="Examples dropped by verification.")
+
+
+class TrainingStatus(StatusModel):
+    """The training stage."""
+
+    student: str | None = Field(None, description="Student being or last trained.")
+    algorithm: str | None = Field(None, description="Algorithm used.")
+    attempt: NonNegInt | None = Field(
+        None, description="Which student attempt this is: 1 for the first choice, 2 for the next, ..."
+    )
+    adapter_uri: str | None = Field(None, description="Where the trained adapter is.")
+    steps: NonNegInt | None = Field(None, description="Optimizer steps run.")
+    loss: float | None = Field(None, description="Final training loss.")
+    duration_seconds: float | None = Field(None, ge=0, description="Wall-clock training time, seconds.")
+
+
+class EvaluationAttempt(StatusModel):
+    """A trained student's held-out result."""
+
+    student: str = Field(description="Student name.")
+    accuracy: Fraction | None = Field(None, description="Held-out accuracy.")
+    passed: bool | None = Field(None, description="Whether it met minAccuracy.")
+
+
+class EvaluationStatus(StatusModel):
+    """The held-out evaluation of the trained student."""
+
+    student: str | None = Field(None, description="Student evaluated.")
+    accuracy: Fraction | None = Field(None, description="Held-out accuracy.")
+    samples: NonNegInt | None = Field(None, description="Held-out samples.")
+    correct: NonNegInt | None = Field(None, description="Samples answered correctly.")
+    passed: bool | None = Field(None, description="Whether accuracy met minAccuracy.")
+    attempts: list[EvaluationAttempt] = Field(
+        default_factory=list, description="Every student trained so far."
+    )
+
+
+class EndpointStatus(StatusModel):
+    """Where the distilled model is served."""
+
+    url: str | None = Field(None, description="Base URL of the OpenAI-compatible API.")
+    model: str | None = Field(None, description="Model name to send in requests.")
+    ready: bool | None = Field(None, description="Whether the endpoint passes its readiness check.")
+
+
+class CostStatus(StatusModel):
+    """What the job has spent or is estimated to spend."""
+
+    estimate_usd: float | None = Field(None, ge=0, description="Estimated total, USD.")
+    spent_usd: float | None = Field(None, ge=0, description="Spent so far, USD.")
+    teacher_tokens: NonNegInt | None = Field(None, description="Teacher tokens used.")
+    gpu_hours: float | None = Field(None, ge=0, description="Node hours used.")
+
+
+class DistillationJobStatus(StatusModel):
+    """Observed state of the job and every decision the operator took, with reasons."""
+
+    observed_generation: NonNegInt | None = Field(None, description="Last spec generation acted on.")
+    phase: Phase | None = Field(None, description="Where the job is, for humans.")
+    stage: str | None = Field(None, description="Stage-machine position (internal).")
+    message: str | None = Field(None, description="Latest human-readable progress or error.")
+    start_time: Timestamp | None = Field(None, description="When the operator started the job.")
+    completion_time: Timestamp | None = Field(None, description="When the job reached Serving or Failed.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Standard conditions: ServerSelected, TeacherSelected, StudentSelected, DataReady, "
+        "Trained, Evaluated, Ready, Failed.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    server: ServerDecision | None = Field(
+        None, description="The server selector's decision: node, grid, runners-up, rejections."
+    )
+    teacher: TeacherDecision | None = Field(
+        None, description="The teacher selector's decision and every teacher's accuracy and cost."
+    )
+    strategy: StrategyDecision | None = Field(
+        None, description="The strategy selector's decision: alignment or injection, and the algorithm."
+    )
+    student: StudentDecision | None = Field(
+        None, description="The student selector's decision and every student's a, t, r and M."
+    )
+    data: DataStatus | None = Field(None, description="The training data that was synthesised.")
+    training: TrainingStatus | None = Field(None, description="The training stage's progress and result.")
+    evaluation: EvaluationStatus | None = Field(
+        None, description="Held-out evaluation of the trained student."
+    )
+    endpoint: EndpointStatus | None = Field(None, description="Where the distilled model is served.")
+    cost: CostStatus | None = Field(None, description="Estimated and actual spend.")
+
+    def condition(self, type_: str) -> Condition | None:
+        """The condition of this type, if any."""
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def set_condition(
+        self,
+        type_: str,
+        status: Literal["True", "False", "Unknown"],
+        reason: str,
+        message: str,
+        *,
+        now: str,
+        observed_generation: int | None = None,
+    ) -> Condition:
+        """Add or update a condition; lastTransitionTime moves only when `status` changes (API convention)."""
+        old = self.condition(type_)
+        when = old.last_transition_time if old is not None and old.status == status else now
+        new = Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            last_transition_time=when,
+            observed_generation=observed_generation,
+        )
+        if old is None:
+            self.conditions = [*self.conditions, new]
+        else:
+            self.conditions = [new if c.type == type_ else c for c in self.conditions]
+        return new
