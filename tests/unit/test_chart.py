@@ -1,0 +1,451 @@
+"""The Helm chart, rendered by the real helm binary and checked object by object.
+
+helm is built from source with the test control plane (tests/controlplane/build.sh); its bin
+directory comes from STRATOS_K8S_BIN (set by `make test`) or from build.sh itself. Nothing here
+talks to a cluster: tests/integration/test_helm_install.py does that.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "stratos"
+RELEASE = "stratos"
+NAMESPACE = "stratos-system"
+
+# The permissions the operator needs (and no more), as (API group, resource, verb).
+NAMESPACED_PERMISSIONS = {
+    *(("stratos.io", "distillationjobs", v) for v in ("get", "list", "watch", "patch", "update")),
+    *(("stratos.io", "distillationjobs/status", v) for v in ("get", "patch", "update")),
+    *(("", "events", v) for v in ("create", "patch")),
+    *(("events.k8s.io", "events", v) for v in ("create", "patch")),
+    *(("batch", "jobs", v) for v in ("get", "list", "watch", "create", "delete", "patch")),
+    *(("", "pods", v) for v in ("get", "list", "watch", "delete")),
+    *(("", "configmaps", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
+    *(("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
+    *(("", "services", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
+    *(("", "persistentvolumeclaims", v) for v in ("get", "list", "watch")),
+}
+CLUSTER_PERMISSIONS = {
+    *(("", "nodes", v) for v in ("get", "list", "watch")),
+    # kopf's runtime observation of CRDs (and, in namespaced mode, of namespaces).
+    *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")),
+}
+KOPF_NAMESPACE_OBSERVATION = {("", "namespaces", "list"), ("", "namespaces", "watch")}
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "watched": {"watchedNamespaces": ["team-a", "team-b"]},
+    "monitor-nocrds": {"serviceMonitor": {"enabled": True}, "crds": {"install": False}},
+    "debug-digest": {
+        "logLevel": "debug",
+        "image": {"digest": "sha256:" + "0" * 64},
+        "workerImage": {"repository": "registry.local/worker", "tag": "1.2.3"},
+    },
+}
+
+
+def _bin_dir() -> Path:
+    configured = os.environ.get("STRATOS_K8S_BIN")
+    if configured:
+        return Path(configured)
+    result = subprocess.run(
+        ["bash", str(REPO / "tests" / "controlplane" / "build.sh"), "--print-bin-dir"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"no helm binary: tests/controlplane/build.sh failed: {result.stderr[-2000:]}")
+    return Path(result.stdout.strip())
+
+
+@functools.cache
+def helm_path() -> str:
+    helm = _bin_dir() / "helm"
+    if not os.access(helm, os.X_OK):
+        pytest.skip(f"no helm binary at {helm}")
+    return str(helm)
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([helm_path(), *args], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+@functools.cache
+def _render(values_json: str) -> tuple[dict[str, Any], ...]:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as values_file:
+        values_file.write(values_json)
+        values_file.flush()
+        out = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", values_file.name).stdout
+    return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    # JSON is YAML: a values file that helm reads exactly as written.
+    return list(_render(json.dumps(values or {}, sort_keys=True)))
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = of_kind(objects, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def permissions(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role.get("rules") or []
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+    }
+
+
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "operator")
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def all_renders() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    for name, values in SCENARIOS.items():
+        yield name, render(values)
+
+
+# --- lint and shape ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_helm_lint_strict(scenario: str, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(json.dumps(SCENARIOS[scenario]))
+    result = helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE, "-f", str(values), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_defaults_render_the_expected_objects() -> None:
+    objects = render()
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == sorted(
+        [
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+        ]
+    )
+    for obj in objects:
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
+            assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "stratos"
+
+
+def test_operator_command_ports_probes_and_environment() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    objects = render()
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    container = operator_container(objects)
+    assert container["command"] == [
+        "kopf",
+        "run",
+        "--standalone",
+        "--liveness=http://0.0.0.0:8081/healthz",
+        "-m",
+        "stratos.controller.operator",
+    ]
+    assert container["args"] == ["--all-namespaces"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 8080, "health": 8081}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    env = env_of(container)
+    app = chart["appVersion"]
+    assert env["STRATOS_LOG_LEVEL"] == "info"
+    assert env["STRATOS_METRICS_PORT"] == "8080"
+    assert env["STRATOS_WORKER_IMAGE"] == f"ghcr.io/stratos-operator/stratos-worker:{app}"
+    assert env["STRATOS_SERVING_IMAGE"] == f"ghcr.io/stratos-operator/stratos-serving:{app}"
+    assert env["STRATOS_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert container["image"] == f"ghcr.io/stratos-operator/stratos-operator:{app}"
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
+
+
+def test_log_level_and_image_overrides() -> None:
+    objects = render(SCENARIOS["debug-digest"])
+    container = operator_container(objects)
+    assert container["args"][0] == "--verbose"
+    assert container["image"] == "ghcr.io/stratos-operator/stratos-operator@sha256:" + "0" * 64
+    assert env_of(container)["STRATOS_WORKER_IMAGE"] == "registry.local/worker:1.2.3"
+    assert "--quiet" in operator_container(render({"logLevel": "warning"}))["args"]
+
+
+def test_metrics_service_selects_the_operator_pod() -> None:
+    objects = render()
+    service = one(objects, "Service")
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"replicaCount": 2},
+        {"image": {"tag": "latest"}},
+        {"logLevel": "chatty"},
+        {"watchedNamespaces": ["Not_A_Namespace"]},
+        {"unknownKey": True},
+    ],
+    ids=["two-replicas", "latest-tag", "log-level", "namespace-name", "unknown-key"],
+)
+def test_schema_rejects_bad_values(bad: dict[str, Any], tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(json.dumps(bad))
+    result = helm("template", RELEASE, str(CHART), "-f", str(values), check=False)
+    assert result.returncode != 0, f"accepted {bad}"
+
+
+# --- pod security ---------------------------------------------------------------------------------
+
+ALLOWED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def _assert_restricted(pod: dict[str, Any], where: str) -> None:
+    """The restricted Pod Security Standard (v1.29+), field by field."""
+    pod_sc = pod.get("securityContext", {})
+    for host in ("hostNetwork", "hostPID", "hostIPC", "hostUsers"):
+        assert not pod.get(host), f"{where}: {host}"
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        assert kinds <= ALLOWED_VOLUME_TYPES, f"{where}: volume {volume['name']} is {kinds}"
+    containers = [*pod.get("initContainers", []), *pod["containers"]]
+    assert containers
+    for container in containers:
+        sc = container.get("securityContext", {})
+        name = f"{where}/{container['name']}"
+        assert sc.get("privileged") in (None, False), name
+        assert sc.get("allowPrivilegeEscalation") is False, name
+        assert sc.get("readOnlyRootFilesystem") is True, name
+        assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, name
+        assert sc.get("runAsUser", pod_sc.get("runAsUser")) not in (None, 0), name
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {}))
+        assert seccomp.get("type") in ("RuntimeDefault", "Localhost"), name
+        capabilities = sc.get("capabilities", {})
+        assert "ALL" in capabilities.get("drop", []), name
+        assert set(capabilities.get("add", [])) <= {"NET_BIND_SERVICE"}, name
+        for port in container.get("ports", []):
+            assert "hostPort" not in port, name
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard() -> None:
+    checked = 0
+    for scenario, objects in all_renders():
+        for workload in objects:
+            template = workload.get("spec", {}).get("template")
+            if workload["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job") and template:
+                _assert_restricted(template["spec"], f"{scenario}:{workload['kind']}")
+                checked += 1
+    assert checked == len(SCENARIOS)
+
+
+def test_operator_pod_writes_only_to_an_emptydir_at_tmp() -> None:
+    objects = render()
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 65532
+    mounts = operator_container(objects)["volumeMounts"]
+    assert [m["mountPath"] for m in mounts] == ["/tmp"]
+    volume = next(v for v in pod["volumes"] if v["name"] == mounts[0]["name"])
+    assert "emptyDir" in volume
+
+
+# --- RBAC ------------------------------------------------------------------------------------------
+
+
+def test_rbac_has_no_wildcards_and_no_secrets() -> None:
+    for scenario, objects in all_renders():
+        for role in of_kind(objects, "ClusterRole") + of_kind(objects, "Role"):
+            where = f"{scenario}:{role['kind']}/{role['metadata']['name']}"
+            for rule in role["rules"]:
+                for key in ("apiGroups", "resources", "verbs"):
+                    assert "*" not in rule.get(key, []), f"{where}: wildcard in {key}"
+                assert not rule.get("nonResourceURLs"), where
+                assert not rule.get("resourceNames"), where
+                assert not {"secrets", "serviceaccounts/token"} & set(rule["resources"]), where
+                assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), where
+
+
+def test_all_namespaces_rbac_is_exactly_what_the_operator_needs() -> None:
+    objects = render()
+    fullname = RELEASE
+    roles = {r["metadata"]["name"]: r for r in of_kind(objects, "ClusterRole")}
+    assert permissions(roles[fullname]) == NAMESPACED_PERMISSIONS
+    assert permissions(roles[f"{fullname}-cluster"]) == CLUSTER_PERMISSIONS
+    assert not of_kind(objects, "Role") and not of_kind(objects, "RoleBinding")
+    service_account = one(objects, "ServiceAccount")["metadata"]
+    for binding in of_kind(objects, "ClusterRoleBinding"):
+        assert binding["roleRef"]["name"] in roles
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": service_account["name"], "namespace": NAMESPACE}
+        ]
+
+
+def test_watched_namespaces_get_a_role_each_and_no_cluster_wide_namespaced_rights() -> None:
+    objects = render(SCENARIOS["watched"])
+    roles = of_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert permissions(role) == NAMESPACED_PERMISSIONS
+    bindings = of_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": RELEASE,
+        }
+        assert binding["subjects"][0]["namespace"] == NAMESPACE
+    # Cluster-wide: only nodes and kopf's observation, never the namespaced permissions.
+    cluster_roles = of_kind(objects, "ClusterRole")
+    assert [r["metadata"]["name"] for r in cluster_roles] == [f"{RELEASE}-cluster"]
+    assert permissions(cluster_roles[0]) == CLUSTER_PERMISSIONS | KOPF_NAMESPACE_OBSERVATION
+    args = operator_container(objects)["args"]
+    assert args == ["--namespace=team-a", "--namespace=team-b"]
+
+
+def test_duplicate_watched_namespaces_render_once() -> None:
+    objects = render({"watchedNamespaces": ["team-a", "team-a"]})
+    assert len(of_kind(objects, "Role")) == 1
+    assert operator_container(objects)["args"] == ["--namespace=team-a"]
+
+
+def test_rbac_and_service_account_can_be_left_out() -> None:
+    objects = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "mine"}})
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"}
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
+
+
+# --- CRD -------------------------------------------------------------------------------------------
+
+
+def test_chart_crd_copy_is_in_sync_with_crds_dir() -> None:
+    """files/crds/ must equal crds/ byte for byte; fix with `cp crds/*.yaml charts/stratos/files/crds/`."""
+    source = {p.name: p.read_bytes() for p in (REPO / "crds").glob("*.yaml")}
+    copy = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
+    assert source, "crds/ holds no CRD (python -m stratos.api.crdgen --out crds)"
+    assert sorted(copy) == sorted(source), "run: cp crds/*.yaml charts/stratos/files/crds/"
+    stale = [name for name in source if copy[name] != source[name]]
+    assert not stale, f"stale chart copy of {stale}: run cp crds/*.yaml charts/stratos/files/crds/"
+
+
+def test_rendered_crd_is_the_generated_one_plus_helm_metadata() -> None:
+    sources = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "crds").glob("*.yaml"))]
+    rendered = of_kind(render(), "CustomResourceDefinition")
+    assert len(rendered) == len(sources)
+    by_name = {c["metadata"]["name"]: c for c in rendered}
+    for source in sources:
+        crd = by_name[source["metadata"]["name"]]
+        assert crd["spec"] == source["spec"]
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert "distillationjobs.stratos.io" in by_name
+
+
+def test_crds_can_be_skipped_or_not_kept() -> None:
+    assert not of_kind(render({"crds": {"install": False}}), "CustomResourceDefinition")
+    for crd in of_kind(render({"crds": {"keep": False}}), "CustomResourceDefinition"):
+        assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
+
+
+# --- ServiceMonitor --------------------------------------------------------------------------------
+
+
+def test_service_monitor_only_when_enabled() -> None:
+    for scenario, objects in all_renders():
+        monitors = of_kind(objects, "ServiceMonitor")
+        enabled = SCENARIOS[scenario].get("serviceMonitor", {}).get("enabled", False)
+        assert len(monitors) == (1 if enabled else 0), scenario
+
+
+def test_service_monitor_scrapes_the_metrics_service() -> None:
+    objects = render({"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}})
+    monitor = one(objects, "ServiceMonitor")
+    service = one(objects, "Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [service["spec"]["ports"][0]["name"]]
+
+
+def test_service_monitor_needs_the_metrics_service(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        json.dumps({"serviceMonitor": {"enabled": True}, "metrics": {"service": {"enabled": False}}})
+    )
+    result = helm("template", RELEASE, str(CHART), "-f", str(values), check=False)
+    assert result.returncode != 0
+    assert "metrics.service.enabled" in result.stderr
+
+
+# --- documentation ---------------------------------------------------------------------------------
+
+
+def _leaf_keys(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        # Maps of free-form content (resources, annotations, ...) are documented as one value.
+        if isinstance(value, dict) and value and key != "resources":
+            yield from _leaf_keys(value, path + ".")
+        else:
+            yield path
+
+
+def test_readme_documents_every_value() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    missing = [key for key in _leaf_keys(values) if f"`{key}`" not in readme]
+    assert not missing, f"charts/stratos/README.md does not document {missing}"
+
+
+def test_schema_names_every_top_level_value() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert set(values) <= set(schema["properties"])
