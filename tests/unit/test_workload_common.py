@@ -1,0 +1,153 @@
+"""Stage-program plumbing: results always valid JSON under 4 KiB, failures reported, secrets masked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from stratos.llm import TeacherUnavailable, register_secret
+from stratos.workloads.common import (
+    RESULT_LIMIT,
+    ConfigError,
+    WorkloadConfig,
+    compact_json,
+    failure,
+    load_config,
+    run_stage,
+    write_result,
+)
+
+
+class Cfg(WorkloadConfig):
+    name: str
+    size: int = 1
+
+
+def test_compact_json_small_payload_unchanged():
+    text = compact_json({"ok": True, "a": [1, 2], "b": "x"})
+    assert text == '{"ok":true,"a":[1,2],"b":"x"}'
+
+
+def test_compact_json_truncates_lists_and_strings_and_stays_valid():
+    payload = {
+        "ok": True,
+        "items": [{"name": f"n{i}", "text": "y" * 500} for i in range(200)],
+        "z": "q" * 9000,
+    }
+    text = compact_json(payload)
+    assert len(text.encode()) <= RESULT_LIMIT
+    data = json.loads(text)
+    assert data["ok"] is True and data["truncated"] is True
+    assert 0 < len(data["items"]) < 200
+
+
+def test_compact_json_multibyte_and_pathological():
+    text = compact_json({"ok": True, "tiles": "🀙" * 5000, "deep": [[["x" * 100] * 100] * 100]})
+    assert len(text.encode()) <= RESULT_LIMIT
+    assert json.loads(text)["ok"] is True
+    many_keys = {f"k{i}": "v" * 30 for i in range(1000)}
+    text = compact_json({"ok": False, "kind": "X", **many_keys})
+    data = json.loads(text)
+    assert len(text.encode()) <= RESULT_LIMIT and data["ok"] is False and data["kind"] == "X"
+
+
+def test_compact_json_non_finite_floats_become_null():
+    assert json.loads(compact_json({"a": float("nan"), "b": float("inf")})) == {"a": None, "b": None}
+
+
+def test_secrets_are_masked_in_results():
+    register_secret("sk-result-secret-99")
+    text = compact_json({"ok": False, "error": "bad key sk-result-secret-99 given"})
+    assert "sk-result-secret-99" not in text and "***" in text
+
+
+def test_failure_shape_and_kind():
+    assert failure(TeacherUnavailable("teacher t: authentication failed")) == {
+        "ok": False,
+        "error": "teacher t: authentication failed",
+        "kind": "TeacherUnavailable",
+    }
+    f = failure(ValueError("x" * 2000 + "\n" + "y"))
+    assert f["kind"] == "ValueError" and len(f["error"]) <= 400
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.json", Cfg)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(bad, Cfg)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"name": "a", "sizee": 2}')
+    with pytest.raises(ConfigError, match="sizee"):
+        load_config(wrong, Cfg)
+    ok = tmp_path / "ok.json"
+    ok.write_text('{"name": "a", "size": 3}')
+    assert load_config(ok, Cfg).size == 3
+
+
+def test_run_stage_success_sync_and_async(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"name": "a"}')
+    res = tmp_path / "r.json"
+    assert run_stage("x", Cfg, lambda c: {"name": c.name}, ["--config", str(cfg), "--result", str(res)]) == 0
+    assert json.loads(res.read_text()) == {"ok": True, "name": "a"}
+
+    async def body(c: Cfg):
+        return {"size": c.size}
+
+    assert run_stage("x", Cfg, body, ["--config", str(cfg), "--result", str(res)]) == 0
+    assert json.loads(res.read_text()) == {"ok": True, "size": 1}
+
+
+def test_run_stage_failure_writes_result_and_exits_non_zero(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"name": "a"}')
+    res = tmp_path / "r.json"
+
+    def body(c: Cfg):
+        raise TeacherUnavailable("teacher a: authentication failed (HTTP 401)")
+
+    assert run_stage("x", Cfg, body, ["--config", str(cfg), "--result", str(res)]) == 1
+    assert json.loads(res.read_text()) == {
+        "ok": False,
+        "error": "teacher a: authentication failed (HTTP 401)",
+        "kind": "TeacherUnavailable",
+    }
+    assert run_stage("x", Cfg, body, ["--config", str(tmp_path / "none.json"), "--result", str(res)]) == 1
+    assert json.loads(res.read_text())["kind"] == "ConfigError"
+
+
+def test_write_result_to_stdout(capsys):
+    write_result("-", {"ok": True})
+    assert capsys.readouterr().out.strip() == '{"ok":true}'
+
+
+def test_sigterm_still_writes_a_result(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"name": "a"}')
+    res = tmp_path / "r.json"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, time
+        from stratos.workloads.common import WorkloadConfig, run_stage
+
+        class Cfg(WorkloadConfig):
+            name: str
+
+        def body(c):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            return {{}}
+
+        raise SystemExit(run_stage("x", Cfg, body, ["--config", {str(cfg)!r}, "--result", {str(res)!r}]))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert proc.returncode == 143
+    assert json.loads(res.read_text())["kind"] == "Terminated"
