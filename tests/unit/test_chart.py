@@ -189,10 +189,12 @@ def test_operator_command_ports_probes_and_environment() -> None:
     app = chart["appVersion"]
     assert env["STRATOS_LOG_LEVEL"] == "info"
     assert env["STRATOS_METRICS_PORT"] == "8080"
-    assert env["STRATOS_WORKER_IMAGE"] == f"ghcr.io/stratos-operator/stratos-worker:{app}"
-    assert env["STRATOS_SERVING_IMAGE"] == f"ghcr.io/stratos-operator/stratos-serving:{app}"
+    assert env["STRATOS_WORKER_IMAGE"] == f"ghcr.io/stratos-io/stratos-worker:{app}"
+    assert env["STRATOS_SERVING_IMAGE"] == f"ghcr.io/stratos-io/stratos-serving:{app}"
+    assert env["STRATOS_IMAGE_PULL_POLICY"] == "IfNotPresent"
+    assert env["STRATOS_RECONCILE_INTERVAL"] == "1"
     assert env["STRATOS_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-    assert container["image"] == f"ghcr.io/stratos-operator/stratos-operator:{app}"
+    assert container["image"] == f"ghcr.io/stratos-io/stratos-operator:{app}"
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
 
@@ -201,7 +203,7 @@ def test_log_level_and_image_overrides() -> None:
     objects = render(SCENARIOS["debug-digest"])
     container = operator_container(objects)
     assert container["args"][0] == "--verbose"
-    assert container["image"] == "ghcr.io/stratos-operator/stratos-operator@sha256:" + "0" * 64
+    assert container["image"] == "ghcr.io/stratos-io/stratos-operator@sha256:" + "0" * 64
     assert env_of(container)["STRATOS_WORKER_IMAGE"] == "registry.local/worker:1.2.3"
     assert "--quiet" in operator_container(render({"logLevel": "warning"}))["args"]
 
