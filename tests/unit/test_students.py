@@ -299,3 +299,22 @@ def test_selection_properties(cands, weights, a, t_max, r_min, seed) -> None:
     seed.shuffle(shuffled)
     again = select_student(shuffled, **kw)
     assert (again.selected, again.ranking) == (choice.selected, choice.ranking)
+
+
+def test_accepts_the_api_models() -> None:
+    # The controller passes spec.students[].model and spec.requirements.weights straight through, and
+    # records status_fields() as status.student.candidates[].
+    from stratos.api.candidates import ModelSpec
+    from stratos.api.spec import Weights
+    from stratos.api.status import StudentCandidate
+
+    f = ModelFacts.from_spec(ModelSpec(uri="hf://meta-llama/Llama-3.2-3B", parameters=3.2e9))
+    assert (f.layers, f.hidden_size) == (28, 3072)
+    fit = hardware_fit(f, RTX4090.memory_gib, context_length=4096, **TRAINING)
+    s = assess_student("llama-3.2-3b", f, fit, gpu=RTX4090, gpu_count=1, tokens=1e7, mfu=0.35,
+                       gradient_checkpointing=True, accuracy=0.6)
+    choice = select_student([s], min_accuracy=0.5, max_training_hours=2, min_tokens_per_second=30,
+                            weights=Weights())
+    recorded = StudentCandidate(**choice.candidates[0].status_fields())
+    assert recorded.score == pytest.approx(1.0)
+    assert recorded.training_memory_gib == pytest.approx(13.936, abs=1e-3)
