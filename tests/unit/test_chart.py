@@ -1,7 +1,8 @@
 """The Helm chart, rendered by the real helm binary and checked object by object.
 
 helm is built from source with the test control plane (tests/controlplane/build.sh); its bin
-directory comes from STRATOS_K8S_BIN (set by `make test`) or from build.sh itself. Nothing here
+directory comes from STRATOS_K8S_BIN (set by `make test`) or from build.sh itself
+(support.controlplane.resolve_bin_dir). Nothing here
 talks to a cluster: tests/integration/test_helm_install.py does that.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from support.controlplane import ControlPlaneError, resolve_bin_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "stratos"
@@ -56,27 +58,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 
-def _bin_dir() -> Path:
-    configured = os.environ.get("STRATOS_K8S_BIN")
-    if configured:
-        return Path(configured)
-    result = subprocess.run(
-        ["bash", str(REPO / "tests" / "controlplane" / "build.sh"), "--print-bin-dir"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"no helm binary: tests/controlplane/build.sh failed: {result.stderr[-2000:]}")
-    return Path(result.stdout.strip())
-
-
 @functools.cache
 def helm_path() -> str:
-    helm = _bin_dir() / "helm"
-    if not os.access(helm, os.X_OK):
-        pytest.skip(f"no helm binary at {helm}")
-    return str(helm)
+    try:
+        return str(resolve_bin_dir() / "helm")
+    except ControlPlaneError as e:
+        pytest.skip(f"no helm binary: {e}")
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
