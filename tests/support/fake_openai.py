@@ -136,7 +136,7 @@ class FakeOpenAI:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> FakeOpenAI:
         handler = _make_handler(self)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _QuietServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
         self._thread.start()
@@ -269,6 +269,13 @@ class FakeOpenAI:
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up early (a cancelled request, an exiting subprocess) are not test failures."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
 
 
 def _model(model: str) -> dict[str, Any]:

@@ -283,12 +283,12 @@ class TeacherClient:
         )
 
     async def _with_retries(self, call: Callable[[], Awaitable[Any]], *, what: str) -> tuple[Any, int]:
-        if self._unavailable is not None:  # fail fast: the endpoint already proved unusable
-            raise TeacherUnavailable(str(self._unavailable))
         attempts = 0
         all_connection_errors = True
         async with self._semaphore:
             while True:
+                if self._unavailable is not None:  # fail fast: the endpoint already proved unusable
+                    raise TeacherUnavailable(str(self._unavailable))
                 attempts += 1
                 try:
                     return await asyncio.wait_for(call(), timeout=self.timeout + 5.0), attempts
