@@ -1,0 +1,134 @@
+"""Manifests of the objects a DistillationJob owns: one ConfigMap and one batch/v1 Job per stage run.
+
+Every child has a deterministic name (``naming.child_name``), the job's labels and a controller owner
+reference, so the garbage collector removes it with its parent. Stage pods run under the restricted
+Pod Security Standard, with no ServiceAccount token: they need no API access. API keys reach them only
+as ``secretKeyRef`` environment variables, never through the ConfigMap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from stratos.api.spec import DistillationJobSpec
+from stratos.controller.config import OperatorConfig
+from stratos.controller.machine import StageRun
+from stratos.controller.naming import child_labels, child_name, owner_reference
+
+CONFIG_DIR = "/etc/stratos"
+CONFIG_FILE = "config.json"
+STORAGE_DIR = "/var/lib/stratos"
+TERMINATION_LOG = "/dev/termination-log"
+GPU_RESOURCE = "nvidia.com/gpu"
+RUN_AS_USER = 65532
+
+
+def stage_configmap(body: Mapping[str, Any], run: StageRun) -> dict[str, Any]:
+    job = body["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": child_name(job, run.stage, run.candidate),
+            "namespace": body["metadata"]["namespace"],
+            "labels": child_labels(job, run.stage, run.candidate),
+            "ownerReferences": [owner_reference(body)],
+        },
+        "data": {CONFIG_FILE: json.dumps(run.config, sort_keys=True, indent=1)},
+    }
+
+
+def stage_job(
+    body: Mapping[str, Any], spec: DistillationJobSpec, run: StageRun, cfg: OperatorConfig
+) -> dict[str, Any]:
+    job = body["metadata"]["name"]
+    name = child_name(job, run.stage, run.candidate)
+    labels = child_labels(job, run.stage, run.candidate)
+    resources: dict[str, Any] = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "8Gi"}}
+    if run.gpus:
+        resources["limits"][GPU_RESOURCE] = str(run.gpus)
+        resources["requests"][GPU_RESOURCE] = str(run.gpus)
+    container = {
+        "name": "stage",
+        "image": cfg.worker_image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": ["python", "-m", run.program],
+        "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--result", TERMINATION_LOG],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "STRATOS_STORAGE_DIR", "value": STORAGE_DIR},
+            *[
+                {"name": s.env, "valueFrom": {"secretKeyRef": {"name": s.secret, "key": s.key}}}
+                for s in run.secret_env
+            ],
+        ],
+        "resources": resources,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "storage", "mountPath": STORAGE_DIR, **_sub_path(spec)},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": name}},
+            _storage_volume(spec),
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if run.node:
+        pod_spec["nodeSelector"] = {"kubernetes.io/hostname": run.node}
+        tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.servers.tolerations]
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+        pod_spec["tolerations"] = tolerations
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": body["metadata"]["namespace"],
+            "labels": labels,
+            "ownerReferences": [owner_reference(body)],
+        },
+        "spec": {
+            "backoffLimit": spec.retries.backoff_limit,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def _storage_volume(spec: DistillationJobSpec) -> dict[str, Any]:
+    storage = spec.storage
+    if storage is not None and storage.pvc is not None:
+        return {"name": "storage", "persistentVolumeClaim": {"claimName": storage.pvc.claim_name}}
+    return {"name": "storage", "emptyDir": {}}
+
+
+def _sub_path(spec: DistillationJobSpec) -> dict[str, str]:
+    storage = spec.storage
+    if storage is not None and storage.pvc is not None and storage.pvc.sub_path:
+        return {"subPath": storage.pvc.sub_path}
+    return {}

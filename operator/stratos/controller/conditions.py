@@ -1,0 +1,92 @@
+"""Status conditions, following the Kubernetes API conventions.
+
+Conditions name states, not transitions (``ServerSelected``, not ``SelectingServer``). A condition's
+``lastTransitionTime`` changes only when its ``status`` changes, so re-writing the same verdict on every
+reconcile does not look like a flapping object in ``kubectl describe``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+# Condition types, in pipeline order. ``Ready`` rolls the whole pipeline up.
+SERVER_SELECTED = "ServerSelected"
+TEACHER_SELECTED = "TeacherSelected"
+STUDENT_SELECTED = "StudentSelected"
+DATA_READY = "DataReady"
+TRAINED = "Trained"
+EVALUATED = "Evaluated"
+READY = "Ready"
+FAILED = "Failed"
+SUSPENDED = "Suspended"
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+
+
+def now_rfc3339(now: datetime | None = None) -> str:
+    """The RFC 3339 timestamp (second precision, ``Z``) that Kubernetes uses in conditions."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def get_condition(conditions: Iterable[Mapping[str, Any]] | None, ctype: str) -> Mapping[str, Any] | None:
+    for cond in conditions or ():
+        if cond.get("type") == ctype:
+            return cond
+    return None
+
+
+def is_true(conditions: Iterable[Mapping[str, Any]] | None, ctype: str) -> bool:
+    cond = get_condition(conditions, ctype)
+    return cond is not None and cond.get("status") == TRUE
+
+
+def set_condition(
+    conditions: Iterable[Mapping[str, Any]] | None,
+    ctype: str,
+    status: str,
+    reason: str,
+    message: str,
+    *,
+    generation: int | None,
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Return a new condition list with ``ctype`` set; other conditions are kept in their order.
+
+    The transition time is carried over when the status did not change.
+    """
+    if status not in (TRUE, FALSE, UNKNOWN):
+        raise ValueError(f"condition status must be True, False or Unknown, not {status!r}")
+    result: list[dict[str, Any]] = []
+    replaced = False
+    for cond in conditions or ():
+        if cond.get("type") != ctype:
+            result.append(dict(cond))
+            continue
+        transition = cond.get("lastTransitionTime") if cond.get("status") == status else None
+        result.append(_condition(ctype, status, reason, message, generation, transition or now_rfc3339(now)))
+        replaced = True
+    if not replaced:
+        result.append(_condition(ctype, status, reason, message, generation, now_rfc3339(now)))
+    return result
+
+
+def remove_condition(conditions: Iterable[Mapping[str, Any]] | None, ctype: str) -> list[dict[str, Any]]:
+    return [dict(c) for c in conditions or () if c.get("type") != ctype]
+
+
+def _condition(
+    ctype: str, status: str, reason: str, message: str, generation: int | None, transition: str
+) -> dict[str, Any]:
+    cond: dict[str, Any] = {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message[:32768],
+        "lastTransitionTime": transition,
+    }
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    return cond

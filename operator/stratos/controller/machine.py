@@ -1,0 +1,241 @@
+"""The stage machine, shared by the operator and the embedded local runner.
+
+``reconcile`` reads a DistillationJob (its spec and the status the machine wrote before), the facts
+the caller gathered (nodes, the state of stage runs), and returns the status to write plus the events
+to post. It talks to no API server itself: stage programs are started through an injected ``Executor``
+(Kubernetes Jobs in the operator, local processes in ``stratos run``), and every decision is delegated
+to a pure function in ``stratos.decide``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from pydantic import ValidationError
+
+from stratos.api.spec import DistillationJobSpec
+from stratos.controller import conditions as c
+from stratos.controller.stages import PHASE, Stage, parse_stage
+from stratos.controller.status_patch import prune_none
+
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SecretEnv:
+    """An environment variable filled from a Secret by the kubelet; the operator never reads it."""
+
+    env: str
+    secret: str
+    key: str
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """A request to run one stage program (``python -m <program> --config ...``) to completion."""
+
+    stage: str
+    program: str
+    config: Mapping[str, Any]
+    candidate: str | None = None
+    node: str | None = None
+    gpus: int = 0
+    secret_env: tuple[SecretEnv, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    state: Literal["Pending", "Running", "Succeeded", "Failed"]
+    result: Mapping[str, Any] | None = None
+    message: str = ""
+
+
+class Executor(Protocol):
+    def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
+        """Start ``run`` unless it already exists, and report its state. Must be idempotent."""
+        ...
+
+
+@dataclass
+class Context:
+    """What a stage step sees and changes. ``status`` is a working copy in API (camelCase) form."""
+
+    body: Mapping[str, Any]
+    spec: DistillationJobSpec
+    status: dict[str, Any]
+    generation: int | None
+    now: datetime
+    nodes: Sequence[Mapping[str, Any]]
+    executor: Executor | None
+    events: list[Event] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    def run(self, run: StageRun) -> RunStatus:
+        if self.executor is None:
+            return RunStatus("Pending", message="no executor: stage programs cannot be started here")
+        return self.executor.ensure(run, self.spec)
+
+    def condition(
+        self, ctype: str, status: str, reason: str, message: str, *, event: EventType | None = None
+    ) -> None:
+        """Set a condition; post an event only when the condition actually changes."""
+        before = c.get_condition(self.status.get("conditions"), ctype)
+        self.status["conditions"] = c.set_condition(
+            self.status.get("conditions"),
+            ctype,
+            status,
+            reason,
+            message,
+            generation=self.generation,
+            now=self.now,
+        )
+        changed = before is None or (before.get("status"), before.get("reason"), before.get("message")) != (
+            status,
+            reason,
+            message,
+        )
+        if event and changed:
+            self.events.append(Event(event, reason, message))
+
+
+Step = Callable[[Context], Stage | None]
+"""A stage step returns the stage to move to, or None to wait (it is called again on the next tick)."""
+
+STEPS: dict[Stage, Step] = {}
+
+
+def step(stage: Stage) -> Callable[[Step], Step]:
+    def register(fn: Step) -> Step:
+        STEPS[stage] = fn
+        return fn
+
+    return register
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: dict[str, Any]
+    events: list[Event]
+    timings: dict[str, float]
+
+
+def reconcile(
+    body: Mapping[str, Any],
+    *,
+    nodes: Sequence[Mapping[str, Any]],
+    executor: Executor | None,
+    now: datetime | None = None,
+) -> Outcome:
+    """Advance the job as far as the facts allow, and return the status it should have."""
+    # Importing the steps registers them; done here so that importing the machine stays cheap.
+    from stratos.controller import stage_server  # noqa: F401
+
+    now = now or datetime.now(UTC)
+    status: dict[str, Any] = copy.deepcopy(dict(body.get("status") or {}))
+    generation = body.get("metadata", {}).get("generation")
+    events: list[Event] = []
+    try:
+        spec = DistillationJobSpec.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        return _invalid_spec(status, generation, now, err)
+
+    ctx = Context(body, spec, status, generation, now, nodes, executor, events)
+    stage = parse_stage(status.get("stage"))
+    if stage is Stage.FAILED and _failed_reason(status) == "InvalidSpec":
+        # The spec was fixed: start again from the top; steps skip what is already decided.
+        stage = Stage.SELECT_SERVER
+        status["conditions"] = c.remove_condition(status.get("conditions"), c.FAILED)
+    status["stage"] = stage.value
+
+    if spec.suspend:
+        status["phase"] = "Suspended"
+        ctx.condition(
+            c.SUSPENDED, c.TRUE, "Suspended", "spec.suspend is true: no new stage starts", event="Normal"
+        )
+    else:
+        if c.get_condition(status.get("conditions"), c.SUSPENDED) is not None:
+            ctx.condition(c.SUSPENDED, c.FALSE, "Resumed", "spec.suspend is false", event="Normal")
+        _run(ctx)
+
+    _roll_up_ready(ctx)
+    status["observedGeneration"] = generation
+    return Outcome(prune_none(status), events, ctx.timings)
+
+
+def _run(ctx: Context) -> None:
+    status = ctx.status
+    for _ in range(len(Stage) + 1):
+        stage = parse_stage(status.get("stage"))
+        status["phase"] = PHASE[stage]
+        fn = STEPS.get(stage)
+        if fn is None:
+            if stage is not Stage.FAILED:
+                status["message"] = f"stage {stage.value} is not available in this version of the operator"
+            return
+        status.pop("message", None)
+        nxt = fn(ctx)
+        if nxt is None or nxt is stage:
+            return
+        status["stage"] = nxt.value
+
+
+def fail(ctx: Context, reason: str, message: str) -> Stage:
+    """Move the job to the terminal Failed stage with a reason and a message naming the cause."""
+    ctx.condition(c.FAILED, c.TRUE, reason, message, event="Warning")
+    ctx.status["message"] = message
+    return Stage.FAILED
+
+
+def _failed_reason(status: Mapping[str, Any]) -> str | None:
+    cond = c.get_condition(status.get("conditions"), c.FAILED)
+    return str(cond.get("reason")) if cond else None
+
+
+def _invalid_spec(
+    status: dict[str, Any], generation: int | None, now: datetime, err: ValidationError
+) -> Outcome:
+    message = "invalid spec: " + "; ".join(_describe_error(e) for e in err.errors()[:10])
+    before = c.get_condition(status.get("conditions"), c.FAILED)
+    status["conditions"] = c.set_condition(
+        status.get("conditions"), c.FAILED, c.TRUE, "InvalidSpec", message, generation=generation, now=now
+    )
+    status["conditions"] = c.set_condition(
+        status["conditions"], c.READY, c.FALSE, "InvalidSpec", message, generation=generation, now=now
+    )
+    status.update(
+        stage=Stage.FAILED.value, phase=PHASE[Stage.FAILED], message=message, observedGeneration=generation
+    )
+    fresh = before is None or before.get("message") != message
+    return Outcome(status, [Event("Warning", "InvalidSpec", message)] if fresh else [], {})
+
+
+def _describe_error(error: Mapping[str, Any]) -> str:
+    loc = ".".join(str(part) for part in ("spec", *error.get("loc", ())))
+    return f"{loc}: {error.get('msg', 'invalid value')}"
+
+
+def _roll_up_ready(ctx: Context) -> None:
+    stage = parse_stage(ctx.status.get("stage"))
+    if stage is Stage.SERVING:
+        return  # the Deploy step owns Ready=True once the endpoint answers
+    if stage is Stage.FAILED:
+        cond = c.get_condition(ctx.status.get("conditions"), c.FAILED) or {}
+        ctx.condition(c.READY, c.FALSE, str(cond.get("reason", "Failed")), str(cond.get("message", "")))
+        return
+    phase = str(ctx.status.get("phase"))
+    ctx.condition(c.READY, c.FALSE, phase, f"the pipeline is at stage {stage.value}")

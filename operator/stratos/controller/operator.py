@@ -1,0 +1,137 @@
+"""The kopf operator: thin wiring between the API server and the stage machine.
+
+Run with ``kopf run -m stratos.controller.operator --standalone --all-namespaces``. Each
+DistillationJob gets a timer that reconciles it every ``STRATOS_RECONCILE_INTERVAL`` seconds: the
+machine gathers the facts (nodes from an in-memory index, stage runs from the API), calls the pure
+decision functions, and only a status that differs from the one on the server is written. Nothing is
+kept between ticks that is not in the object's status, so a restarted operator carries on where the
+last one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from stratos import GROUP, PLURAL, VERSION
+from stratos.controller import metrics
+from stratos.controller.config import OperatorConfig
+from stratos.controller.executor import KubeExecutor, index_key_for_pod, job_view, pod_view
+from stratos.controller.machine import reconcile
+from stratos.controller.naming import LABEL_JOB
+from stratos.controller.status_patch import status_patch
+
+CONFIG = OperatorConfig.from_env()
+NODES_KEY = "nodes"
+# A patch we sent is not yet visible in the body kopf hands us for this long at most; ticks that see
+# the body we patched from are skipped so a decision is not recorded (and announced) twice.
+STALE_GRACE_SECONDS = 5.0
+
+_last_patch: dict[str, tuple[str, float]] = {}
+_last_patch_lock = threading.Lock()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    settings.posting.reporting_component = "stratos-operator"
+    settings.posting.level = logging.INFO
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.networking.request_timeout = 60
+    settings.watching.server_timeout = 270
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    memo.api = client.ApiClient()
+    metrics.serve(CONFIG.metrics_port)
+    logger.info("stratos operator started; metrics on :%s", CONFIG.metrics_port)
+
+
+@kopf.index("", "v1", "nodes")
+def nodes(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """Every Node, reduced to the fields the node-facts code reads (labels, taints, capacity, Ready)."""
+    return {NODES_KEY: node_view(body)}
+
+
+def node_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status", {})
+    return {
+        "metadata": {
+            "name": meta.get("name"),
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(GROUP)},
+        },
+        "spec": {"unschedulable": spec.get("unschedulable", False), "taints": list(spec.get("taints") or [])},
+        "status": {
+            "conditions": [
+                {"type": cond.get("type"), "status": cond.get("status")}
+                for cond in status.get("conditions") or []
+            ],
+            "capacity": dict(status.get("capacity") or {}),
+            "allocatable": dict(status.get("allocatable") or {}),
+        },
+    }
+
+
+@kopf.index("batch", "v1", "jobs", labels={LABEL_JOB: kopf.PRESENT})
+def stage_jobs(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace or "", name): job_view(body)}
+
+
+@kopf.index("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT})
+def stage_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]] | None:
+    key = index_key_for_pod(body)
+    return {key: pod_view(body)} if key else None
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.reconcile_interval)
+def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+    """Reconcile one job. kopf passes the indexes by name: ``nodes``, ``stage_jobs``, ``stage_pods``."""
+    nodes: kopf.Index[str, Any] = kwargs["nodes"]
+    stage_jobs: kopf.Index[tuple[str, str], Any] = kwargs["stage_jobs"]
+    stage_pods: kopf.Index[tuple[str, str], Any] = kwargs["stage_pods"]
+    uid = body["metadata"]["uid"]
+    version = body["metadata"].get("resourceVersion", "")
+    with _last_patch_lock:
+        seen = _last_patch.get(uid)
+    if seen and seen[0] == version and time.monotonic() - seen[1] < STALE_GRACE_SECONDS:
+        return
+    started = time.perf_counter()
+    try:
+        executor = KubeExecutor(body, CONFIG, memo.api, stage_jobs, stage_pods)
+        outcome = reconcile(body, nodes=list(nodes.get(NODES_KEY, [])), executor=executor)
+    except Exception as err:
+        metrics.RECONCILE_ERRORS.labels(kind=type(err).__name__).inc()
+        raise
+    finally:
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+    for decision, seconds in outcome.timings.items():
+        metrics.DECISION_SECONDS.labels(decision=decision).observe(seconds)
+    changes = status_patch(body.get("status") or {}, outcome.status)
+    if changes:
+        patch.status.update(changes)
+        with _last_patch_lock:
+            _last_patch[uid] = (version, time.monotonic())
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    metrics.JOB_PHASES.set(uid, str(outcome.status.get("phase", "Pending")))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def forget_deleted(event: Mapping[str, Any], uid: str, **_: Any) -> None:
+    if event.get("type") == "DELETED":
+        metrics.JOB_PHASES.forget(uid)
+        with _last_patch_lock:
+            _last_patch.pop(uid, None)

@@ -1,0 +1,94 @@
+"""Stage SelectServer: gather node facts, run the Pareto-Front-Grid selection, record the decision."""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+from stratos.controller import conditions as c
+from stratos.controller.machine import Context, step
+from stratos.controller.stages import Stage
+from stratos.decide.nodes import NodeFacts, gather_candidates
+from stratos.decide.placement import required_gpu_memory_gib
+from stratos.decide.servers import ServerChoice, select_server
+
+
+@step(Stage.SELECT_SERVER)
+def select_server_step(ctx: Context) -> Stage | None:
+    decided = ctx.status.get("server", {}).get("node")
+    if decided and c.is_true(ctx.status.get("conditions"), c.SERVER_SELECTED):
+        return Stage.EVALUATE_TEACHERS  # decided before (e.g. by an operator that has since restarted)
+    choice = decide_server(ctx)
+    if choice.chosen is None:
+        ctx.status.pop("server", None)
+        ctx.condition(c.SERVER_SELECTED, c.FALSE, "NoFeasibleNode", choice.reason, event="Warning")
+        return None  # tried again on every tick, so a node that appears or changes is picked up
+    ctx.status["server"] = server_block(choice, ctx.spec.servers.cost_window)
+    ctx.condition(c.SERVER_SELECTED, c.TRUE, "NodeSelected", describe(choice.chosen, choice), event="Normal")
+    return Stage.EVALUATE_TEACHERS
+
+
+def decide_server(ctx: Context) -> ServerChoice:
+    spec = ctx.spec
+    started = perf_counter()
+    candidates, rejected = gather_candidates(
+        ctx.nodes,
+        node_selector=spec.servers.node_selector,
+        tolerations=[t.model_dump(by_alias=True, exclude_none=True) for t in spec.servers.tolerations],
+        region_latency_ms=spec.servers.region_latency_ms,
+    )
+    choice = select_server(
+        candidates,
+        cost_window=spec.servers.cost_window,
+        min_gpu_memory_gib=required_gpu_memory_gib(spec),
+        max_hourly_cost=spec.requirements.max_hourly_cost,
+        max_latency_ms=spec.requirements.max_latency_ms,
+        runners_up=spec.servers.runners_up,
+        rejected=rejected,
+    )
+    ctx.timings["server"] = perf_counter() - started
+    return choice
+
+
+def describe(node: NodeFacts, choice: ServerChoice) -> str:
+    return (
+        f"node {node.name} ({node.gpu_count}x {node.gpu.name}, ${node.hourly_cost:.2f}/h, "
+        f"{node.latency_ms:g} ms): {choice.reason}"
+    )
+
+
+def _gpu(node: NodeFacts) -> dict[str, Any]:
+    return {"model": node.gpu.name, "count": node.gpu_count, "memoryGiB": round(node.gpu_memory_gib, 2)}
+
+
+def server_block(choice: ServerChoice, cost_window: float) -> dict[str, Any]:
+    """The ``status.server`` block: winner, grid, runners-up and rejection counts."""
+    node = choice.chosen
+    assert node is not None
+    return {
+        "node": node.name,
+        "gpu": _gpu(node),
+        "hourlyCost": node.hourly_cost,
+        "latencyMs": node.latency_ms,
+        "region": node.region,
+        "gridSize": choice.grid_size,
+        "costWindow": cost_window,
+        "cell": list(choice.cell or ()),
+        "paretoCells": [list(cell) for cell in choice.pareto_cells],
+        "runnersUp": [
+            {
+                "node": r.facts.name,
+                "gpu": _gpu(r.facts),
+                "hourlyCost": r.facts.hourly_cost,
+                "latencyMs": r.facts.latency_ms,
+                "cell": list(r.cell),
+                "distance": round(r.distance, 4),
+                "reason": r.reason,
+            }
+            for r in choice.runners_up
+        ],
+        "candidates": choice.candidates,
+        "feasible": choice.feasible,
+        "rejected": dict(sorted(choice.rejected.items())),
+        "reason": choice.reason,
+    }
