@@ -8,12 +8,13 @@ into nested objects). Verifier kinds:
   field in GSM8K form ('…#### 42') counts as its number;
 - `set`: the same items in any order; items are separated by commas or semicolons when there are any,
   otherwise by whitespace, and compared like `exact`;
-- `regex`: `pattern` is a Python regular expression, used one of two ways:
-  * with a capturing group (named `answer`, else the first group), the pattern *extracts* the
-    answer: the last match in the model's output gives the group, compared like `exact`;
-  * without groups, the stated answer must *fullmatch* the pattern; a literal `{answer}` in the
-    pattern is first replaced by the sample's answer, escaped (e.g. `(?i)\\s*{answer}\\s*(dollars)?`).
-    Without `{answer}` the pattern alone decides (a format check, the sample's answer is not used).
+- `regex`: `pattern` is a Python regular expression, used in one of two ways:
+  * it *extracts* the answer: the last match in the model's output (after any <think> block) gives
+    the group named `answer`, else the first group, else the whole match; that is then compared
+    like `exact` with the sample's answer (e.g. `ANSWER: ([A-D])` for multiple choice);
+  * with a literal `{answer}` in it, the pattern instead *checks* the stated answer (found as for
+    `exact`): the answer must fullmatch the pattern after `{answer}` is replaced by the sample's
+    answer, escaped (e.g. `(?i)\\s*{answer}\\s*(dollars)?` accepts "4.50 dollars" for 4.50).
 
 Without a test URI a seeded 10% of the training rows is held out for evaluation.
 """
@@ -138,19 +139,22 @@ class JsonlTask(Task):
 
     # Extraction and verification ---------------------------------------------------------------------
 
-    def _group_regex(self) -> re.Pattern[str] | None:
-        return self.regex if self.regex is not None and self.regex.groups else None
+    def _checks(self) -> bool:
+        """Whether the regex checks a stated answer (`{answer}` form) rather than extracting one."""
+        return "{answer}" in (self.pattern or "")
 
     def extract(self, text: str) -> str | None:
         if not text:
             return None
-        rx = self._group_regex()
-        if rx is not None:
-            matches = list(rx.finditer(strip_thinking(text)))
+        if self.regex is not None and not self._checks():
+            matches = list(self.regex.finditer(strip_thinking(text)))
             if not matches:
                 return None
             m = matches[-1]
-            value = m.group("answer") if "answer" in rx.groupindex else m.group(1)
+            if "answer" in self.regex.groupindex:
+                value = m.group("answer")
+            else:
+                value = m.group(1) if self.regex.groups else m.group(0)
             return value.strip() if value is not None else None
         if self.verifier == "numeric":
             return extract_number(text)
@@ -164,7 +168,7 @@ class JsonlTask(Task):
         if self.verifier == "set":
             got = set_items(predicted)
             return bool(got) and got == set_items(sample.answer)
-        if self.verifier == "regex" and self._group_regex() is None:
+        if self.verifier == "regex" and self._checks():
             assert self.pattern is not None
             pattern = self.pattern.replace("{answer}", re.escape(sample.answer))
             return re.fullmatch(pattern, predicted.strip()) is not None
