@@ -87,6 +87,8 @@ def test_verify_compares_sets_exactly() -> None:
     ("<think>maybe 🀄🀄🀄 ...</think>\nAnswer: 🀄\ufe0f 🀅", "🀄 🀅"),
     ("Sorting gives 🀇🀈🀉 🀊🀋.\nSo you need 🀌 or 🀉 to win.", "🀉 🀌"),
     ("In short notation the answer is 14m.", "🀇 🀊"),
+    ("So the answer is the two tiles 🀙 and 🀜.", "🀙 🀜"),
+    ("The answer is 🀇 🀊.\nNote that 🀋 is not a winning tile: it leaves 🀈🀉🀋 unmatched.", "🀇 🀊"),
     ("I cannot determine this.", None),
     ("", None),
 ])

@@ -5,10 +5,10 @@ GSM8K's "#### 42", wrap the answer in <think> blocks, or keep talking after it. 
 the text that states the final answer, most explicit marker first:
 
 1. the last `\\boxed{...}` (nested braces allowed);
-2. the last `#### ...` line;
-3. the last "answer is ...", "answer: ...", "final answer ...", "winning tiles are ..." phrase,
-   cut at the end of its sentence;
-4. otherwise the last non-empty line.
+2. whichever comes later of the last `#### ...` line (not a markdown heading like "#### Step 2") and
+   the last "answer is ...", "answer: ...", "final answer ...", "winning tiles are ..." phrase, cut
+   at the end of its sentence, so a model that corrects itself is read at its final word;
+3. otherwise the last non-empty line.
 
 Task plug-ins then parse that span (a number, tiles, free text).
 """
@@ -70,19 +70,18 @@ def answer_span(text: str) -> str | None:
     boxed = last_boxed(text)
     if boxed is not None:
         return _clean(boxed)
-    # "#### 42" (GSM8K's marker) but not a markdown heading such as "#### Step 2".
-    hashes = [m for m in _HASHES.finditer(text) if not m.group(1)[0].isalpha()]
     plain = text.translate(_MARKDOWN)
-    candidates: list[tuple[float, str]] = []
+    # "#### 42" (GSM8K's marker) but not a markdown heading such as "#### Step 2".
+    hashes = [m for m in _HASHES.finditer(plain) if not m.group(1)[0].isalpha()]
+    candidates: list[tuple[int, str]] = []
     if hashes:
-        # Positions in `text` and `plain` differ slightly; compare them as fractions of the length.
-        candidates.append((hashes[-1].start() / len(text), _clean(hashes[-1].group(1))))
+        candidates.append((hashes[-1].start(), _clean(hashes[-1].group(1))))
     for m in reversed(list(_PHRASE.finditer(plain))):
         rest = plain[m.end():].lstrip()
         end = _SENTENCE_END.search(rest)
         span = _clean(rest[: end.start()] if end else rest)
         if span:
-            candidates.append((m.start() / len(plain), span))
+            candidates.append((m.start(), span))
             break
     if candidates:
         return max(candidates, key=lambda c: c[0])[1]
@@ -172,12 +171,11 @@ def normalise_text(text: str) -> str:
     return text.strip("\"'“”`").rstrip(".").strip()
 
 
-def after_answer_phrase(text: str) -> str | None:
-    """Everything after the last "answer is" / "winning tiles are" style phrase, markdown removed.
+def answer_tails(text: str) -> list[str]:
+    """The text after each "answer is" / "winning tiles are" style phrase, last phrase first.
 
     For answers that run over several lines (bulleted lists), where `answer_span`'s sentence cut is
-    too tight.
+    too tight; callers take the first tail that starts with an answer.
     """
     plain = strip_thinking(text).translate(_MARKDOWN)
-    matches = list(_PHRASE.finditer(plain))
-    return plain[matches[-1].end():] if matches else None
+    return [plain[m.end():] for m in reversed(list(_PHRASE.finditer(plain)))]

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 from stratos.tasks.base import Message, Sample, Split, Task
-from stratos.tasks.extract import after_answer_phrase, answer_span, last_boxed, strip_thinking
+from stratos.tasks.extract import answer_span, answer_tails, last_boxed, strip_thinking
 from stratos.tasks.mahjong_gen import generate_hands, mutate_hand
 from stratos.tasks.mahjong_solver import decompose, winning_tiles
 from stratos.tasks.mahjong_tiles import (
@@ -61,16 +61,25 @@ def _first_run(text: str | None) -> list[int]:
 
 
 def extract_tiles(text: str | None) -> list[int]:
-    """The winning tiles a model states: \\boxed{…}, then 'The answer is …' (lists over several lines
-    allowed), then '#### …' or the final line, then the last line that holds tiles at all."""
+    """The winning tiles a model states: \\boxed{…}, then 'The answer is …' (the last such phrase that
+    tiles follow; lists over several lines allowed), then '#### …' or the final line, then the last
+    line that holds tiles at all."""
     if not text or not text.strip():
         return []
     body = strip_thinking(text)
     boxed = last_boxed(body)
     tiles = _first_run(boxed) or parse_tiles(boxed or "")
-    if not tiles:
-        tail = after_answer_phrase(body)
-        tiles = _first_run(tail[:400] if tail else None)
+    tails = [] if tiles else answer_tails(body)
+    # Tiles right after the phrase first ("winning tile: it leaves 🀈🀉🀋" states no answer), then
+    # tiles a few words later ("the answer is the tile 🀇").
+    for close in (lambda gap: not re.search(r"\w", gap), lambda gap: len(gap.strip()) <= 40):
+        for tail in tails:
+            m = _RUN.search(tail[:400])
+            if m and close(tail[: m.start()]):
+                tiles = parse_tiles(m.group(0))
+                break
+        if tiles:
+            break
     if not tiles:
         span = answer_span(body)
         tiles = _first_run(span) or parse_tiles(span or "")
