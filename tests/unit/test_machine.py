@@ -6,6 +6,7 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+from stratos.api.status import DistillationJobStatus
 from stratos.controller.machine import reconcile
 from stratos.controller.status_patch import status_patch
 
@@ -65,9 +66,10 @@ def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_selects_the_node_in_the_dominating_cell_and_records_why() -> None:
     out = reconcile(job(), nodes=NODES, executor=None, now=NOW)
+    DistillationJobStatus.model_validate(out.status)  # every field is one the CRD's schema keeps
     server = out.status["server"]
     assert server["node"] == "a-4090"
-    assert server["gpu"] == {"model": "RTX 4090", "count": 1, "memoryGiB": 24.0}
+    assert server["gpu"] == {"model": "RTX 4090", "count": 1, "memoryGib": 24.0}
     assert server["gridSize"] == 5
     assert server["cell"] == [0, 0, 0]
     assert server["paretoCells"] == [[0, 0, 0]]

@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.children import stage_configmap, stage_job
+from stratos.controller.children import STORAGE_DIR, stage_configmap, stage_job
 from stratos.controller.config import OperatorConfig
 from stratos.controller.machine import RunStatus, StageRun
 from stratos.controller.naming import LABEL_JOB, child_name
@@ -129,6 +129,8 @@ def _pod_failure(pod: Mapping[str, Any]) -> str:
 
 class KubeExecutor:
     """Runs stage programs as Jobs in the DistillationJob's namespace."""
+
+    storage_root = STORAGE_DIR
 
     def __init__(
         self,

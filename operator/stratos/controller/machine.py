@@ -23,6 +23,7 @@ from stratos.controller.stages import PHASE, Stage, parse_stage
 from stratos.controller.status_patch import prune_none
 
 EventType = Literal["Normal", "Warning"]
+DEFAULT_STORAGE_ROOT = "/var/lib/stratos"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class RunStatus:
 
 
 class Executor(Protocol):
+    storage_root: str
+    """Where the job's storage is mounted for stage programs (the pod's mount path, or a local dir)."""
+
     def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
         """Start ``run`` unless it already exists, and report its state. Must be idempotent."""
         ...
@@ -84,6 +88,23 @@ class Context:
     @property
     def name(self) -> str:
         return str(self.body["metadata"]["name"])
+
+    @property
+    def data_root(self) -> str:
+        """Root that relative dataset paths resolve against: the storage mount."""
+        return self.executor.storage_root if self.executor else DEFAULT_STORAGE_ROOT
+
+    @property
+    def job_dir(self) -> str:
+        """This job's own directory on the storage (the uid keeps a re-created namesake apart)."""
+        uid = str(self.body["metadata"].get("uid", "local"))[:8]
+        return f"{self.data_root}/jobs/{self.name}-{uid}"
+
+    def decided(self, block: str, key: str, condition: str) -> bool:
+        """Whether an earlier tick (maybe of an operator since restarted) already made this decision."""
+        return bool((self.status.get(block) or {}).get(key)) and c.is_true(
+            self.status.get("conditions"), condition
+        )
 
     def run(self, run: StageRun) -> RunStatus:
         if self.executor is None:
@@ -143,7 +164,7 @@ def reconcile(
 ) -> Outcome:
     """Advance the job as far as the facts allow, and return the status it should have."""
     # Importing the steps registers them; done here so that importing the machine stays cheap.
-    from stratos.controller import stage_server  # noqa: F401
+    from stratos.controller import stage_server, stage_teachers  # noqa: F401
 
     now = now or datetime.now(UTC)
     status: dict[str, Any] = copy.deepcopy(dict(body.get("status") or {}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from time import perf_counter
 from typing import Any
 
+from stratos.api.status import GPUInfo, ServerCandidate, ServerDecision
 from stratos.controller import conditions as c
 from stratos.controller.machine import Context, step
 from stratos.controller.stages import Stage
@@ -15,8 +16,7 @@ from stratos.decide.servers import ServerChoice, select_server
 
 @step(Stage.SELECT_SERVER)
 def select_server_step(ctx: Context) -> Stage | None:
-    decided = ctx.status.get("server", {}).get("node")
-    if decided and c.is_true(ctx.status.get("conditions"), c.SERVER_SELECTED):
+    if ctx.decided("server", "node", c.SERVER_SELECTED):
         return Stage.EVALUATE_TEACHERS  # decided before (e.g. by an operator that has since restarted)
     choice = decide_server(ctx)
     if choice.chosen is None:
@@ -57,38 +57,38 @@ def describe(node: NodeFacts, choice: ServerChoice) -> str:
     )
 
 
-def _gpu(node: NodeFacts) -> dict[str, Any]:
-    return {"model": node.gpu.name, "count": node.gpu_count, "memoryGiB": round(node.gpu_memory_gib, 2)}
+def _gpu(node: NodeFacts) -> GPUInfo:
+    return GPUInfo(model=node.gpu.name, count=node.gpu_count, memory_gib=round(node.gpu_memory_gib, 2))
 
 
 def server_block(choice: ServerChoice, cost_window: float) -> dict[str, Any]:
     """The ``status.server`` block: winner, grid, runners-up and rejection counts."""
     node = choice.chosen
     assert node is not None
-    return {
-        "node": node.name,
-        "gpu": _gpu(node),
-        "hourlyCost": node.hourly_cost,
-        "latencyMs": node.latency_ms,
-        "region": node.region,
-        "gridSize": choice.grid_size,
-        "costWindow": cost_window,
-        "cell": list(choice.cell or ()),
-        "paretoCells": [list(cell) for cell in choice.pareto_cells],
-        "runnersUp": [
-            {
-                "node": r.facts.name,
-                "gpu": _gpu(r.facts),
-                "hourlyCost": r.facts.hourly_cost,
-                "latencyMs": r.facts.latency_ms,
-                "cell": list(r.cell),
-                "distance": round(r.distance, 4),
-                "reason": r.reason,
-            }
+    return ServerDecision(
+        node=node.name,
+        gpu=_gpu(node),
+        hourly_cost=node.hourly_cost,
+        latency_ms=node.latency_ms,
+        region=node.region,
+        grid_size=choice.grid_size,
+        cost_window=cost_window,
+        cell=list(choice.cell or ()),
+        pareto_cells=[list(cell) for cell in choice.pareto_cells],
+        runners_up=[
+            ServerCandidate(
+                node=r.facts.name,
+                gpu=_gpu(r.facts),
+                hourly_cost=r.facts.hourly_cost,
+                latency_ms=r.facts.latency_ms,
+                cell=list(r.cell),
+                distance=round(r.distance, 4),
+                reason=r.reason,
+            )
             for r in choice.runners_up
         ],
-        "candidates": choice.candidates,
-        "feasible": choice.feasible,
-        "rejected": dict(sorted(choice.rejected.items())),
-        "reason": choice.reason,
-    }
+        candidates=choice.candidates,
+        feasible=choice.feasible,
+        rejected=dict(sorted(choice.rejected.items())),
+        reason=choice.reason,
+    ).to_api()

@@ -1,0 +1,141 @@
+"""Stage EvaluateTeachers: one teacher-eval run per teacher, in parallel; then decisions 2 and 3.
+
+Teacher evaluations are CPU work that needs the network, not a GPU, so their pods are not pinned to
+the chosen node. A teacher whose endpoint fails outright is recorded with its error and selection goes
+on with the others; only when every teacher failed does the job stop.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+from stratos.api.spec import TeacherSpec
+from stratos.api.status import CostStatus, StrategyDecision, TeacherCandidate, TeacherDecision
+from stratos.controller import conditions as c
+from stratos.controller.machine import Context, Event, RunStatus, SecretEnv, StageRun, fail, step
+from stratos.controller.stages import Stage
+from stratos.decide.strategy import StrategyError, select_strategy
+from stratos.decide.teachers import TeacherEval, select_teacher
+
+TEACHER_EVAL = "teacher-eval"
+PROGRAM = "stratos.workloads.teacher_eval"
+API_KEY_ENV = "TEACHER_API_KEY"
+
+
+def teacher_eval_run(ctx: Context, teacher: TeacherSpec) -> StageRun:
+    spec = ctx.spec
+    ref = teacher.endpoint.api_key_secret_ref
+    config: dict[str, Any] = {
+        "teacher": teacher.name,
+        "baseURL": teacher.endpoint.base_url,
+        "model": teacher.endpoint.model,
+        "apiKeyEnv": API_KEY_ENV if ref else None,
+        "costPerMillionTokens": teacher.cost_per_million_tokens,
+        "maxConcurrency": teacher.max_concurrency,
+        "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        "sampleSize": spec.task.sample_size,
+        "seed": spec.task.seed,
+        "dataRoot": ctx.data_root,
+        "outputDir": ctx.job_dir,
+    }
+    secrets = (SecretEnv(API_KEY_ENV, ref.name, ref.key),) if ref else ()
+    return StageRun(TEACHER_EVAL, PROGRAM, config, candidate=teacher.name, secret_env=secrets)
+
+
+def teacher_traces(ctx: Context, teacher: str) -> str:
+    """Where teacher-eval wrote the teacher's reasoning traces (read by the student probes)."""
+    return f"{ctx.job_dir}/teacher-eval/{teacher}/traces.jsonl"
+
+
+def _evaluation(name: str, cost_per_million: float, run: RunStatus) -> TeacherEval:
+    if run.state == "Failed" or run.result is None or not run.result.get("ok", True):
+        error = (run.result or {}).get("error") or run.message or "evaluation failed"
+        return TeacherEval(name=name, cost_per_million_tokens=cost_per_million, error=str(error)[:500])
+    r = run.result
+    return TeacherEval(
+        name=name,
+        accuracy=float(r.get("accuracy", 0.0)),
+        samples=int(r.get("samples", 0)),
+        correct=int(r.get("correct", 0)),
+        prompt_tokens=int(r.get("promptTokens", 0)),
+        completion_tokens=int(r.get("completionTokens", 0)),
+        cost_usd=float(r.get("costUSD", 0.0)),
+        cost_per_million_tokens=cost_per_million,
+    )
+
+
+@step(Stage.EVALUATE_TEACHERS)
+def evaluate_teachers_step(ctx: Context) -> Stage | None:
+    spec = ctx.spec
+    if ctx.status.get("teacher", {}).get("selected") and c.is_true(
+        ctx.status.get("conditions"), c.TEACHER_SELECTED
+    ):
+        return Stage.SELECT_STUDENT
+    runs = {t.name: ctx.run(teacher_eval_run(ctx, t)) for t in spec.teachers}
+    waiting = {name: run for name, run in runs.items() if run.state in ("Pending", "Running")}
+    if waiting:
+        done = len(runs) - len(waiting)
+        detail = "; ".join(f"{name}: {run.message or run.state}" for name, run in sorted(waiting.items()))
+        ctx.condition(
+            c.TEACHER_SELECTED,
+            c.UNKNOWN,
+            "Evaluating",
+            f"{done} of {len(runs)} teacher evaluations finished; waiting on {detail}",
+        )
+        return None
+
+    evals = [_evaluation(t.name, t.cost_per_million_tokens, runs[t.name]) for t in spec.teachers]
+    started = perf_counter()
+    choice = select_teacher(evals, min_accuracy=spec.requirements.min_accuracy)
+    ctx.timings["teacher"] = perf_counter() - started
+    ctx.status["teacher"] = TeacherDecision(
+        selected=choice.selected,
+        reason=choice.reason,
+        candidates=[
+            TeacherCandidate(
+                name=v.name,
+                accuracy=v.accuracy if v.error is None else None,
+                samples=v.samples,
+                correct=v.correct,
+                prompt_tokens=v.prompt_tokens,
+                completion_tokens=v.completion_tokens,
+                cost_usd=round(v.cost_usd, 6),
+                verdict=v.verdict,
+                error=v.error,
+            )
+            for v in choice.candidates
+        ],
+    ).to_api()
+    _add_teacher_spend(ctx, evals)
+    if choice.selected is None:
+        ctx.condition(c.TEACHER_SELECTED, c.FALSE, "NoTeacherAvailable", choice.reason, event="Warning")
+        return fail(ctx, "NoTeacherAvailable", choice.reason)
+    ctx.condition(c.TEACHER_SELECTED, c.TRUE, "TeacherSelected", choice.reason, event="Normal")
+
+    started = perf_counter()
+    try:
+        strategy = select_strategy(
+            choice.accuracy,
+            min_accuracy=spec.requirements.min_accuracy,
+            requested_strategy=spec.distillation.strategy,
+            requested_algorithm=spec.distillation.algorithm,
+        )
+    except StrategyError as err:
+        return fail(ctx, "InvalidSpec", f"spec.distillation: {err}")
+    ctx.timings["strategy"] = perf_counter() - started
+    ctx.status["strategy"] = StrategyDecision(
+        selected=strategy.selected, algorithm=strategy.algorithm, reason=strategy.reason
+    ).to_api()
+    message = f"{strategy.selected} with {strategy.algorithm}: {strategy.reason}"
+    ctx.events.append(Event("Normal", "StrategySelected", message))
+    return Stage.SELECT_STUDENT
+
+
+def _add_teacher_spend(ctx: Context, evals: list[TeacherEval]) -> None:
+    cost = CostStatus.model_validate(ctx.status.get("cost") or {})
+    cost.teacher_tokens = (cost.teacher_tokens or 0) + sum(
+        e.prompt_tokens + e.completion_tokens for e in evals
+    )
+    cost.spent_usd = round((cost.spent_usd or 0.0) + sum(e.cost_usd for e in evals), 6)
+    ctx.status["cost"] = cost.to_api()
