@@ -113,17 +113,24 @@ def test_s3_without_s3fs_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_s3_reads_through_fsspec(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     opened: list[str] = []
+    seen_options: list[dict[str, Any]] = []
     fake = types.ModuleType("fsspec")
 
-    def fake_open(target: str, mode: str = "r", encoding: str | None = None) -> io.StringIO:
+    def fake_open(target: str, mode: str = "r", encoding: str | None = None, **options: Any) -> io.StringIO:
         opened.append(target)
+        seen_options.append(options)
         return io.StringIO("".join(json.dumps(r) + "\n" for r in ROWS))
 
     fake.open = fake_open  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fsspec", fake)
     assert open_source("s3://bucket/data/train.jsonl") == ROWS
-    assert opened == ["s3://bucket/data/train.jsonl"]
+    assert opened == ["s3://bucket/data/train.jsonl"] and seen_options == [{}]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.storage:9000")
+    open_source("s3://bucket/data/train.jsonl")
+    assert seen_options[-1] == {"client_kwargs": {"endpoint_url": "http://minio.storage:9000"}}
 
 
 def test_hf_dataset_uri(monkeypatch: pytest.MonkeyPatch) -> None:

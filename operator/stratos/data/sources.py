@@ -5,8 +5,8 @@ Supported URIs (the forms `spec.task.dataset.train/test` accepts):
 - `/abs/path.jsonl`: a file; with `data_root` (the storage PVC's mount point) it is read under it;
 - `relative/path.jsonl`: relative to `data_root` when given, else to the working directory;
 - `file:///abs/path.jsonl`: a local file, never re-rooted;
-- `s3://bucket/key.jsonl`: through fsspec + s3fs (optional; credentials and endpoint from the usual
-  AWS_* environment variables);
+- `s3://bucket/key.jsonl`: through fsspec + s3fs (optional; credentials from the usual AWS_*
+  environment variables, an S3-compatible endpoint from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL);
 - `hf://datasets/ORG/NAME[/CONFIG][@SPLIT]`: a Hugging Face dataset through `datasets.load_dataset`
   (optional); `hf://datasets/ORG/NAME/path/file.jsonl` reads that file through huggingface_hub;
 - `configmap://NAME/KEY`: the key of a ConfigMap mounted at `$STRATOS_CONFIGMAP_ROOT/NAME/KEY`
@@ -102,8 +102,12 @@ def _read_fsspec(uri: str, target: str) -> str:
         import fsspec
     except ImportError:
         raise DataSourceError(uri, "reading this URI needs fsspec (pip install fsspec)") from None
+    options: dict[str, Any] = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if target.startswith("s3://") and endpoint:
+        options["client_kwargs"] = {"endpoint_url": endpoint}  # MinIO and other S3-compatible stores
     try:
-        with fsspec.open(target, "r", encoding="utf-8-sig") as f:
+        with fsspec.open(target, "r", encoding="utf-8-sig", **options) as f:
             return str(f.read())
     except ImportError as e:
         hint = "s3fs" if target.startswith("s3://") else "huggingface_hub"
