@@ -12,6 +12,12 @@ Failure modes for client tests: ``fail_first`` requests answered with ``fail_sta
 default, optional Retry-After), ``always_fail_status``, ``require_key`` (401 on a wrong or missing
 bearer token) and ``delay`` per completion so concurrency is observable; every request is recorded
 with its headers and body, and ``max_in_flight`` is the peak number of concurrent completions.
+
+Dialects of real endpoints: ``unsupported_params`` answers 400 in OpenAI's words when a request
+carries e.g. ``max_tokens`` or ``temperature`` (as its reasoning models do); ``reasoning_field``
+returns the chain of thought in a separate message field (DeepSeek's ``reasoning_content``).
+A reverse-reasoning prompt (the known answer stated beside the question, for knowledge
+injection) is answered correctly unless ``reverse_correct=False``.
 """
 
 from __future__ import annotations
@@ -103,6 +109,9 @@ class FakeOpenAI:
         always_fail_status: int | None = None,
         delay: float = 0.0,
         omit_usage: bool = False,
+        unsupported_params: Collection[str] = (),
+        reasoning_field: str | None = None,
+        reverse_correct: bool = True,
         render: Callable[[SampleLike | None, str], str] = default_render,
         wrong_answer: Callable[[SampleLike], str] = default_wrong_answer,
     ) -> None:
@@ -119,6 +128,9 @@ class FakeOpenAI:
         self.always_fail_status = always_fail_status
         self.delay = delay
         self.omit_usage = omit_usage
+        self.unsupported_params = frozenset(unsupported_params)
+        self.reasoning_field = reasoning_field
+        self.reverse_correct = reverse_correct
         self.render = render
         self.wrong_answer = wrong_answer
         self.requests: list[RecordedRequest] = []
@@ -192,11 +204,17 @@ class FakeOpenAI:
                 return sample
         return None
 
-    def _answer(self, sample: SampleLike | None) -> str:
+    @staticmethod
+    def is_reverse(sample: SampleLike, messages: Sequence[dict[str, Any]]) -> bool:
+        """A reverse-reasoning prompt states the known answer besides the question."""
+        user = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
+        return bool(sample.answer) and sample.answer in user.replace(sample.question, "")
+
+    def _answer(self, sample: SampleLike | None, messages: Sequence[dict[str, Any]]) -> str:
         if sample is None:
             return self.render(None, "🀀")
-        answer = sample.answer if self.is_correct(sample.id) else self.wrong_answer(sample)
-        return self.render(sample, answer)
+        correct = self.is_correct(sample.id) or (self.reverse_correct and self.is_reverse(sample, messages))
+        return self.render(sample, sample.answer if correct else self.wrong_answer(sample))
 
     def _handle(self, method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, dict, Any]:
         """Returns (status, extra headers, JSON payload). Runs on the server's handler threads."""
@@ -211,6 +229,13 @@ class FakeOpenAI:
         record.finished = time.monotonic()
         return status, extra, payload
 
+    def _message(self, text: str) -> dict[str, Any]:
+        """The assistant message; with ``reasoning_field`` the chain of thought goes there (DeepSeek)."""
+        if self.reasoning_field is None:
+            return {"role": "assistant", "content": text}
+        head, _, last = text.rpartition("\n")
+        return {"role": "assistant", "content": last, self.reasoning_field: head}
+
     def _respond(self, record: RecordedRequest) -> tuple[int, dict, Any]:
         if self.require_key is not None:
             auth = record.headers.get("authorization", "")
@@ -222,6 +247,10 @@ class FakeOpenAI:
         if record.method != "POST" or path != "/v1/chat/completions":
             return 404, {}, _error(f"no route {record.method} {path}", "not_found")
         body = record.body if isinstance(record.body, dict) else {}
+        refused = sorted(self.unsupported_params & set(body))
+        if refused:
+            text = _UNSUPPORTED.get(refused[0], _UNSUPPORTED[""]).format(param=refused[0])
+            return 400, {}, _error(text, "unsupported_parameter")
         if body.get("model") != self.model:
             return 404, {}, _error(f"The model `{body.get('model')}` does not exist.", "model_not_found")
         with self._lock:
@@ -241,7 +270,7 @@ class FakeOpenAI:
             messages = list(body.get("messages") or [])
             sample = self.find_sample(messages)
             record.sample_id = sample.id if sample is not None else None
-            text = self._answer(sample)
+            text = self._answer(sample, messages)
             p_tokens, c_tokens = prompt_tokens(messages), count_tokens(text)
             with self._lock:
                 self.prompt_tokens += p_tokens
@@ -254,7 +283,7 @@ class FakeOpenAI:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": text},
+                        "message": self._message(text),
                         "finish_reason": "stop",
                     }
                 ],
@@ -276,6 +305,15 @@ class _QuietServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass
+
+
+_UNSUPPORTED = {  # OpenAI's own wording for reasoning models
+    "max_tokens": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+    "Use 'max_completion_tokens' instead.",
+    "temperature": "Unsupported value: 'temperature' does not support 0.0 with this model. "
+    "Only the default (1) value is supported.",
+    "": "Unsupported parameter: '{param}' is not supported with this model.",
+}
 
 
 def _model(model: str) -> dict[str, Any]:

@@ -298,3 +298,44 @@ def test_redact_masks_registered_and_extra_secrets():
     assert redact(f"x {SECRET} y") == "x *** y"
     assert redact("token abcdefgh!", extra=("abcdefgh",)) == "token ***!"
     assert redact("EMPTY stays") == "EMPTY stays"
+
+
+def test_adapts_to_reasoning_model_parameters():
+    with FakeOpenAI(samples=SAMPLES, unsupported_params={"max_tokens", "temperature"}) as fake:
+
+        async def go():
+            async with client(fake) as c:
+                first = await c.chat(ask(0), max_tokens=64, temperature=0.0)
+                second = await c.chat(ask(1), max_tokens=64, temperature=0.0)
+                return first, second
+
+        first, second = run(go())
+        assert first.text.endswith("The answer is 0") and second.text.endswith("The answer is 2")
+        statuses = [r.status for r in fake.chat_requests]
+        assert statuses == [400, 400, 200, 200]  # discovered once, then sent in the endpoint's dialect
+        last = fake.chat_requests[-1].body
+        assert last["max_completion_tokens"] == 64 and "max_tokens" not in last and "temperature" not in last
+
+
+def test_separate_reasoning_field_is_returned():
+    with FakeOpenAI(samples=SAMPLES, reasoning_field="reasoning_content") as fake:
+
+        async def go():
+            async with client(fake) as c:
+                return await c.chat(ask(3))
+
+        result = run(go())
+    assert result.text == "The answer is 6"
+    assert result.reasoning is not None and result.reasoning.startswith("Let me think step by step.")
+
+
+def test_fake_answers_reverse_prompts_correctly():
+    with FakeOpenAI(samples=SAMPLES, correct_ids=set()) as fake:
+        reverse = [{"role": "user", "content": f"{SAMPLES[4].question}\nThe correct answer is: 8\nExplain."}]
+
+        async def go():
+            async with client(fake) as c:
+                return (await c.chat(ask(4))).text, (await c.chat(reverse)).text
+
+        forward, backward = run(go())
+    assert forward.endswith("The answer is 9") and backward.endswith("The answer is 8")

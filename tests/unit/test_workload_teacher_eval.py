@@ -232,3 +232,21 @@ def test_bad_config_is_reported(tmp_path, teachers):
     assert proc.returncode == 1
     assert result["ok"] is False and result["kind"] == "ConfigError"
     assert "builtin" in result["error"]
+
+
+def test_reasoning_model_dialect(tmp_path, task_and_samples):
+    """A DeepSeek-R1-like endpoint: reasoning in its own field, max_tokens/temperature refused."""
+    _, samples = task_and_samples
+    with FakeOpenAI(
+        samples=samples,
+        model="r1",
+        correct_fraction=0.25,
+        reasoning_field="reasoning_content",
+        unsupported_params={"max_tokens", "temperature"},
+    ) as fake:
+        proc, result = run_eval(tmp_path, "cheap", fake, model="r1", apiKeyEnv=None, maxConcurrency=1)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (result["correct"], result["samples"], result["rejected"]) == (5, 20, 0)
+    rows = [json.loads(line) for line in Path(result["tracesPath"]).read_text().splitlines()]
+    assert all(r["reasoning"].startswith("Let me think step by step.") for r in rows)
+    assert all(r["text"].startswith("The answer is") for r in rows)

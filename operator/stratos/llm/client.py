@@ -94,12 +94,16 @@ class Usage:
 
 @dataclass(frozen=True)
 class ChatResult:
+    """One answer. ``reasoning`` is the separate chain of thought some servers return
+    (DeepSeek's ``reasoning_content``, vLLM's reasoning parsers), None when there is none."""
+
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None
     attempts: int
     usage_estimated: bool = False
+    reasoning: str | None = None
 
 
 def read_api_key(env_name: str | None, environ: Mapping[str, str] | None = None) -> str:
@@ -155,6 +159,18 @@ def _error_code(err: openai.APIStatusError) -> str:
     return ""
 
 
+def _reasoning_of(message: Any) -> str | None:
+    """A separate reasoning field on the message, wherever the server put it."""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(message, name, None)
+        if value is None:
+            extra = getattr(message, "model_extra", None) or {}
+            value = extra.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
 def _retry_after(err: openai.APIStatusError) -> float | None:
     value = err.response.headers.get("retry-after")
     if value is None:
@@ -196,6 +212,9 @@ class TeacherClient:
         self._sleep = sleep
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._unavailable: TeacherUnavailable | None = None
+        # Request parameters adapted to what the endpoint accepts (see _adapt).
+        self._max_tokens_field = "max_tokens"
+        self._dropped: set[str] = set()
         self._endpoint = _endpoint_label(base_url)
         key = api_key or PLACEHOLDER_KEY
         register_secret(key)
@@ -245,18 +264,25 @@ class TeacherClient:
             log.debug("teacher %s: request %s", self.name, truncate(str(messages[-1].get("content", ""))))
         kwargs: dict[str, Any] = {"model": self.model, "messages": list(messages)}
         if max_tokens is not None:
-            kwargs["max_tokens"] = max_tokens
-        if temperature is not None:
+            kwargs[self._max_tokens_field] = max_tokens
+        if temperature is not None and "temperature" not in self._dropped:
             kwargs["temperature"] = temperature
-        if seed is not None:
+        if seed is not None and "seed" not in self._dropped:
             kwargs["seed"] = seed
 
         async def call() -> Any:
             return await self._openai.chat.completions.create(**kwargs)
 
-        response, attempts = await self._with_retries(call, what="chat completion")
+        while True:
+            try:
+                response, attempts = await self._with_retries(call, what="chat completion")
+                break
+            except TeacherRequestRejected as err:
+                if not self._adapt(kwargs, str(err)):
+                    raise
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content or "") if choice is not None else ""
+        reasoning = _reasoning_of(choice.message) if choice is not None else None
         usage = response.usage
         estimated = usage is None
         if usage is not None:
@@ -275,6 +301,7 @@ class TeacherClient:
             log.debug("teacher %s: answer %s", self.name, truncate(text))
         return ChatResult(
             text=text,
+            reasoning=reasoning,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             finish_reason=choice.finish_reason if choice is not None else None,
@@ -339,6 +366,27 @@ class TeacherClient:
                     self.retry.max_retries,
                 )
                 await self._sleep(delay)
+
+    def _adapt(self, kwargs: dict[str, Any], message: str) -> bool:
+        """Adjust a rejected request to the endpoint's dialect; True when it is worth sending again.
+
+        OpenAI's reasoning models refuse ``max_tokens`` ("use 'max_completion_tokens' instead") and
+        any non-default ``temperature``; some servers refuse ``seed``. The adaptation sticks for
+        later calls, so each endpoint pays for the discovery once.
+        """
+        lowered = message.lower()
+        if "max_completion_tokens" in lowered and "max_tokens" in kwargs:
+            kwargs["max_completion_tokens"] = kwargs.pop("max_tokens")
+            self._max_tokens_field = "max_completion_tokens"
+            log.info("teacher %s: endpoint wants max_completion_tokens instead of max_tokens", self.name)
+            return True
+        for param in ("temperature", "seed"):
+            if param in kwargs and param in lowered:
+                kwargs.pop(param)
+                self._dropped.add(param)
+                log.info("teacher %s: endpoint rejects %s; sending requests without it", self.name, param)
+                return True
+        return False
 
     def _mark_unavailable(self, message: str) -> TeacherUnavailable:
         err = TeacherUnavailable(f"teacher {self.name}: {_short(message)}")

@@ -196,6 +196,10 @@ async def _ask_all(
             row["error"] = str(err)
         else:
             extracted = task.extract(reply.text) if reply.text else None
+            if extracted is None and reply.reasoning:
+                extracted = task.extract(reply.reasoning)
+            if reply.reasoning:
+                row["reasoning"] = reply.reasoning
             row.update(
                 correct=task.verify(extracted, sample),
                 extracted=extracted,
