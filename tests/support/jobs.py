@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+from stratos.api.spec import DistillationJobSpec
+from stratos.controller.machine import RunStatus, StageRun
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -57,3 +61,30 @@ NODES = [
 
 def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in status["conditions"]}
+
+
+class ScriptedExecutor:
+    """Stands in for Jobs: records what was started and answers with scripted states."""
+
+    storage_root = "/data"
+
+    def __init__(self, states: Mapping[str, RunStatus]) -> None:
+        self.states = dict(states)
+        self.started: list[StageRun] = []
+
+    def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
+        self.started.append(run)
+        return self.states.get(run.candidate or "", RunStatus("Pending", message="created"))
+
+
+def ok(accuracy: float, samples: int = 100, tokens: int = 1000, cost: float = 0.01) -> RunStatus:
+    result = {
+        "ok": True,
+        "accuracy": accuracy,
+        "samples": samples,
+        "correct": round(accuracy * samples),
+        "promptTokens": tokens,
+        "completionTokens": tokens,
+        "costUSD": cost,
+    }
+    return RunStatus("Succeeded", result=result)

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import DistillationJobStatus
-from stratos.controller.machine import RunStatus, StageRun, reconcile
-from support.jobs import NODES, NOW, conditions, job
-
-
-class ScriptedExecutor:
-    """Stands in for Jobs: records what was started and answers with scripted states."""
-
-    storage_root = "/data"
-
-    def __init__(self, states: Mapping[str, RunStatus]) -> None:
-        self.states = dict(states)
-        self.started: list[StageRun] = []
-
-    def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
-        self.started.append(run)
-        return self.states.get(run.candidate or "", RunStatus("Pending", message="created"))
+from stratos.controller.machine import RunStatus, reconcile
+from support.jobs import NODES, NOW, ScriptedExecutor, conditions, job, ok
 
 
 def teacher(name: str, url: str, price: float) -> dict[str, Any]:
@@ -54,19 +38,6 @@ def teachers_job(**overrides: Any) -> dict[str, Any]:
         ],
         **overrides,
     )
-
-
-def ok(accuracy: float, samples: int = 100, tokens: int = 1000, cost: float = 0.01) -> RunStatus:
-    result = {
-        "ok": True,
-        "accuracy": accuracy,
-        "samples": samples,
-        "correct": round(accuracy * samples),
-        "promptTokens": tokens,
-        "completionTokens": tokens,
-        "costUSD": cost,
-    }
-    return RunStatus("Succeeded", result=result)
 
 
 def run_to_teachers(executor: ScriptedExecutor, body: dict[str, Any]) -> Any:

@@ -164,7 +164,7 @@ def reconcile(
 ) -> Outcome:
     """Advance the job as far as the facts allow, and return the status it should have."""
     # Importing the steps registers them; done here so that importing the machine stays cheap.
-    from stratos.controller import stage_server, stage_teachers  # noqa: F401
+    from stratos.controller import stage_server, stage_students, stage_teachers  # noqa: F401
 
     now = now or datetime.now(UTC)
     status: dict[str, Any] = copy.deepcopy(dict(body.get("status") or {}))
