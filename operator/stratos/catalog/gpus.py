@@ -51,6 +51,7 @@ are *not* mapped to a look-alike: they return ``None``, and the node can be labe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 
@@ -197,6 +198,12 @@ def lookup_gpu(product: str) -> GPUSpec | None:
     """
     if not isinstance(product, str):
         return None
+    return _lookup(product)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lookup(product: str) -> GPUSpec | None:
+    """:func:`lookup_gpu` proper; cached because a cluster repeats a handful of product strings."""
     text = product.strip().upper()
     text = _SHARED.sub("", text)
     mig = _MIG.search(text)

@@ -114,6 +114,8 @@ class _Reject(Exception):
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
+    if type(value) is dict:  # the common case, without the slower ABC check
+        return value
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -122,7 +124,7 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def _is_list(value: Any) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+    return type(value) is list or (isinstance(value, Sequence) and not isinstance(value, (str, bytes)))
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -183,8 +185,7 @@ class _Node:
     """Accessors over one Node dict; every lookup validates the shape it touches."""
 
     def __init__(self, node: Mapping[str, Any]) -> None:
-        if not isinstance(node, Mapping):
-            raise _Reject(REASON_MALFORMED_NODE)
+        node = _mapping(node)
         self.metadata = _mapping(node.get("metadata"))
         self.spec = _mapping(node.get("spec"))
         self.status = _mapping(node.get("status"))

@@ -137,55 +137,62 @@ def grid_coordinates(norm: FloatArray, k: int) -> IntArray:
     return np.minimum(coords, float(k - 1)).astype(np.int64)
 
 
-# Strictly positive weights: a cell minimising w . cell for any of them is not dominated (if q dominated p,
-# w . q < w . p). Their minimisers serve as pivots that prune most dominated cells in one vectorised pass.
-_PIVOT_WEIGHTS = np.array(
-    [[1, 1, 1], [1, 2, 4], [4, 2, 1], [2, 4, 1], [1, 4, 2], [4, 1, 2], [2, 1, 4],
-     [1, 16, 16], [16, 1, 16], [16, 16, 1], [1, 1, 16], [1, 16, 1], [16, 1, 1]],
-    dtype=np.int64,
-).T
+# Strictly positive weights whose minimisers serve as pivots in :func:`nondominated`.
+_PIVOT_WEIGHTS = ((1, 1, 1), (1, 2, 4), (4, 2, 1), (2, 4, 1), (1, 4, 2), (4, 1, 2), (2, 1, 4))
 
 
 def nondominated(cells: IntArray) -> BoolArray:
     """Mask of the rows of ``cells`` (m x 3, distinct rows) that no other row dominates (minimisation).
 
     Row q dominates row p when q <= p in every coordinate (and q != p; rows are distinct). Two vectorised
-    stages: (1) pivots, the rows minimising a few strictly positive weighted sums, are non-dominated, and
-    every row a pivot dominates is dropped; (2) the survivors go through a sort-based sweep
-    (:func:`_sweep`). Dropping dominated rows never changes the answer for the others, because every
-    dominated row is dominated by some non-dominated row, and those all survive.
+    stages: (1) pivots, the rows minimising a few strictly positive weighted sums, cannot be dominated (if
+    q dominated p, w . q < w . p), so every row a pivot dominates is dropped in one pass per pivot;
+    (2) the survivors go through a sort-based sweep (:func:`_sweep`). Dropping dominated rows never changes
+    the answer for the others, because every dominated row is dominated by some non-dominated row, and
+    those all survive.
     """
     m = len(cells)
     if m <= 1:
         return np.ones(m, dtype=bool)
-    pivots = np.unique(np.argmin(cells @ _PIVOT_WEIGHTS, axis=0))
+    c0, c1, c2 = (np.ascontiguousarray(cells[:, j], dtype=np.int64) for j in range(3))
+    pivots = sorted({int(np.argmin(w0 * c0 + w1 * c1 + w2 * c2)) for w0, w1, w2 in _PIVOT_WEIGHTS})
     alive = np.ones(m, dtype=bool)
-    for q in cells[pivots]:
-        alive &= ~(np.all(q <= cells, axis=1) & np.any(q < cells, axis=1))
+    for p in pivots:
+        alive &= (c0 < c0[p]) | (c1 < c1[p]) | (c2 < c2[p])
+    alive[pivots] = True
     survivors = np.flatnonzero(alive)
     result = np.zeros(m, dtype=bool)
-    result[survivors] = _sweep(cells[survivors])
+    result[survivors] = _sweep(c0[survivors], c1[survivors], c2[survivors])
     return result
 
 
-def _sweep(cells: IntArray) -> BoolArray:
-    """Non-dominated mask of distinct rows by a sweep (see :func:`nondominated`).
+def _sort_order(a: IntArray, b: IntArray, c: IntArray) -> IntArray:
+    """Indices sorting distinct non-negative rows (a, b, c) lexicographically."""
+    rb, rc = int(b.max()) + 1, int(c.max()) + 1
+    if (int(a.max()) + 1) * rb * rc < (1 << 62):
+        return np.argsort((a * rb + b) * rc + c)  # one integer key: much faster than lexsort
+    return np.lexsort((c, b, a))
+
+
+def _sweep(x: IntArray, y: IntArray, z: IntArray) -> BoolArray:
+    """Non-dominated mask of distinct rows (x, y, z) by a sweep (see :func:`nondominated`).
 
     Sweep along the axis with the fewest distinct values (a): rows sorted by (a, b, c). A row is dominated
     iff an earlier row has b' <= b and c' <= c. Within one a-level this is an exclusive running minimum of
     c (rows are sorted by b, then c); across levels it is a query against the staircase of non-dominated
     (b, c) pairs seen so far (b ascending, c strictly descending), answered with ``np.searchsorted``. Cost:
-    one vectorised step per distinct a value, each O(s log s) in the staircase size s.
+    one vectorised step per distinct a value (the hardware axis, with few distinct values, in practice),
+    each O(l + s log s) for l rows in the level and a staircase of size s.
     """
-    m = len(cells)
+    m = len(x)
     result = np.ones(m, dtype=bool)
     if m <= 1:
         return result
-    distinct = [int(np.count_nonzero(np.diff(np.sort(cells[:, j])))) for j in range(3)]
+    columns = (x, y, z)
+    distinct = [int(np.count_nonzero(np.diff(np.sort(col)))) for col in columns]
     ax = int(np.argmin(distinct))
-    bx, cx = (j for j in range(3) if j != ax)
-    a, b, c = cells[:, ax], cells[:, bx], cells[:, cx]
-    order = np.lexsort((c, b, a))
+    a, b, c = columns[ax], *(columns[j] for j in range(3) if j != ax)
+    order = _sort_order(a, b, c)
     a_s, b_s, c_s = a[order], b[order], c[order]
     starts = np.flatnonzero(np.concatenate(([True], a_s[1:] != a_s[:-1])))
     ends = np.append(starts[1:], m)
