@@ -33,8 +33,9 @@ Runners-up continue the same ordering: nodes in PFG cells by (cost coordinate, d
 dominated cells in the same order. Each gets a reason in words.
 
 The work is vectorised with numpy: normalisation and coordinates are array arithmetic, occupied cells come
-from one ``np.unique`` on encoded cells, and the non-dominated filter (:func:`nondominated`) is a
-sort-based sweep, so selection stays in milliseconds for tens of thousands of nodes.
+from one integer sort of encoded cells, and the non-dominated filter (:func:`nondominated`) is pivot
+pruning plus a sort-based sweep; only the handful of best nodes are ever ranked in Python. On one core
+this takes about 1 ms for 3,732 nodes and about 35 ms for 100,000, most of it reading the NodeFacts.
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ def _unique_rows(codes: IntArray) -> tuple[IntArray, IntArray]:
 
 
 def _encode(coords: IntArray, k: int) -> IntArray:
-    """One int64 per cell, order-preserving (lexicographic), for np.unique."""
+    """One int64 per cell, order-preserving (lexicographic); dense per-axis ranks when K is huge."""
     if k <= (1 << 20):
         return (coords[:, 0] * k + coords[:, 1]) * k + coords[:, 2]
     ranks = [_unique_rows(coords[:, j])[1] for j in range(3)]
