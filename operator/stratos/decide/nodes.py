@@ -103,7 +103,13 @@ class NodeFacts:
 
     @property
     def hardware(self) -> float:
-        """The hardware objective H (maximised): ``gpu_count * gpu.bf16_dense_tflops``, in TFLOPS."""
+        """The hardware objective H (maximised): ``gpu_count * gpu.bf16_dense_tflops``, in TFLOPS.
+
+        One scalar, because the PFG needs one coordinate per objective: aggregate dense BF16 tensor
+        throughput is what bounds (LoRA) training time, the stage that dominates a distillation run. GPU
+        memory is not traded off against it but enforced as a hard floor (``min_gpu_memory_gib``), and
+        memory bandwidth enters later, through the students' decode-throughput estimate.
+        """
         return self.gpu_count * self.gpu.bf16_dense_tflops
 
 
