@@ -11,7 +11,7 @@ export STRATOS_CACHE_DIR := $(CACHE_DIR)
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: all venv controlplane test unit lint typecheck crds run plan clean
+.PHONY: all venv controlplane test unit lint typecheck crds docs run plan clean
 
 all: test
 
@@ -31,6 +31,10 @@ controlplane:
 
 crds: venv
 	$(BIN)/python -m stratos.api.crdgen --out crds
+	cp crds/stratos.io_distillationjobs.yaml charts/stratos/files/crds/
+
+docs: venv
+	$(BIN)/python -m stratos.api.reference --readme README.md
 
 lint: venv
 	$(BIN)/ruff check operator tests benchmarks
@@ -49,8 +53,9 @@ test: venv controlplane
 	STRATOS_K8S_BIN="$$(bash tests/controlplane/build.sh --print-bin-dir)" \
 	  $(BIN)/python -m pytest tests $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
+# Until `stratos run` lands, the local run shows the decisions that need no workloads.
 run: venv
-	$(BIN)/stratos run examples/mahjong-local.yaml
+	$(BIN)/stratos plan examples/mahjong-injection.yaml --nodes examples/nodes-paper-mix.yaml
 
 plan: venv
 	$(BIN)/stratos plan examples/mahjong-local.yaml --nodes examples/nodes-paper-mix.yaml

@@ -1,0 +1,228 @@
+"""The operator as a real ``kopf run`` process under the Helm chart's ServiceAccount, on the real API server.
+
+It picks among labelled fake GPU nodes, writes the decision into status (shown by ``kubectl get dj``),
+posts Events, waits and retries when no node fits, serves metrics, and survives restarts without
+duplicating children or changing decisions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from support.controlplane import ControlPlane, rest, wait_for
+from support.operator import REPO_ROOT, OperatorProcess
+
+RELEASE = "stratos-op"
+OPERATOR_NS = "stratos-system"
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane, crd_installed: Path, api: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    control_plane.kubectl("create", "namespace", OPERATOR_NS, check=False)
+    control_plane.kubectl(
+        "label", "--overwrite", "namespace", OPERATOR_NS, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    control_plane.helm(
+        "install", RELEASE, str(REPO_ROOT / "charts" / "stratos"), "--namespace", OPERATOR_NS,
+        "--set", "crds.install=false", "--set", "replicaCount=0",
+    )  # fmt: skip
+    kubeconfig = control_plane.kubeconfig_for_service_account(OPERATOR_NS, RELEASE)
+    proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator")).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        control_plane.helm("uninstall", RELEASE, "--namespace", OPERATOR_NS, check=False)
+
+
+def dj_manifest(name: str, pool: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "task": {"builtin": "mahjong", "sampleSize": 10},
+        "requirements": {"minAccuracy": 0.15},
+        "servers": {"nodeSelector": {"stratos.test/pool": pool}, "costWindow": 0.2},
+        "teachers": [{"name": "t1", "endpoint": {"baseURL": "http://teacher.invalid:8000/v1", "model": "m"}}],
+        "students": [{"name": "tiny", "model": {"uri": "file:///models/tiny", "parameters": 1.0e8}}],
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "stratos.io/v1alpha1",
+        "kind": "DistillationJob",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def apply(cp: ControlPlane, namespace: str, manifest: dict[str, Any]) -> None:
+    cp.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def get_dj(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    return dict(json.loads(cp.kubectl("get", "dj", name, "-n", namespace, "-o", "json").stdout))
+
+
+def pool_nodes(gpu_nodes: Callable[..., dict[str, Any]], pool: str) -> None:
+    """Three nodes as in tests/unit/test_machine.py, whose hand-computed winner is the RTX 4090."""
+    for name, product, cost, latency in (
+        ("a-4090", "NVIDIA-GeForce-RTX-4090", "0.35", "20"),
+        ("b-h20", "NVIDIA-H20", "1.20", "17"),
+        ("c-3090", "NVIDIA-GeForce-RTX-3090", "0.22", "60"),
+    ):
+        gpu_nodes(
+            f"{pool}-{name}",
+            labels={
+                "stratos.test/pool": pool,
+                "nvidia.com/gpu.product": product,
+                "nvidia.com/gpu.count": "1",
+            },
+            annotations={"stratos.io/hourly-cost": cost, "stratos.io/latency-ms": latency},
+        )
+
+
+def events_for(api: Any, namespace: str, name: str) -> list[dict[str, Any]]:
+    found = rest(api, "GET", f"/api/v1/namespaces/{namespace}/events")
+    return [e for e in found["items"] if e["involvedObject"].get("name") == name]
+
+
+def test_operator_selects_a_node_and_kubectl_shows_the_decision(
+    operator: OperatorProcess,
+    control_plane: ControlPlane,
+    namespace: str,
+    gpu_nodes: Callable[..., dict[str, Any]],
+    api: Any,
+) -> None:
+    pool_nodes(gpu_nodes, namespace)
+    apply(control_plane, namespace, dj_manifest("mahjong", namespace))
+    control_plane.kubectl(
+        "wait", "--for=condition=ServerSelected", "dj/mahjong", "-n", namespace, "--timeout=60s"
+    )
+    dj = get_dj(control_plane, namespace, "mahjong")
+    status = dj["status"]
+    server = status["server"]
+    assert server["node"] == f"{namespace}-a-4090"
+    assert server["gpu"] == {"model": "RTX 4090", "count": 1, "memoryGib": 24.0}
+    assert (server["gridSize"], server["cell"], server["paretoCells"]) == (5, [0, 0, 0], [[0, 0, 0]])
+    assert len(server["runnersUp"]) == 2 and all(r["reason"] for r in server["runnersUp"])
+    assert status["observedGeneration"] == dj["metadata"]["generation"]
+    cond = next(c for c in status["conditions"] if c["type"] == "ServerSelected")
+    assert cond["observedGeneration"] == dj["metadata"]["generation"] and cond["reason"] == "NodeSelected"
+
+    table = control_plane.kubectl("get", "dj", "mahjong", "-n", namespace).stdout
+    header, row = table.splitlines()[:2]
+    assert re.split(r"\s{2,}", header.strip())[:5] == ["NAME", "PHASE", "NODE", "GPU", "TEACHER"]
+    assert f"{namespace}-a-4090" in row and "RTX 4090" in row
+    wide = control_plane.kubectl("get", "dj", "mahjong", "-n", namespace, "-o", "wide").stdout
+    assert "ENDPOINT" in wide.splitlines()[0]
+
+    reasons = wait_for(
+        lambda: {e["reason"] for e in events_for(api, namespace, "mahjong")} or None, what="events"
+    )
+    assert "NodeSelected" in reasons
+
+    # The next stage starts: one teacher-eval Job, owned by the DistillationJob, whose pod passes the
+    # namespace's restricted Pod Security admission.
+    job = wait_for(
+        lambda: rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/mahjong-teacher-eval-t1"),
+        what="teacher-eval Job",
+    )
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "DistillationJob",
+        "mahjong",
+        dj["metadata"]["uid"],
+    )
+    pods = wait_for(
+        lambda: rest(api, "GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": "job-name"})[
+            "items"
+        ],
+        what="the stage pod (created only if restricted PSS admits it)",
+    )
+    assert pods[0]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_no_feasible_node_is_reported_and_retried_when_a_node_appears(
+    operator: OperatorProcess,
+    control_plane: ControlPlane,
+    namespace: str,
+    gpu_nodes: Callable[..., dict[str, Any]],
+) -> None:
+    gpu_nodes(
+        f"{namespace}-cordoned",
+        labels={"stratos.test/pool": namespace, "nvidia.com/gpu.product": "NVIDIA-L20"},
+        annotations={"stratos.io/hourly-cost": "0.5", "stratos.io/latency-ms": "10"},
+        unschedulable=True,
+    )
+    gpu_nodes(
+        f"{namespace}-garbage",
+        labels={"stratos.test/pool": namespace, "nvidia.com/gpu.product": "NVIDIA-L20"},
+        annotations={"stratos.io/hourly-cost": "cheap", "stratos.io/latency-ms": "10"},
+    )
+    apply(control_plane, namespace, dj_manifest("waiting", namespace))
+    control_plane.kubectl(
+        "wait", "--for=condition=ServerSelected=False", "dj/waiting", "-n", namespace, "--timeout=60s"
+    )
+    status = get_dj(control_plane, namespace, "waiting")["status"]
+    cond = next(c for c in status["conditions"] if c["type"] == "ServerSelected")
+    assert cond["reason"] == "NoFeasibleNode"
+    assert "cordoned" in cond["message"] and "hourly-cost" in cond["message"]
+    assert status["phase"] == "SelectingServer"
+
+    gpu_nodes(
+        f"{namespace}-l20",
+        labels={"stratos.test/pool": namespace, "nvidia.com/gpu.product": "NVIDIA-L20"},
+        annotations={"stratos.io/hourly-cost": "0.6", "stratos.io/latency-ms": "12"},
+    )
+    control_plane.kubectl(
+        "wait", "--for=condition=ServerSelected", "dj/waiting", "-n", namespace, "--timeout=60s"
+    )
+    assert get_dj(control_plane, namespace, "waiting")["status"]["server"]["node"] == f"{namespace}-l20"
+
+
+def test_metrics_and_restart_without_duplicates_or_changed_decisions(
+    operator: OperatorProcess,
+    control_plane: ControlPlane,
+    namespace: str,
+    gpu_nodes: Callable[..., dict[str, Any]],
+    api: Any,
+) -> None:
+    pool_nodes(gpu_nodes, namespace)
+    apply(control_plane, namespace, dj_manifest("restart", namespace))
+    control_plane.kubectl(
+        "wait", "--for=condition=ServerSelected", "dj/restart", "-n", namespace, "--timeout=60s"
+    )
+    wait_for(
+        lambda: rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs")["items"], what="stage Jobs"
+    )
+    before = get_dj(control_plane, namespace, "restart")["status"]
+
+    metrics = operator.metrics()
+    assert re.search(r'^stratos_jobs\{phase="EvaluatingTeachers"\} [1-9]', metrics, re.M)
+    assert re.search(r'^stratos_decision_duration_seconds_count\{decision="server"\} [1-9]', metrics, re.M)
+    assert "stratos_reconcile_errors_total" in metrics
+
+    operator.restart(kill=True)
+    # A cheaper node appears while the operator is down: the recorded decision must not change.
+    gpu_nodes(
+        f"{namespace}-cheaper",
+        labels={"stratos.test/pool": namespace, "nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-4090"},
+        annotations={"stratos.io/hourly-cost": "0.01", "stratos.io/latency-ms": "1"},
+    )
+    time.sleep(4 * operator.interval + 1)  # a few reconcile ticks of the new process
+    after = get_dj(control_plane, namespace, "restart")["status"]
+    assert after["server"] == before["server"]
+    assert [c for c in after["conditions"] if c["type"] == "ServerSelected"] == [
+        c for c in before["conditions"] if c["type"] == "ServerSelected"
+    ]
+    jobs = rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs")["items"]
+    assert [j["metadata"]["name"] for j in jobs] == ["restart-teacher-eval-t1"]
+    selected = [e for e in events_for(api, namespace, "restart") if e["reason"] == "NodeSelected"]
+    assert sum(e.get("count", 1) for e in selected) == 1

@@ -1,0 +1,85 @@
+"""The Stratos operator as a real ``kopf run`` process, authenticated as the chart's ServiceAccount."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from support.controlplane import free_port, wait_for
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class OperatorProcess:
+    """Starts, stops and restarts ``kopf run -m stratos.controller.operator`` against a kubeconfig."""
+
+    def __init__(self, kubeconfig: Path, workdir: Path, *, interval: float = 0.5) -> None:
+        self.kubeconfig = kubeconfig
+        self.workdir = workdir
+        self.interval = interval
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.log_path = workdir / "operator.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}/healthz"
+
+    def start(self) -> OperatorProcess:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "STRATOS_METRICS_PORT": str(self.metrics_port),
+            "STRATOS_RECONCILE_INTERVAL": str(self.interval),
+        }
+        cmd = [
+            sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
+            f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
+            "-m", "stratos.controller.operator",
+        ]  # fmt: skip
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        log.close()
+        self.starts += 1
+        wait_for(self._healthy, timeout=60, what=f"operator liveness (log: {self.log_path})")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"operator exited {self.process.returncode}:\n{self.log_tail()}")
+        with urllib.request.urlopen(self.health_url, timeout=2) as response:
+            return bool(response.status == 200)
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self, *, kill: bool = False) -> None:
+        self.stop(kill=kill)
+        self.start()
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            return str(response.read().decode())
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
