@@ -1,7 +1,7 @@
 """The README's API reference, generated from the same structural schema the CRD carries.
 
-    python -m stratos.api.reference            # rewrites the block between the markers in README.md
-    python -m stratos.api.reference --check    # exits 1 when README.md's block is stale
+python -m stratos.api.reference            # rewrites the block between the markers in README.md
+python -m stratos.api.reference --check    # exits 1 when README.md's block is stale
 """
 
 from __future__ import annotations
@@ -95,7 +95,9 @@ def update(readme: Path, *, check: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
