@@ -18,6 +18,8 @@ carries e.g. ``max_tokens`` or ``temperature`` (as its reasoning models do); ``r
 returns the chain of thought in a separate message field (DeepSeek's ``reasoning_content``).
 A reverse-reasoning prompt (the known answer stated beside the question, for knowledge
 injection) is answered correctly unless ``reverse_correct=False``.
+``reply(messages, body)`` may write the answer text itself (prompts the fake cannot recognise, such
+as a request for a new question); returning None falls back to the behaviour above.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class FakeOpenAI:
         reasoning_field: str | None = None,
         reverse_correct: bool = True,
         render: Callable[[SampleLike | None, str], str] = default_render,
+        reply: Callable[[list[dict[str, Any]], dict[str, Any]], str | None] | None = None,
         wrong_answer: Callable[[SampleLike], str] = default_wrong_answer,
     ) -> None:
         self.samples = list(samples)
@@ -132,6 +135,7 @@ class FakeOpenAI:
         self.reasoning_field = reasoning_field
         self.reverse_correct = reverse_correct
         self.render = render
+        self.reply = reply
         self.wrong_answer = wrong_answer
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
@@ -270,7 +274,9 @@ class FakeOpenAI:
             messages = list(body.get("messages") or [])
             sample = self.find_sample(messages)
             record.sample_id = sample.id if sample is not None else None
-            text = self._answer(sample, messages)
+            text = self.reply(messages, body) if self.reply is not None else None
+            if text is None:
+                text = self._answer(sample, messages)
             p_tokens, c_tokens = prompt_tokens(messages), count_tokens(text)
             with self._lock:
                 self.prompt_tokens += p_tokens
