@@ -14,6 +14,10 @@ from stratos.decide.placement import required_gpu_memory_gib
 from stratos.decide.servers import ServerChoice, select_server
 
 
+# A vanishing cost window can make thousands of Pareto cells; status keeps the first ones (sorted).
+MAX_PARETO_CELLS = 64
+
+
 @step(Stage.SELECT_SERVER)
 def select_server_step(ctx: Context) -> Stage | None:
     if ctx.decided("server", "node", c.SERVER_SELECTED):
@@ -51,10 +55,8 @@ def decide_server(ctx: Context) -> ServerChoice:
 
 
 def describe(node: NodeFacts, choice: ServerChoice) -> str:
-    return (
-        f"node {node.name} ({node.gpu_count}x {node.gpu.name}, ${node.hourly_cost:.2f}/h, "
-        f"{node.latency_ms:g} ms): {choice.reason}"
-    )
+    latency = f"{node.latency_ms:g} ms" if node.latency_known else "latency unknown"
+    return f"node {node.name} ({node.gpu_count}x {node.gpu.name}, ${node.hourly_cost:.2f}/h, {latency}): {choice.reason}"
 
 
 def _gpu(node: NodeFacts) -> GPUInfo:
@@ -74,7 +76,7 @@ def server_block(choice: ServerChoice, cost_window: float) -> dict[str, Any]:
         grid_size=choice.grid_size,
         cost_window=cost_window,
         cell=list(choice.cell or ()),
-        pareto_cells=[list(cell) for cell in choice.pareto_cells],
+        pareto_cells=[list(cell) for cell in choice.pareto_cells[:MAX_PARETO_CELLS]],
         runners_up=[
             ServerCandidate(
                 node=r.facts.name,
