@@ -13,7 +13,6 @@ from stratos.decide.nodes import NodeFacts, gather_candidates
 from stratos.decide.placement import required_gpu_memory_gib
 from stratos.decide.servers import ServerChoice, select_server
 
-
 # A vanishing cost window can make thousands of Pareto cells; status keeps the first ones (sorted).
 MAX_PARETO_CELLS = 64
 
@@ -56,7 +55,8 @@ def decide_server(ctx: Context) -> ServerChoice:
 
 def describe(node: NodeFacts, choice: ServerChoice) -> str:
     latency = f"{node.latency_ms:g} ms" if node.latency_known else "latency unknown"
-    return f"node {node.name} ({node.gpu_count}x {node.gpu.name}, ${node.hourly_cost:.2f}/h, {latency}): {choice.reason}"
+    gpus = f"{node.gpu_count}x {node.gpu.name}"
+    return f"node {node.name} ({gpus}, ${node.hourly_cost:.2f}/h, {latency}): {choice.reason}"
 
 
 def _gpu(node: NodeFacts) -> GPUInfo:
