@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 from pydantic import ValidationError
 
 from stratos.api.spec import DistillationJobSpec
+from stratos.api.status import CostStatus
 from stratos.controller import conditions as c
 from stratos.controller.stages import PHASE, Stage, parse_stage
 from stratos.controller.status_patch import prune_none
@@ -106,6 +107,16 @@ class Context:
             self.status.get("conditions"), condition
         )
 
+    def add_spend(self, *, tokens: int = 0, gpu_hours: float = 0.0, usd: float = 0.0) -> None:
+        """Add teacher tokens, node hours and their price to ``status.cost``."""
+        cost = CostStatus.model_validate(self.status.get("cost") or {})
+        if tokens:
+            cost.teacher_tokens = (cost.teacher_tokens or 0) + tokens
+        if gpu_hours:
+            cost.gpu_hours = round((cost.gpu_hours or 0.0) + gpu_hours, 6)
+        cost.spent_usd = round((cost.spent_usd or 0.0) + usd, 6)
+        self.status["cost"] = cost.to_api()
+
     def run(self, run: StageRun) -> RunStatus:
         if self.executor is None:
             return RunStatus("Pending", message="no executor: stage programs cannot be started here")
@@ -164,7 +175,7 @@ def reconcile(
 ) -> Outcome:
     """Advance the job as far as the facts allow, and return the status it should have."""
     # Importing the steps registers them; done here so that importing the machine stays cheap.
-    from stratos.controller import stage_server, stage_students, stage_teachers  # noqa: F401
+    from stratos.controller import stage_distill, stage_server, stage_students, stage_teachers  # noqa: F401
 
     now = now or datetime.now(UTC)
     status: dict[str, Any] = copy.deepcopy(dict(body.get("status") or {}))

@@ -11,7 +11,7 @@ from time import perf_counter
 from typing import Any
 
 from stratos.api.spec import TeacherSpec
-from stratos.api.status import CostStatus, StrategyDecision, TeacherCandidate, TeacherDecision
+from stratos.api.status import StrategyDecision, TeacherCandidate, TeacherDecision
 from stratos.controller import conditions as c
 from stratos.controller.machine import Context, Event, RunStatus, SecretEnv, StageRun, fail, step
 from stratos.controller.stages import Stage
@@ -107,7 +107,9 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
             for v in choice.candidates
         ],
     ).to_api()
-    _add_teacher_spend(ctx, evals)
+    ctx.add_spend(
+        tokens=sum(e.prompt_tokens + e.completion_tokens for e in evals), usd=sum(e.cost_usd for e in evals)
+    )
     if choice.selected is None:
         ctx.condition(c.TEACHER_SELECTED, c.FALSE, "NoTeacherAvailable", choice.reason, event="Warning")
         return fail(ctx, "NoTeacherAvailable", choice.reason)
@@ -130,12 +132,3 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
     message = f"{strategy.selected} with {strategy.algorithm}: {strategy.reason}"
     ctx.events.append(Event("Normal", "StrategySelected", message))
     return Stage.SELECT_STUDENT
-
-
-def _add_teacher_spend(ctx: Context, evals: list[TeacherEval]) -> None:
-    cost = CostStatus.model_validate(ctx.status.get("cost") or {})
-    cost.teacher_tokens = (cost.teacher_tokens or 0) + sum(
-        e.prompt_tokens + e.completion_tokens for e in evals
-    )
-    cost.spent_usd = round((cost.spent_usd or 0.0) + sum(e.cost_usd for e in evals), 6)
-    ctx.status["cost"] = cost.to_api()

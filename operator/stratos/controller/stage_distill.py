@@ -1,0 +1,213 @@
+"""Stages Synthesize, Train and Evaluate: where the student is made (paper "Knowledge Alignment",
+"Knowledge Injection"; DESIGN.md decision 5).
+
+Synthesis talks to the teacher (CPU, network); training and evaluation run on the chosen node with its
+GPUs. When the trained student misses ``minAccuracy`` on held-out data, the next student in the
+selector's ranking is trained while one remains (each attempt has its own Jobs and directories);
+otherwise the job fails with ``AccuracyBelowThreshold``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stratos.api.durations import parse_duration
+from stratos.api.spec import StudentSpec
+from stratos.api.status import DataStatus, EvaluationAttempt, EvaluationStatus, TrainingStatus
+from stratos.controller import conditions as c
+from stratos.controller.machine import Context, RunStatus, SecretEnv, StageRun, fail, step
+from stratos.controller.stage_teachers import API_KEY_ENV
+from stratos.controller.stages import Stage
+
+SYNTHESIZE, TRAIN, EVALUATE = "synthesize", "train", "evaluate"
+
+
+def _teacher_connection(ctx: Context) -> tuple[dict[str, Any], tuple[SecretEnv, ...]]:
+    name = ctx.status["teacher"]["selected"]
+    teacher = next(t for t in ctx.spec.teachers if t.name == name)
+    ref = teacher.endpoint.api_key_secret_ref
+    connection = {
+        "name": teacher.name,
+        "baseURL": teacher.endpoint.base_url,
+        "model": teacher.endpoint.model,
+        "apiKeyEnv": API_KEY_ENV if ref else None,
+        "costPerMillionTokens": teacher.cost_per_million_tokens,
+        "maxConcurrency": teacher.max_concurrency,
+    }
+    return connection, ((SecretEnv(API_KEY_ENV, ref.name, ref.key),) if ref else ())
+
+
+def _failed(run: RunStatus) -> str | None:
+    if run.state == "Failed":
+        return run.message or "the stage failed"
+    if run.state == "Succeeded" and run.result is not None and run.result.get("ok") is False:
+        return str(run.result.get("error") or "the stage reported a failure")
+    return None
+
+
+@step(Stage.SYNTHESIZE)
+def synthesize_step(ctx: Context) -> Stage | None:
+    if ctx.decided("data", "uri", c.DATA_READY):
+        return Stage.TRAIN
+    spec = ctx.spec
+    teacher, secrets = _teacher_connection(ctx)
+    config = {
+        "strategy": ctx.status["strategy"]["selected"],
+        "teacher": teacher,
+        "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        "targetSamples": spec.distillation.target_samples,
+        "seed": spec.task.seed,
+        "dataRoot": ctx.data_root,
+        "outputDir": ctx.job_dir,
+    }
+    run = ctx.run(StageRun(SYNTHESIZE, "stratos.workloads.synthesize", config, secret_env=secrets))
+    if (error := _failed(run)) is not None:
+        ctx.condition(c.DATA_READY, c.FALSE, "SynthesisFailed", error, event="Warning")
+        return fail(ctx, "SynthesisFailed", error)
+    if run.state != "Succeeded" or run.result is None:
+        ctx.condition(c.DATA_READY, c.UNKNOWN, "Synthesizing", run.message or run.state)
+        return None
+    r = run.result
+    ctx.status["data"] = DataStatus(
+        uri=r.get("datasetPath"),
+        samples=r.get("kept"),
+        real=r.get("real"),
+        synthetic=r.get("synthetic"),
+        rejected=r.get("rejectedTotal"),
+    ).to_api()
+    tokens = int(r.get("promptTokens", 0)) + int(r.get("completionTokens", 0))
+    ctx.add_spend(tokens=tokens, usd=float(r.get("costUSD") or 0.0))
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted((r.get("rejected") or {}).items())) or "none"
+    message = (
+        f"{r.get('kept')} examples ({r.get('real')} real, {r.get('synthetic')} synthetic) by "
+        f"{r.get('strategy')}; rejected: {rejected}"
+    )
+    ctx.condition(c.DATA_READY, c.TRUE, "DataSynthesized", message, event="Normal")
+    return Stage.TRAIN
+
+
+def current_student(ctx: Context) -> StudentSpec:
+    name = (ctx.status.get("training") or {}).get("student") or ctx.status["student"]["selected"]
+    return next(s for s in ctx.spec.students if s.name == name)
+
+
+def _attempt(ctx: Context) -> int:
+    return int((ctx.status.get("training") or {}).get("attempt") or 1)
+
+
+def _train_dir(ctx: Context, student: str) -> str:
+    return f"{ctx.job_dir}/train/{student}"
+
+
+@step(Stage.TRAIN)
+def train_step(ctx: Context) -> Stage | None:
+    student = current_student(ctx)
+    training = ctx.status.get("training") or {}
+    if (
+        training.get("student") == student.name
+        and training.get("adapterUri")
+        and c.is_true(ctx.status.get("conditions"), c.TRAINED)
+    ):
+        return Stage.EVALUATE
+    spec, server = ctx.spec, ctx.status["server"]
+    dist = spec.distillation
+    config = {
+        "algorithm": ctx.status["strategy"]["algorithm"],
+        "modelUri": student.model.uri,
+        "datasetPath": ctx.status["data"]["uri"],
+        "outputDir": _train_dir(ctx, student.name),
+        "lora": dist.lora.model_dump(by_alias=True, mode="json"),
+        "epochs": dist.epochs,
+        "learningRate": dist.learning_rate,
+        "microBatchSize": dist.micro_batch_size,
+        "sequenceLength": dist.sequence_length,
+        "gradientCheckpointing": dist.gradient_checkpointing,
+        "maxSeconds": parse_duration(spec.requirements.max_training_time),
+        "merge": spec.serving.engine == "transformers",
+        "seed": spec.task.seed,
+        "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        "dataRoot": ctx.data_root,
+    }
+    gpus = int(server["gpu"]["count"])
+    run = ctx.run(StageRun(TRAIN, "stratos.workloads.train", config, student.name, server["node"], gpus))
+    if (error := _failed(run)) is not None:
+        ctx.condition(c.TRAINED, c.FALSE, "TrainingFailed", f"{student.name}: {error}", event="Warning")
+        return fail(ctx, "TrainingFailed", f"training {student.name} failed: {error}")
+    if run.state != "Succeeded" or run.result is None:
+        ctx.status["training"] = TrainingStatus(
+            student=student.name, algorithm=config["algorithm"], attempt=_attempt(ctx)
+        ).to_api()
+        ctx.condition(c.TRAINED, c.UNKNOWN, "Training", f"{student.name}: {run.message or run.state}")
+        return None
+    r = run.result
+    loss = r.get("trainLoss")
+    ctx.status["training"] = TrainingStatus(
+        student=student.name,
+        algorithm=config["algorithm"],
+        attempt=_attempt(ctx),
+        adapter_uri=r.get("adapterPath"),
+        steps=r.get("steps"),
+        loss=loss.get("last") if isinstance(loss, dict) else loss,
+        duration_seconds=r.get("seconds"),
+    ).to_api()
+    if r.get("mergedPath"):
+        ctx.status["training"]["mergedUri"] = r["mergedPath"]
+    hours = float(r.get("seconds") or 0.0) / 3600
+    ctx.add_spend(gpu_hours=hours, usd=hours * float(server["hourlyCost"]))
+    message = (
+        f"{student.name} trained with {config['algorithm']}: {r.get('steps')} steps in {r.get('seconds')} s"
+    )
+    ctx.condition(c.TRAINED, c.TRUE, "Trained", message, event="Normal")
+    return Stage.EVALUATE
+
+
+@step(Stage.EVALUATE)
+def evaluate_step(ctx: Context) -> Stage | None:
+    if ctx.decided("evaluation", "passed", c.EVALUATED):
+        return Stage.DEPLOY
+    spec, server, student = ctx.spec, ctx.status["server"], current_student(ctx)
+    config = {
+        "student": student.name,
+        "modelUri": student.model.uri,
+        "adapterPath": ctx.status["training"]["adapterUri"],
+        "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        "dataRoot": ctx.data_root,
+        "outputDir": _train_dir(ctx, student.name),
+    }
+    run = ctx.run(StageRun(EVALUATE, "stratos.workloads.evaluate", config, student.name, server["node"], 1))
+    if (error := _failed(run)) is not None:
+        ctx.condition(c.EVALUATED, c.FALSE, "EvaluationFailed", f"{student.name}: {error}", event="Warning")
+        return fail(ctx, "EvaluationFailed", f"evaluating {student.name} failed: {error}")
+    if run.state != "Succeeded" or run.result is None:
+        ctx.condition(c.EVALUATED, c.UNKNOWN, "Evaluating", f"{student.name}: {run.message or run.state}")
+        return None
+    r = run.result
+    accuracy, minimum = float(r.get("accuracy", 0.0)), spec.requirements.min_accuracy
+    passed = accuracy >= minimum
+    previous = EvaluationStatus.model_validate(ctx.status.get("evaluation") or {})
+    attempts = [a for a in previous.attempts if a.student != student.name]
+    attempts.append(EvaluationAttempt(student=student.name, accuracy=accuracy, passed=passed))
+    ctx.status["evaluation"] = EvaluationStatus(
+        student=student.name,
+        accuracy=accuracy,
+        samples=r.get("samples"),
+        correct=r.get("correct"),
+        passed=passed,
+        attempts=attempts,
+    ).to_api()
+    summary = f"{student.name}: held-out accuracy {accuracy:.1%} (minimum {minimum:.1%})"
+    if passed:
+        ctx.condition(c.EVALUATED, c.TRUE, "AccuracyMet", summary, event="Normal")
+        return Stage.DEPLOY
+    tried = {a.student for a in attempts}
+    remaining = [name for name in ctx.status["student"].get("ranking", []) if name not in tried]
+    if remaining:
+        nxt = remaining[0]
+        ctx.status["training"] = TrainingStatus(student=nxt, attempt=len(tried) + 1).to_api()
+        ctx.status["conditions"] = c.remove_condition(ctx.status.get("conditions"), c.TRAINED)
+        ctx.condition(
+            c.EVALUATED, c.FALSE, "TryingNextStudent", f"{summary}; training {nxt} next", event="Warning"
+        )
+        return Stage.TRAIN
+    ctx.condition(c.EVALUATED, c.FALSE, "AccuracyBelowThreshold", summary, event="Warning")
+    return fail(ctx, "AccuracyBelowThreshold", f"{summary}; no student candidate left")
