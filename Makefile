@@ -55,7 +55,7 @@ test: venv controlplane
 
 # Until `stratos run` lands, the local run shows the decisions that need no workloads.
 run: venv
-	$(BIN)/stratos plan examples/mahjong-injection.yaml --nodes examples/nodes-paper-mix.yaml
+	$(BIN)/stratos plan examples/mahjong-injection.yaml
 
 plan: venv
 	$(BIN)/stratos plan examples/mahjong-local.yaml --nodes examples/nodes-paper-mix.yaml

@@ -37,7 +37,15 @@ def load_job(path: Path) -> dict[str, Any]:
     jobs = [d for d in load_documents(path) if isinstance(d, dict) and d.get("kind") == KIND]
     if len(jobs) != 1:
         raise typer.BadParameter(f"{path} must hold exactly one {KIND}, found {len(jobs)}")
+    jobs[0].setdefault("metadata", {}).setdefault("name", path.stem)
     return jobs[0]
+
+
+NodesOption = Annotated[
+    Path | None,
+    typer.Option("--nodes", help="YAML file of Node objects (default: an inventory in the paper's GPU mix)"),
+]
+OutputOption = Annotated[str, typer.Option("-o", "--output", help="text, yaml or json")]
 
 
 @app.command()
@@ -65,19 +73,69 @@ def validate(job: Annotated[Path, typer.Argument(help="DistillationJob YAML file
 @app.command()
 def plan(
     job: Annotated[Path, typer.Argument(help="DistillationJob YAML file")],
-    nodes: Annotated[Path, typer.Option("--nodes", help="YAML file of Node objects (the inventory)")],
-    output: Annotated[str, typer.Option("-o", "--output", help="text, yaml or json")] = "text",
+    nodes: NodesOption = None,
+    output: OutputOption = "text",
 ) -> None:
     """The decisions that need no workloads: server selection over an inventory of nodes."""
     from stratos.controller.machine import reconcile
 
     body = load_job(job)
-    body.setdefault("metadata", {}).setdefault("name", job.stem)
     body["metadata"].setdefault("namespace", "default")
     body["metadata"].setdefault("uid", "local")
-    inventory = [d for d in load_documents(nodes) if isinstance(d, dict) and d.get("kind") == "Node"]
-    outcome = reconcile(body, nodes=inventory, executor=None)
-    status = outcome.status
+    outcome = reconcile(body, nodes=load_inventory(nodes), executor=None)
+    emit(outcome.status, output)
+    if outcome.status.get("phase") == "Failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    job: Annotated[Path, typer.Argument(help="DistillationJob YAML file")],
+    nodes: NodesOption = None,
+    output: OutputOption = "text",
+    workdir: Annotated[
+        Path | None, typer.Option("--workdir", help="artifacts and status; default .stratos/<job name>")
+    ] = None,
+    programmatic_teacher: Annotated[
+        bool,
+        typer.Option(help="serve the built-in programmatic Mahjong teacher on localhost teacher endpoints"),
+    ] = False,
+    teacher_accuracy: Annotated[
+        float, typer.Option(help="share of hands the programmatic teacher solves on its own")
+    ] = 0.1,
+    tiny_students: Annotated[
+        bool, typer.Option(help="build tiny random-initialised models for missing local student paths")
+    ] = False,
+) -> None:
+    """Run a DistillationJob on this machine: the operator's stage machine, stages as local processes."""
+    from rich.console import Console
+
+    from stratos.local.runner import RunOptions, run_local
+
+    body = load_job(job)
+    console = Console(stderr=output != "text")
+    opts = RunOptions(
+        job=body,
+        nodes=load_inventory(nodes),
+        workdir=workdir or Path(".stratos") / body["metadata"]["name"],
+        programmatic_teacher=programmatic_teacher,
+        teacher_accuracy=teacher_accuracy,
+        tiny_students=tiny_students,
+    )
+    status = run_local(opts, console)
+    emit(status, output, console)
+    if status.get("phase") == "Failed":
+        raise typer.Exit(1)
+
+
+def load_inventory(path: Path | None) -> list[dict[str, Any]]:
+    from stratos.local.runner import default_inventory
+
+    docs = load_documents(path or default_inventory())
+    return [d for d in docs if isinstance(d, dict) and d.get("kind") == "Node"]
+
+
+def emit(status: dict[str, Any], output: str, console: Any = None) -> None:
     if output == "json":
         json.dump(status, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -86,9 +144,7 @@ def plan(
     else:
         from stratos.local.summary import print_summary
 
-        print_summary(status)
-    if status.get("phase") == "Failed":
-        raise typer.Exit(1)
+        print_summary(status, console)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -64,8 +64,10 @@ class RunStatus:
 
 
 class Executor(Protocol):
-    storage_root: str
-    """Where the job's storage is mounted for stage programs (the pod's mount path, or a local dir)."""
+    @property
+    def storage_root(self) -> str:
+        """Where the job's storage is mounted for stage programs (the pod's mount path, or a local dir)."""
+        ...
 
     def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
         """Start ``run`` unless it already exists, and report its state. Must be idempotent."""

@@ -1,0 +1,115 @@
+"""Stage runs as local processes: the embedded runner's counterpart of the operator's Jobs.
+
+Each run gets a directory ``<workdir>/runs/<name>/`` holding its config, its log and its result.
+A finished run is recognised by its result file, so running the same job again resumes instead of
+redoing finished stages; a run whose process is gone without a result is started again (the stage
+programs themselves resume from what they already wrote, as they do when a pod restarts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from stratos.api.spec import DistillationJobSpec
+from stratos.controller.machine import RunStatus, StageRun
+from stratos.controller.naming import child_name
+
+
+@dataclass
+class LocalRun:
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]
+    attempts: int = 1
+
+
+@dataclass
+class LocalExecutor:
+    """Runs stage programs as subprocesses of this Python, with the job's workdir as storage."""
+
+    workdir: Path
+    job_name: str
+    env: dict[str, str] = field(default_factory=dict)
+    max_attempts: int = 3
+    running: dict[str, LocalRun] = field(default_factory=dict)
+
+    @property
+    def storage_root(self) -> str:
+        return str(self.workdir)
+
+    def run_dir(self, run: StageRun) -> Path:
+        return self.workdir / "runs" / child_name(self.job_name, run.stage, run.candidate)
+
+    def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
+        folder = self.run_dir(run)
+        result_file = folder / "result.json"
+        key = folder.name
+        live = self.running.get(key)
+        if live is not None and live.process.poll() is None:
+            return RunStatus("Running", message=f"pid {live.process.pid}; log {folder / 'stage.log'}")
+        if result_file.exists():
+            status = _read_result(result_file, live.process.returncode if live else 0)
+            if status.state == "Succeeded" or live is None or live.attempts >= self.max_attempts:
+                if live is not None:
+                    live.log.close()
+                    self.running.pop(key, None)
+                return status
+        attempts = live.attempts + 1 if live else 1
+        if live is not None:
+            live.log.close()
+            if attempts > self.max_attempts:
+                return RunStatus(
+                    "Failed", message=f"exited {live.process.returncode} {self.max_attempts} times"
+                )
+        self.running[key] = self._start(run, folder, attempts)
+        return RunStatus("Running", message=f"started (attempt {attempts}); log {folder / 'stage.log'}")
+
+    def _start(self, run: StageRun, folder: Path, attempts: int) -> LocalRun:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(run.config, indent=1, sort_keys=True))
+        result = folder / "result.json"
+        result.unlink(missing_ok=True)
+        env = {**os.environ, **self.env, "STRATOS_STORAGE_DIR": str(self.workdir)}
+        for secret in run.secret_env:  # locally, a "secret" is an environment variable of the runner
+            env.setdefault(secret.env, os.environ.get(secret.env, ""))
+        log = (folder / "stage.log").open("ab")
+        cmd = [
+            sys.executable,
+            "-m",
+            run.program,
+            "--config",
+            str(folder / "config.json"),
+            "--result",
+            str(result),
+        ]
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
+        return LocalRun(process, log, attempts)
+
+    def stop(self) -> None:
+        for live in self.running.values():
+            if live.process.poll() is None:
+                live.process.terminate()
+        for live in self.running.values():
+            try:
+                live.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                live.process.kill()
+            live.log.close()
+        self.running.clear()
+
+
+def _read_result(path: Path, returncode: int | None) -> RunStatus:
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        return RunStatus("Failed", message=f"unreadable result {path}: {err}")
+    if not isinstance(result, dict):
+        return RunStatus("Failed", message=f"result {path} is not an object")
+    if returncode not in (0, None) or result.get("ok") is False:
+        return RunStatus("Failed", result=result, message=str(result.get("error", f"exited {returncode}")))
+    return RunStatus("Succeeded", result=result)

@@ -1,0 +1,164 @@
+"""``stratos run``: the operator's stage machine on one machine, stages as local processes.
+
+The same ``reconcile`` the operator calls drives the job; a ``LocalExecutor`` stands in for Jobs, an
+inventory file for the cluster's Nodes, and ``<workdir>/status.json`` for the object's status, so a
+second run of the same job resumes where the first stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from rich.console import Console
+
+from stratos.controller.machine import Event, reconcile
+from stratos.controller.stages import Stage, parse_stage
+from stratos.local.executor import LocalExecutor
+from stratos.local.summary import print_summary
+
+TERMINAL_PHASES = {"Serving", "Failed"}
+
+
+def default_inventory() -> Path:
+    return Path(str(resources.files("stratos.local") / "data" / "nodes-paper-mix.yaml"))
+
+
+@dataclass
+class RunOptions:
+    job: dict[str, Any]
+    nodes: list[dict[str, Any]]
+    workdir: Path
+    programmatic_teacher: bool = False
+    teacher_accuracy: float = 0.1
+    tiny_students: bool = False
+    interval: float = 0.5
+
+
+def _local_teachers(job: dict[str, Any]) -> list[tuple[str, int]]:
+    out = []
+    for teacher in job["spec"].get("teachers", []):
+        url = urlparse(teacher["endpoint"]["baseURL"])
+        if url.hostname in ("127.0.0.1", "localhost") and url.port:
+            out.append((teacher["name"], url.port))
+    return out
+
+
+@contextmanager
+def programmatic_teachers(job: dict[str, Any], accuracy: float, console: Console) -> Iterator[None]:
+    from stratos.local.teacher import ProgrammaticTeacher
+
+    with ExitStack() as stack:
+        for name, port in _local_teachers(job):
+            teacher = stack.enter_context(ProgrammaticTeacher(port=port, accuracy=accuracy))
+            console.print(
+                f"[yellow]teacher {name}: a PROGRAMMATIC Mahjong teacher (exact solver, not an LLM) at "
+                f"{teacher.base_url}; it explains known answers and solves {accuracy:.0%} of hands alone[/]"
+            )
+        yield
+
+
+def build_tiny_students(job: dict[str, Any], workdir: Path, console: Console) -> None:
+    """Random-initialised tiny models for students whose storage path does not exist yet."""
+    from stratos.training.tiny import TinySpec, build_tiny_model
+
+    for student in job["spec"].get("students", []):
+        uri, model = student["model"]["uri"], student["model"]
+        if not uri.startswith("/"):
+            continue
+        path = workdir / uri.lstrip("/")
+        if (path / "config.json").exists():
+            continue
+        spec = TinySpec(
+            hidden_size=int(model.get("hiddenSize") or 64),
+            layers=int(model.get("layers") or 2),
+            heads=int(model.get("numAttentionHeads") or 4),
+            kv_heads=int(model.get("numKeyValueHeads") or 2),
+            intermediate_size=int(model.get("intermediateSize") or 2 * int(model.get("hiddenSize") or 64)),
+            vocab_size=int(model.get("vocabSize") or 1024),
+        )
+        build_tiny_model(path, spec)
+        console.print(
+            f"[yellow]student {student['name']}: a tiny RANDOM-INITIALISED model built at {path}[/]"
+        )
+
+
+def _render_events(console: Console, events: list[Event]) -> None:
+    for event in events:
+        style = "red" if event.type == "Warning" else "green"
+        console.print(f"[{style}]{event.reason}[/]: {event.message}")
+
+
+def _progress(executor: LocalExecutor) -> str:
+    lines = []
+    for name, live in executor.running.items():
+        log = executor.workdir / "runs" / name / "stage.log"
+        try:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1][-160:]
+        except (OSError, IndexError):
+            tail = "starting"
+        lines.append(f"  {name} (pid {live.process.pid}): {tail}")
+    return "\n".join(lines)
+
+
+def run_local(opts: RunOptions, console: Console | None = None) -> dict[str, Any]:
+    console = console or Console()
+    job = opts.job
+    meta = job.setdefault("metadata", {})
+    meta.setdefault("namespace", "local")
+    meta.update(uid="local", generation=1)
+    opts.workdir.mkdir(parents=True, exist_ok=True)
+    status_file = opts.workdir / "status.json"
+    if status_file.exists():
+        job["status"] = json.loads(status_file.read_text())
+        console.print(f"resuming from {status_file} (stage {job['status'].get('stage')})")
+    executor = LocalExecutor(
+        opts.workdir, meta["name"], env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    )
+    with ExitStack() as stack:
+        if opts.programmatic_teacher:
+            stack.enter_context(programmatic_teachers(job, opts.teacher_accuracy, console))
+        if opts.tiny_students:
+            build_tiny_students(job, opts.workdir, console)
+        stack.callback(executor.stop)
+        last_stage, last_progress, idle = None, "", 0
+        while True:
+            outcome = reconcile(job, nodes=opts.nodes, executor=executor)
+            changed = outcome.status != job.get("status")
+            job["status"] = outcome.status
+            _write_atomically(status_file, outcome.status)
+            _render_events(console, outcome.events)
+            stage = parse_stage(outcome.status.get("stage"))
+            if stage != last_stage:
+                console.print(f"[bold]stage {stage.value}[/] ({outcome.status.get('phase')})")
+                last_stage = stage
+            progress = _progress(executor)
+            if progress and progress != last_progress:
+                console.print(progress, highlight=False)
+                last_progress = progress
+            if outcome.status.get("phase") in TERMINAL_PHASES or stage is Stage.FAILED:
+                break
+            idle = 0 if changed or executor.running else idle + 1
+            if idle >= 3:  # nothing runs and nothing changes: the job cannot progress here
+                console.print(f"[red]stopped: {outcome.status.get('message') or 'no progress possible'}[/]")
+                break
+            time.sleep(opts.interval)
+    return dict(job["status"])
+
+
+def _write_atomically(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def summary(status: dict[str, Any], console: Console) -> None:
+    print_summary(status, console)
