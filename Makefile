@@ -11,7 +11,7 @@ export STRATOS_CACHE_DIR := $(CACHE_DIR)
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: all venv controlplane test unit lint typecheck crds docs run plan clean
+.PHONY: all venv controlplane test unit lint typecheck crds docs run clean
 
 all: test
 
@@ -37,8 +37,8 @@ docs: venv
 	$(BIN)/python -m stratos.api.reference --readme README.md
 
 lint: venv
-	$(BIN)/ruff check operator tests benchmarks
-	$(BIN)/ruff format --check operator tests benchmarks
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
 
 typecheck: venv
 	$(BIN)/mypy
@@ -48,7 +48,7 @@ unit: venv
 
 # The whole suite. Exit code 5 (nothing collected, e.g. a -k selection) is not a failure.
 test: venv controlplane
-	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff check operator tests
 	$(BIN)/mypy
 	STRATOS_K8S_BIN="$$(bash tests/controlplane/build.sh --print-bin-dir)" \
 	  $(BIN)/python -m pytest tests $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
@@ -56,9 +56,6 @@ test: venv controlplane
 # Until `stratos run` lands, the local run shows the decisions that need no workloads.
 run: venv
 	$(BIN)/stratos plan examples/mahjong-injection.yaml
-
-plan: venv
-	$(BIN)/stratos plan examples/mahjong-local.yaml --nodes examples/nodes-paper-mix.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

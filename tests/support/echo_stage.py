@@ -1,0 +1,34 @@
+"""A stand-in stage program for executor tests: echoes its config into its result.
+
+``python -m support.echo_stage --config C --result R``; config {"fail": true} exits 1 with an error
+result, {"sleep": s} sleeps first, {"failOnce": path} fails until ``path`` exists (then creates it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--result", required=True)
+    args = parser.parse_args()
+    config = json.loads(Path(args.config).read_text())
+    time.sleep(float(config.get("sleep", 0)))
+    marker = config.get("failOnce")
+    if config.get("fail") or (marker and not Path(marker).exists()):
+        if marker:
+            Path(marker).touch()
+        Path(args.result).write_text(json.dumps({"ok": False, "error": "asked to fail"}))
+        return 1
+    Path(args.result).write_text(json.dumps({"ok": True, "echo": config}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

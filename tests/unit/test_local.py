@@ -1,0 +1,71 @@
+"""The embedded runner's pieces: the local executor and the programmatic teacher."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from openai import OpenAI
+
+from stratos.api.spec import DistillationJobSpec, TaskSpec
+from stratos.controller.machine import RunStatus, StageRun
+from stratos.local.executor import LocalExecutor
+from stratos.local.teacher import ProgrammaticTeacher, answer
+from stratos.tasks import build_task
+from support.jobs import job
+
+TESTS = str(Path(__file__).resolve().parents[1])
+SPEC = DistillationJobSpec.model_validate(job()["spec"])
+
+
+def wait(executor: LocalExecutor, run: StageRun, timeout: float = 30) -> RunStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = executor.ensure(run, SPEC)
+        if status.state in ("Succeeded", "Failed") or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def executor(tmp_path: Path) -> LocalExecutor:
+    path = os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))
+    return LocalExecutor(tmp_path, "dj1", env={"PYTHONPATH": path}, max_attempts=2)
+
+
+def test_a_stage_runs_once_and_a_second_runner_finds_its_result(tmp_path: Path) -> None:
+    run = StageRun("echo", "support.echo_stage", {"x": 1}, candidate="a")
+    status = wait(executor(tmp_path), run)
+    assert status.state == "Succeeded" and status.result == {"ok": True, "echo": {"x": 1}}
+    assert (tmp_path / "runs" / "dj1-echo-a" / "stage.log").exists()
+    again = executor(tmp_path)  # a new `stratos run` of the same job: resumes, does not rerun
+    assert again.ensure(run, SPEC).state == "Succeeded" and not again.running
+
+
+def test_a_failing_stage_is_retried_then_reported(tmp_path: Path) -> None:
+    flaky = StageRun("echo", "support.echo_stage", {"failOnce": str(tmp_path / "marker")}, candidate="f")
+    assert wait(executor(tmp_path), flaky).state == "Succeeded"  # failed once, retried
+    broken = StageRun("echo", "support.echo_stage", {"fail": True}, candidate="b")
+    status = wait(executor(tmp_path), broken)
+    assert status.state == "Failed" and "asked to fail" in status.message
+
+
+def test_programmatic_teacher_explains_known_answers_and_solves_a_fixed_share() -> None:
+    task = build_task(TaskSpec(builtin="mahjong", train_size=400, test_size=10))
+    samples = task.load("train")
+    solved = sum(task.score(answer(task.messages(s)[-1]["content"], accuracy=0.25), s) for s in samples)
+    assert 0.15 < solved / len(samples) < 0.35  # a hash picks the share: near 25%, the same every run
+    assert all(
+        task.score(answer(task.reverse_messages(s)[-1]["content"], accuracy=0.0), s) for s in samples[:50]
+    )
+
+
+def test_programmatic_teacher_speaks_the_openai_api() -> None:
+    task = build_task(TaskSpec(builtin="mahjong", train_size=20, test_size=5))
+    sample = task.load("train")[0]
+    with ProgrammaticTeacher(accuracy=1.0) as teacher:
+        client = OpenAI(base_url=teacher.base_url, api_key="EMPTY")
+        reply = client.chat.completions.create(model="any", messages=task.messages(sample))  # type: ignore[arg-type]
+        assert task.score(reply.choices[0].message.content, sample)
+        assert reply.usage is not None and reply.usage.completion_tokens > 0
+        assert [m.id for m in client.models.list()] == ["programmatic-mahjong-teacher"]
