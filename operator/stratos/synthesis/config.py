@@ -1,0 +1,87 @@
+"""The synthesize stage's config: camelCase JSON as the controller writes it, validated before any call.
+
+The teacher connection is a nested object so that the verifier (the independent second teacher
+instance the paper uses for rejection sampling) can have the same shape; without a
+``verifierTeacher`` the verifier is the teacher's own endpoint, asked in separate, fresh requests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError
+
+from stratos.api.base import format_errors
+from stratos.api.spec import TaskSpec
+from stratos.llm.client import RetryPolicy, TeacherClient
+from stratos.workloads.common import ConfigError, WorkloadConfig
+
+Strategy = Literal["alignment", "injection"]
+#: How synthetic questions are made: ``mutate`` edits a seed with the task's own mutator (Mahjong's
+#: mutate_hand, answer from the solver); ``teacher`` asks the teacher for a new question (Mahjong: the
+#: paper's Figure 5 prompt, checked by the solver; other tasks: a new question in a seed's style,
+#: checked by an independent second call); ``auto`` is ``mutate`` where the task has a mutator.
+Augment = Literal["auto", "mutate", "teacher", "none"]
+
+
+class TeacherConnection(WorkloadConfig):
+    """One OpenAI-compatible endpoint; the key comes from the environment variable ``apiKeyEnv``."""
+
+    name: str = Field("teacher", min_length=1, max_length=63)
+    base_url: str = Field(
+        alias="baseURL",
+        validation_alias=AliasChoices("baseURL", "baseUrl", "base_url"),
+        pattern=r"^https?://",
+    )
+    model: str = Field(min_length=1)
+    api_key_env: str | None = None
+    cost_per_million_tokens: float = Field(0.0, ge=0)
+    max_concurrency: int = Field(8, ge=1, le=256)
+    timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=20)
+    retry_initial_delay: float = Field(1.0, ge=0)
+    max_tokens: int | None = Field(2048, ge=1)
+
+    def client(self) -> TeacherClient:
+        return TeacherClient.from_env(
+            api_key_env=self.api_key_env,
+            name=self.name,
+            base_url=self.base_url,
+            model=self.model,
+            cost_per_million_tokens=self.cost_per_million_tokens,
+            max_concurrency=self.max_concurrency,
+            timeout=self.timeout,
+            retry=RetryPolicy(max_retries=self.max_retries, initial_delay=self.retry_initial_delay),
+        )
+
+
+class SynthesizeConfig(WorkloadConfig):
+    strategy: Strategy
+    teacher: TeacherConnection
+    verifier_teacher: TeacherConnection | None = None
+    task: dict[str, Any] = Field(default_factory=dict)
+    target_samples: int = Field(10000, ge=1, le=10_000_000)
+    #: Seed of the choice of real questions and of synthetic candidates; default: the task's seed.
+    seed: int | None = Field(None, ge=0)
+    data_root: str | None = None
+    output_dir: str
+    #: Cap on the real training questions used (default: all of them, up to ``targetSamples``).
+    max_real_samples: int | None = Field(None, ge=0)
+    #: Teacher traces tried per question before it is rejected (rejection sampling).
+    attempts: int = Field(3, ge=1, le=20)
+    temperature: float = Field(0.7, ge=0, le=2)
+    #: Temperature of the verifier's independent answer (greedy by default: its most likely answer).
+    verifier_temperature: float = Field(0.0, ge=0, le=2)
+    augment: Augment = "auto"
+    #: At most ``ceil(candidateFactor * targetSamples)`` synthetic candidates are tried, so a teacher
+    #: whose candidates are all rejected cannot spend without bound.
+    candidate_factor: float = Field(4.0, ge=0, le=1000)
+
+    def task_spec(self) -> TaskSpec:
+        try:
+            return TaskSpec.model_validate(self.task)
+        except ValidationError as err:
+            raise ConfigError(f"invalid task: {format_errors(err, 'task')}") from None
+
+    def effective_seed(self, spec: TaskSpec) -> int:
+        return self.seed if self.seed is not None else spec.seed
