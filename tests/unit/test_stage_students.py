@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stratos.api.status import DistillationJobStatus
 from stratos.controller.machine import RunStatus, reconcile
 from support.jobs import NOW, ScriptedExecutor, conditions, job, node, ok
 
@@ -42,8 +43,10 @@ def test_table2_rejects_small_students_for_accuracy_the_8b_for_hardware_and_pick
     probed = sorted(r.candidate or "" for r in executor.started if r.stage == "student-probe")
     assert probed == ["llama-3-2-1b", "llama-3-2-3b", "qwen-2-5-1-5b"]  # the 8B is never probed
     assert all(r.node == "gpu-4090" and r.gpus == 1 for r in executor.started if r.stage == "student-probe")
+    DistillationJobStatus.model_validate(out.status)
     student = out.status["student"]
     assert student["selected"] == "llama-3-2-3b"
+    assert student["ranking"] == ["llama-3-2-3b"]
     verdicts = {c["name"]: c["verdict"] for c in student["candidates"]}
     assert "accuracy below threshold" in verdicts["llama-3-2-1b"]
     assert "accuracy below threshold" in verdicts["qwen-2-5-1-5b"]

@@ -25,6 +25,7 @@ Phase = Literal[
     "Evaluating",
     "Deploying",
     "Serving",
+    "Succeeded",
     "Suspended",
     "Failed",
 ]
@@ -176,6 +177,11 @@ class StudentDecision(StatusModel):
     selected: str | None = Field(None, description="Name of the chosen student.")
     reason: str | None = Field(None, description="Why this student was chosen.")
     candidates: list[StudentCandidate] = Field(default_factory=list, description="Every student's result.")
+    ranking: list[str] = Field(
+        default_factory=list,
+        description="Surviving students, best first: the order in which students are trained when the "
+        "previous one misses minAccuracy on held-out data.",
+    )
 
 
 class DataStatus(StatusModel):
@@ -197,6 +203,7 @@ class TrainingStatus(StatusModel):
         None, description="Which student attempt this is: 1 for the first choice, 2 for the next, ..."
     )
     adapter_uri: str | None = Field(None, description="Where the trained adapter is.")
+    merged_uri: str | None = Field(None, description="Where the merged weights are, when they were saved.")
     steps: NonNegInt | None = Field(None, description="Optimizer steps run.")
     loss: float | None = Field(None, description="Final training loss.")
     duration_seconds: float | None = Field(None, ge=0, description="Wall-clock training time, seconds.")
@@ -229,6 +236,13 @@ class EndpointStatus(StatusModel):
     url: str | None = Field(None, description="Base URL of the OpenAI-compatible API.")
     model: str | None = Field(None, description="Model name to send in requests.")
     ready: bool | None = Field(None, description="Whether the endpoint passes its readiness check.")
+    engine: str | None = Field(None, description="Serving engine: vllm or transformers.")
+    latency_ms: float | None = Field(
+        None, ge=0, description="Median time to a short chat completion, measured once the endpoint is ready."
+    )
+    tokens_per_second: float | None = Field(
+        None, ge=0, description="Completion tokens per second measured by the same probe."
+    )
 
 
 class CostStatus(StatusModel):

@@ -9,6 +9,8 @@ from prometheus_client import Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from stratos.api.status import PHASES
+
 DECISION_SECONDS = Histogram(
     "stratos_decision_duration_seconds",
     "Time spent in a decision function (server, teacher, student, strategy).",
@@ -24,19 +26,6 @@ RECONCILE_ERRORS = Counter(
     "stratos_reconcile_errors_total", "Reconciles that raised an error (retried by the operator).", ["kind"]
 )
 
-PHASES = (
-    "Pending",
-    "SelectingServer",
-    "EvaluatingTeachers",
-    "SelectingStudent",
-    "Synthesizing",
-    "Training",
-    "Evaluating",
-    "Deploying",
-    "Serving",
-    "Suspended",
-    "Failed",
-)
 
 
 class JobPhases(Collector):

@@ -149,9 +149,8 @@ def train_step(ctx: Context) -> Stage | None:
         steps=r.get("steps"),
         loss=loss.get("last") if isinstance(loss, dict) else loss,
         duration_seconds=r.get("seconds"),
+        merged_uri=r.get("mergedPath"),
     ).to_api()
-    if r.get("mergedPath"):
-        ctx.status["training"]["mergedUri"] = r["mergedPath"]
     hours = float(r.get("seconds") or 0.0) / 3600
     ctx.add_spend(gpu_hours=hours, usd=hours * float(server["hourlyCost"]))
     message = (

@@ -100,9 +100,8 @@ def select_student_step(ctx: Context) -> Stage | None:
             fields["verdict"] = f"probe failed: {failed[verdict.name][:300]}"
         candidates.append(StudentCandidate(**fields))
     ctx.status["student"] = StudentDecision(
-        selected=choice.selected, reason=choice.reason, candidates=candidates
+        selected=choice.selected, reason=choice.reason, candidates=candidates, ranking=list(choice.ranking)
     ).to_api()
-    ctx.status["student"]["ranking"] = list(choice.ranking)
     if choice.selected is None:
         ctx.condition(c.STUDENT_SELECTED, c.FALSE, "NoFeasibleStudent", choice.reason, event="Warning")
         return fail(ctx, "NoFeasibleStudent", choice.reason)
