@@ -24,8 +24,8 @@ _SOLUTION = re.compile(r"^[ \t>*#_]*solution[*_ \t]*[:：][*_ \t]*", re.I | re.M
 
 # A reverse-reasoning trace must read as a forward solution; these phrases say it was not.
 _LEAK = re.compile(
-    r"\b(?:given|provided|stated|supplied|known)\s+(?:correct\s+|final\s+|expected\s+)?answer\b"
-    r"|\banswer\s+(?:was|is|has\s+been)\s+(?:given|provided|stated|supplied)\b"
+    r"\b(?:given|provided|stated|supplied|known|expected)\s+(?:correct\s+|final\s+)?answer\b"
+    r"|\banswer\s+(?:was|is|has\s+been)\s+(?:given|provided|stated|supplied)\b(?!\s+by\b)"
     r"|\b(?:we|i)\s+(?:were|was|are|am|have\s+been)\s+(?:told|given)\s+(?:that\s+)?the\s+"
     r"(?:correct\s+|final\s+)?answer\b",
     re.IGNORECASE,
