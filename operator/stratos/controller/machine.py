@@ -63,6 +63,34 @@ class RunStatus:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class EndpointRequest:
+    """The serving endpoint the Deploy stage asks for."""
+
+    model_name: str
+    engine: str
+    base_model_uri: str
+    adapter_path: str | None
+    merged_path: str | None
+    node: str
+    gpus: int
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    state: Literal["Pending", "Ready", "Failed"]
+    url: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    ok: bool
+    latency_ms: float | None = None
+    tokens_per_second: float | None = None
+    error: str = ""
+
+
 class Executor(Protocol):
     @property
     def storage_root(self) -> str:
@@ -71,6 +99,18 @@ class Executor(Protocol):
 
     def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
         """Start ``run`` unless it already exists, and report its state. Must be idempotent."""
+        ...
+
+    def ensure_endpoint(self, request: EndpointRequest, spec: DistillationJobSpec) -> EndpointState:
+        """Create or update the serving endpoint to match ``spec.serving``, and report its state."""
+        ...
+
+    def remove_endpoint(self) -> None:
+        """Remove the serving endpoint, if there is one."""
+        ...
+
+    def probe_endpoint(self, url: str, model: str) -> ProbeOutcome:
+        """Measure latency and tokens/s with a few short chat completions."""
         ...
 
 
@@ -177,7 +217,13 @@ def reconcile(
 ) -> Outcome:
     """Advance the job as far as the facts allow, and return the status it should have."""
     # Importing the steps registers them; done here so that importing the machine stays cheap.
-    from stratos.controller import stage_distill, stage_server, stage_students, stage_teachers  # noqa: F401
+    from stratos.controller import (  # noqa: F401
+        stage_deploy,
+        stage_distill,
+        stage_server,
+        stage_students,
+        stage_teachers,
+    )
 
     now = now or datetime.now(UTC)
     status: dict[str, Any] = copy.deepcopy(dict(body.get("status") or {}))
@@ -218,7 +264,7 @@ def _run(ctx: Context) -> None:
         status["phase"] = PHASE[stage]
         fn = STEPS.get(stage)
         if fn is None:
-            if stage is not Stage.FAILED:
+            if stage not in (Stage.FAILED, Stage.SUCCEEDED):
                 status["message"] = f"stage {stage.value} is not available in this version of the operator"
             return
         status.pop("message", None)
@@ -265,8 +311,8 @@ def _describe_error(error: Mapping[str, Any]) -> str:
 
 def _roll_up_ready(ctx: Context) -> None:
     stage = parse_stage(ctx.status.get("stage"))
-    if stage is Stage.SERVING:
-        return  # the Deploy step owns Ready=True once the endpoint answers
+    if stage in (Stage.SERVING, Stage.SUCCEEDED):
+        return  # the Deploy and Serving steps own Ready
     if stage is Stage.FAILED:
         cond = c.get_condition(ctx.status.get("conditions"), c.FAILED) or {}
         ctx.condition(c.READY, c.FALSE, str(cond.get("reason", "Failed")), str(cond.get("message", "")))

@@ -27,7 +27,6 @@ RECONCILE_ERRORS = Counter(
 )
 
 
-
 class JobPhases(Collector):
     """``stratos_jobs{phase}``: how many DistillationJobs are in each phase, read at scrape time."""
 

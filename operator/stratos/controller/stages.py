@@ -18,6 +18,7 @@ class Stage(StrEnum):
     EVALUATE = "Evaluate"
     DEPLOY = "Deploy"
     SERVING = "Serving"
+    SUCCEEDED = "Succeeded"
     FAILED = "Failed"
 
 
@@ -41,6 +42,7 @@ PHASE: dict[Stage, str] = {
     Stage.EVALUATE: "Evaluating",
     Stage.DEPLOY: "Deploying",
     Stage.SERVING: "Serving",
+    Stage.SUCCEEDED: "Succeeded",
     Stage.FAILED: "Failed",
 }
 

@@ -1,0 +1,113 @@
+"""Stages Deploy, Serving and Succeeded: the distilled student behind an OpenAI-compatible endpoint.
+
+Deploy creates the endpoint (a Deployment and a Service in the cluster, a local process in
+``stratos run``) on the chosen node and waits until it answers; one short probe then measures latency
+and tokens/s. Serving keeps the endpoint matching ``spec.serving`` (replicas, resources, engine) on
+every tick, without retraining; ``serving.enabled: false`` removes it and the job rests in Succeeded,
+from where enabling serving again deploys the same trained student.
+"""
+
+from __future__ import annotations
+
+from stratos.api.status import EndpointStatus
+from stratos.controller import conditions as c
+from stratos.controller.machine import Context, EndpointRequest, EndpointState, Event, fail, step
+from stratos.controller.stage_distill import current_student
+from stratos.controller.stages import Stage
+
+
+def endpoint_request(ctx: Context) -> EndpointRequest:
+    student = current_student(ctx)
+    training, server = ctx.status["training"], ctx.status["server"]
+    engine = ctx.spec.serving.engine
+    return EndpointRequest(
+        model_name=f"{ctx.name}-{student.name}",
+        engine=engine,
+        base_model_uri=student.model.uri,
+        adapter_path=training.get("adapterUri"),
+        merged_path=training.get("mergedUri"),
+        node=server["node"],
+        gpus=1 if engine == "vllm" else 0,
+    )
+
+
+def _ensure(ctx: Context) -> tuple[EndpointRequest, EndpointState] | None:
+    if ctx.executor is None:
+        return None
+    request = endpoint_request(ctx)
+    return request, ctx.executor.ensure_endpoint(request, ctx.spec)
+
+
+@step(Stage.DEPLOY)
+def deploy_step(ctx: Context) -> Stage | None:
+    if not ctx.spec.serving.enabled:
+        return Stage.SUCCEEDED
+    ensured = _ensure(ctx)
+    if ensured is None:
+        ctx.condition(c.READY, c.FALSE, "Deploying", "no executor: the endpoint cannot be created here")
+        return None
+    request, state = ensured
+    if state.state == "Failed":
+        ctx.condition(c.READY, c.FALSE, "DeploymentFailed", state.message, event="Warning")
+        return fail(ctx, "DeploymentFailed", state.message)
+    if state.state != "Ready" or state.url is None:
+        ctx.status["endpoint"] = EndpointStatus(
+            model=request.model_name, engine=request.engine, ready=False
+        ).to_api()
+        ctx.condition(c.READY, c.FALSE, "Deploying", state.message or "waiting for the endpoint")
+        return None
+    assert ctx.executor is not None
+    probe = ctx.executor.probe_endpoint(state.url, request.model_name)
+    ctx.status["endpoint"] = EndpointStatus(
+        url=state.url,
+        model=request.model_name,
+        engine=request.engine,
+        ready=True,
+        latency_ms=round(probe.latency_ms, 1) if probe.latency_ms is not None else None,
+        tokens_per_second=round(probe.tokens_per_second, 1) if probe.tokens_per_second is not None else None,
+    ).to_api()
+    measured = (
+        f"{probe.latency_ms:.0f} ms, {probe.tokens_per_second:.1f} tokens/s"
+        if probe.ok and probe.latency_ms is not None and probe.tokens_per_second is not None
+        else f"probe failed: {probe.error}"
+    )
+    message = f"{request.model_name} is served at {state.url} ({request.engine}; {measured})"
+    ctx.condition(c.READY, c.TRUE, "Serving", message, event="Normal")
+    return Stage.SERVING
+
+
+@step(Stage.SERVING)
+def serving_step(ctx: Context) -> Stage | None:
+    if not ctx.spec.serving.enabled:
+        if ctx.executor is not None:
+            ctx.executor.remove_endpoint()
+        ctx.status.pop("endpoint", None)
+        ctx.events.append(
+            Event("Normal", "EndpointRemoved", "spec.serving.enabled is false: endpoint removed")
+        )
+        return Stage.SUCCEEDED
+    ensured = _ensure(ctx)
+    if ensured is None:
+        return None
+    _, state = ensured
+    endpoint = ctx.status.setdefault("endpoint", {})
+    endpoint["ready"] = state.state == "Ready"
+    if state.state == "Ready":
+        cond = c.get_condition(ctx.status.get("conditions"), c.READY) or {}
+        ctx.condition(c.READY, c.TRUE, "Serving", str(cond.get("message") or f"served at {state.url}"))
+    else:
+        ctx.condition(c.READY, c.FALSE, "EndpointNotReady", state.message or "the endpoint is not ready")
+    return None
+
+
+@step(Stage.SUCCEEDED)
+def succeeded_step(ctx: Context) -> Stage | None:
+    if ctx.spec.serving.enabled:
+        return Stage.DEPLOY  # serving was switched on (again): deploy the trained student, no retraining
+    evaluation = ctx.status.get("evaluation") or {}
+    message = (
+        f"{evaluation.get('student')} reached {float(evaluation.get('accuracy', 0.0)):.1%} on held-out data; "
+        "serving is disabled"
+    )
+    ctx.condition(c.READY, c.TRUE, "Completed", message, event="Normal")
+    return None
