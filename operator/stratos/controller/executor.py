@@ -143,6 +143,7 @@ class KubeExecutor:
         self.body, self.cfg, self.api = body, cfg, api
         self.jobs, self.pods = jobs, pods
         self.namespace = str(body["metadata"]["namespace"])
+        self.job_name = str(body["metadata"]["name"])
 
     def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
         name = child_name(self.body["metadata"]["name"], run.stage, run.candidate)
@@ -153,6 +154,25 @@ class KubeExecutor:
             self._create(stage_job(self.body, spec, run, self.cfg), "Job")
             return RunStatus("Pending", message=f"created Job {name}")
         return run_state(views[-1], self.pods.get(key, []))
+
+    def cancel_runs(self) -> None:
+        """Delete this job's unfinished stage Jobs (their pods go with them); finished ones stay."""
+        batch = client.BatchV1Api(self.api)
+        for (namespace, name), views in self.jobs.items():
+            if namespace != self.namespace or not name.startswith(f"{self.job_name}-"):
+                continue
+            finished = any(
+                c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                for view in views
+                for c in view.get("conditions", [])
+            )
+            if finished:
+                continue
+            try:
+                batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            except ApiException as err:
+                if err.status != 404:
+                    raise
 
     def _create(self, manifest: dict[str, Any], kind: str) -> None:
         try:

@@ -101,6 +101,10 @@ class Executor(Protocol):
         """Start ``run`` unless it already exists, and report its state. Must be idempotent."""
         ...
 
+    def cancel_runs(self) -> None:
+        """Stop every running stage run of this job (suspend); finished runs keep their results."""
+        ...
+
     def ensure_endpoint(self, request: EndpointRequest, spec: DistillationJobSpec) -> EndpointState:
         """Create or update the serving endpoint to match ``spec.serving``, and report its state."""
         ...
@@ -242,10 +246,16 @@ def reconcile(
         status["conditions"] = c.remove_condition(status.get("conditions"), c.FAILED)
     status["stage"] = stage.value
 
-    if spec.suspend:
+    if spec.suspend and stage not in (Stage.FAILED, Stage.SUCCEEDED):
         status["phase"] = "Suspended"
+        if executor is not None:
+            executor.cancel_runs()  # running stage Jobs go; their programs resume from storage later
         ctx.condition(
-            c.SUSPENDED, c.TRUE, "Suspended", "spec.suspend is true: no new stage starts", event="Normal"
+            c.SUSPENDED,
+            c.TRUE,
+            "Suspended",
+            "spec.suspend is true: running stages stopped, none starts",
+            event="Normal",
         )
     else:
         if c.get_condition(status.get("conditions"), c.SUSPENDED) is not None:
@@ -255,6 +265,12 @@ def reconcile(
     _roll_up_ready(ctx)
     status["observedGeneration"] = generation
     return Outcome(prune_none(status), events, ctx.timings)
+
+
+# Stages that spend money (teacher tokens, node hours); the budget is checked before each of them.
+SPENDING_STAGES = frozenset(
+    {Stage.EVALUATE_TEACHERS, Stage.SELECT_STUDENT, Stage.SYNTHESIZE, Stage.TRAIN, Stage.EVALUATE}
+)
 
 
 def _run(ctx: Context) -> None:
@@ -268,10 +284,27 @@ def _run(ctx: Context) -> None:
                 status["message"] = f"stage {stage.value} is not available in this version of the operator"
             return
         status.pop("message", None)
+        over = over_budget(ctx) if stage in SPENDING_STAGES else None
+        if over:
+            status["stage"] = fail(ctx, "BudgetExceeded", over).value
+            status["phase"] = PHASE[Stage.FAILED]
+            return
         nxt = fn(ctx)
         if nxt is None or nxt is stage:
             return
         status["stage"] = nxt.value
+
+
+def over_budget(ctx: Context, *, extra_usd: float = 0.0, what: str = "") -> str | None:
+    """Why going on would exceed ``requirements.budget`` (spent so far plus ``extra_usd``), or None."""
+    budget = ctx.spec.requirements.budget
+    if budget is None:
+        return None
+    spent = float((ctx.status.get("cost") or {}).get("spentUsd") or 0.0)
+    if spent + extra_usd <= budget:
+        return None
+    plus = f" plus {extra_usd:.2f} USD for {what}" if extra_usd else ""
+    return f"spent {spent:.2f} USD{plus} would exceed the budget of {budget:.2f} USD"
 
 
 def fail(ctx: Context, reason: str, message: str) -> Stage:

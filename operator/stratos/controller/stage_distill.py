@@ -15,7 +15,7 @@ from stratos.api.durations import parse_duration
 from stratos.api.spec import StudentSpec
 from stratos.api.status import DataStatus, EvaluationAttempt, EvaluationStatus, TrainingStatus
 from stratos.controller import conditions as c
-from stratos.controller.machine import Context, RunStatus, SecretEnv, StageRun, fail, step
+from stratos.controller.machine import Context, RunStatus, SecretEnv, StageRun, fail, over_budget, step
 from stratos.controller.stage_teachers import API_KEY_ENV
 from stratos.controller.stages import Stage
 
@@ -91,6 +91,13 @@ def current_student(ctx: Context) -> StudentSpec:
     return next(s for s in ctx.spec.students if s.name == name)
 
 
+def _estimated_hours(ctx: Context, student: str) -> float:
+    for candidate in (ctx.status.get("student") or {}).get("candidates", []):
+        if candidate.get("name") == student:
+            return float(candidate.get("trainingTimeHours") or 0.0)
+    return 0.0
+
+
 def _attempt(ctx: Context) -> int:
     return int((ctx.status.get("training") or {}).get("attempt") or 1)
 
@@ -110,6 +117,14 @@ def train_step(ctx: Context) -> Stage | None:
     ):
         return Stage.EVALUATE
     spec, server = ctx.spec, ctx.status["server"]
+    if training.get("student") != student.name or not training.get("algorithm"):  # not started yet
+        # Would the estimated hours fit the budget?
+        hours = _estimated_hours(ctx, student.name)
+        over = over_budget(
+            ctx, extra_usd=hours * float(server["hourlyCost"]), what=f"~{hours:.2f} h of training"
+        )
+        if over:
+            return fail(ctx, "BudgetExceeded", f"training {student.name}: {over}")
     dist = spec.distillation
     config = {
         "algorithm": ctx.status["strategy"]["algorithm"],

@@ -90,6 +90,9 @@ class LocalExecutor:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         return LocalRun(process, log, attempts)
 
+    def cancel_runs(self) -> None:
+        self.stop()
+
     def stop(self) -> None:
         for live in self.running.values():
             if live.process.poll() is None:
