@@ -64,6 +64,10 @@ from stratos.workloads.common import ConfigError, StageError, run_stage
 
 log = logging.getLogger("stratos.workloads.synthesize")
 
+#: A run whose first this-many requests were all refused (HTTP 400-like) stops: the endpoint will not
+#: take these prompts (too long for its context, a parameter it rejects), and more would only cost.
+REFUSAL_BREAKER = 16
+
 
 def augment_mode(augment: str, task: Task) -> Mode:
     if augment == "none":
@@ -150,6 +154,11 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
             run_requests += decision.tally.requests
             run_errors += decision.tally.errors
             progress.tick(line)
+            if run_requests >= REFUSAL_BREAKER and run_errors == run_requests:
+                name = config.teacher.name
+                raise TeacherUnavailable(
+                    f"teacher {name}: every one of the first {run_requests} requests was refused"
+                )
 
         async with callers(config) as (teacher, verifier):
             concurrency = teacher.client.max_concurrency
