@@ -1,0 +1,117 @@
+"""Trainer callbacks: progress a human can follow, and stopping in time with a resumable checkpoint.
+
+``ProgressLogger`` replaces the Trainer's tqdm bars and dict dumps with one log line per logging step:
+``step 12/40 (30%) loss 1.8732 lr 1.5e-04 elapsed 0:01:02 eta 0:02:41``.
+
+``StopAndSave`` makes every stop leave a checkpoint a restarted pod resumes from:
+
+- at the last step it asks for a save (the Trainer only saves every ``save_steps``);
+- when the deadline (``maxSeconds`` from the stage's start) is near, it stops early and saves. "Near"
+  means the next step would likely not finish, plus a reserve for saving the adapter (and merged
+  weights), see ``deadline_reached``;
+- when the pod is asked to stop (SIGTERM: preemption, node drain), ``request_stop`` makes the next
+  step end stop and save, within the pod's termination grace period if a step is shorter than it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+log = logging.getLogger("stratos.training")
+
+
+def _clock(seconds: float) -> str:
+    return str(timedelta(seconds=int(max(0.0, seconds))))
+
+
+def deadline_reached(now: float, deadline: float | None, step_seconds: float, reserve: float) -> bool:
+    """Whether to stop before the next step: it would end, with the save reserve, past the deadline.
+
+    ``step_seconds`` is the mean step time so far; a 1.5x margin absorbs uneven steps (GRPO's
+    generation, evaluation, a slow checkpoint).
+    """
+    if deadline is None:
+        return False
+    return now + 1.5 * step_seconds + reserve >= deadline
+
+
+def save_reserve(max_seconds: float, *, merge: bool) -> float:
+    """Seconds kept for the final save: 10% of the budget, between 2 s and 30 s; merging the weights adds
+    20% of the budget, at most 120 s."""
+    return min(max(0.1 * max_seconds, 2.0), 30.0) + (min(0.2 * max_seconds, 120.0) if merge else 0.0)
+
+
+class ProgressLogger(TrainerCallback):
+    def __init__(self, algorithm: str) -> None:
+        self.algorithm = algorithm
+        self.started = time.monotonic()
+        self.first_step: int | None = None
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        self.started = time.monotonic()
+        self.first_step = state.global_step
+        resumed = f", resuming at step {state.global_step}" if state.global_step else ""
+        log.info("%s: training %d steps (batch %d x %d accumulation)%s", self.algorithm, state.max_steps,
+                 args.per_device_train_batch_size, args.gradient_accumulation_steps, resumed)
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not logs or "loss" not in logs or not state.is_world_process_zero:
+            return
+        elapsed = time.monotonic() - self.started
+        done = state.global_step - (self.first_step or 0)
+        remaining = state.max_steps - state.global_step
+        eta = elapsed / done * remaining if done > 0 else 0.0
+        extra = "".join(f" {k} {logs[k]:.4g}" for k in ("reward", "grad_norm")
+                        if isinstance(logs.get(k), float))
+        lr = logs.get("learning_rate")
+        lr_text = f" lr {lr:.2e}" if isinstance(lr, float) else ""
+        pct = 100 * state.global_step / state.max_steps if state.max_steps else 0.0
+        log.info("step %d/%d (%.0f%%) loss %.4f%s%s elapsed %s eta %s", state.global_step, state.max_steps,
+                 pct, float(logs["loss"]), lr_text, extra, _clock(elapsed), _clock(eta))
+
+
+class StopAndSave(TrainerCallback):
+    """Save at the last step; stop and save when the deadline nears or a stop was requested."""
+
+    def __init__(self, *, deadline: float | None = None, reserve: float = 0.0) -> None:
+        self.deadline = deadline
+        self.reserve = reserve
+        self.stop_reason: str | None = None
+        self._stop_requested = False
+        self._began: float | None = None
+        self._steps = 0
+
+    def request_stop(self) -> None:
+        """Ask for a stop at the next step end (safe to call from a signal handler)."""
+        self._stop_requested = True
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        self._began = time.monotonic()
+        self._steps = 0
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        self._steps += 1
+        now = time.monotonic()
+        step_seconds = (now - (self._began or now)) / self._steps
+        if state.global_step >= state.max_steps:
+            control.should_save = True
+            return
+        if self._stop_requested:
+            self.stop_reason = "terminated"
+        elif deadline_reached(now, self.deadline, step_seconds, self.reserve):
+            self.stop_reason = "deadline"
+        else:
+            return
+        log.warning("stopping at step %d/%d (%s); saving a checkpoint to resume from", state.global_step,
+                    state.max_steps, self.stop_reason)
+        control.should_training_stop = True
+        control.should_save = True

@@ -1,0 +1,258 @@
+"""Loading base models, tokenizers and LoRA adapters from the URIs a DistillationJob names.
+
+Model URIs (``spec.students[].model.uri``, the KD teacher's URI):
+
+- ``/abs/path`` or ``relative/path``: a ``save_pretrained`` directory on the storage volume. With
+  ``data_root`` (the volume's mount point) the path is looked up under it first, then as written, so
+  both ``/models/x`` (job-relative) and ``/var/lib/stratos/models/x`` work;
+- ``file:///abs/path``: a local directory, never re-rooted;
+- ``hf://ORG/NAME[@REVISION]``: a Hugging Face Hub repository, downloaded with ``from_pretrained`` into
+  ``$HF_HUB_CACHE`` (default: ``$STRATOS_STORAGE_DIR/cache/huggingface`` when that is set, so later
+  stages of the same job find the download). ``HF_TOKEN`` reaches gated repositories;
+  ``HF_HUB_OFFLINE=1`` means cache only. When the Hub cannot be reached the error says so and how to
+  stage the model on the volume instead.
+
+Devices: bf16 weights on a GPU that supports it (fp16 otherwise), fp32 on CPU. Inference on several
+GPUs shards the model with ``device_map="auto"``; training leaves placement to the Trainer (one
+replica per rank under torchrun).
+
+An adapter directory is what peft's ``save_pretrained`` writes plus ``stratos.json``, which names the
+base model's *URI* (peft's own ``base_model_name_or_path`` is the resolved local path of the pod that
+trained it, which the serving pod may not share) and the algorithm that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlparse
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from stratos.workloads.common import StageError
+
+log = logging.getLogger("stratos.training.models")
+
+ADAPTER_METADATA = "stratos.json"
+HUB_SCHEME = "hf://"
+
+
+class ModelLoadError(StageError):
+    """A model, tokenizer or adapter could not be found or loaded; the message says where and why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="ModelUnavailable")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model URI points: a local directory or a Hub repository (with an optional revision)."""
+
+    uri: str
+    source: Literal["local", "hub"]
+    location: str
+    revision: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.source == "local"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The device the stage runs on and the dtype its weights use there."""
+
+    device: str
+    dtype: torch.dtype
+    gpus: int
+
+    @property
+    def bf16(self) -> bool:
+        return self.dtype == torch.bfloat16
+
+    @property
+    def fp16(self) -> bool:
+        return self.dtype == torch.float16
+
+
+def quiet_libraries() -> None:
+    """Keep ``kubectl logs`` readable: no download/loading progress bars, library warnings only."""
+    import warnings
+
+    import datasets
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_warning()
+    datasets.disable_progress_bars()
+    disable_progress_bars()
+    # Deprecation notices about library internals (e.g. trl calling transformers' renamed methods) are
+    # noise to the person reading a job's logs.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def runtime() -> Runtime:
+    if torch.cuda.is_available():
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return Runtime("cuda", dtype, torch.cuda.device_count())
+    return Runtime("cpu", torch.float32, 0)
+
+
+def resolve_model_uri(uri: str, *, data_root: str | None = None) -> ModelRef:
+    """Parse a model URI; local paths must exist (``ModelLoadError`` otherwise)."""
+    text = uri.strip()
+    if not text:
+        raise ModelLoadError("empty model URI")
+    if text.startswith(HUB_SCHEME):
+        repo, _, revision = text[len(HUB_SCHEME):].strip("/").partition("@")
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise ModelLoadError(f"model URI {uri!r}: expected hf://ORG/NAME[@REVISION]")
+        return ModelRef(uri, "hub", repo, revision or None)
+    if "://" in text:
+        parsed = urlparse(text)
+        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+            raise ModelLoadError(
+                f"model URI {uri!r}: unsupported scheme {parsed.scheme!r}; use a path on the storage volume, "
+                "file:///path or hf://ORG/NAME"
+            )
+        candidates = [Path(unquote(parsed.path))]
+    else:
+        candidates = []
+        if data_root and not text.startswith(data_root.rstrip("/") + "/"):
+            candidates.append(Path(data_root) / text.lstrip("/"))
+        candidates.append(Path(text))
+    for path in candidates:
+        if path.is_dir():
+            return ModelRef(uri, "local", str(path.resolve()))
+    tried = " or ".join(str(p) for p in candidates)
+    hint = " (Hub models are written hf://ORG/NAME)" if text.count("/") == 1 and "://" not in text else ""
+    raise ModelLoadError(f"model URI {uri!r}: no model directory at {tried}{hint}")
+
+
+def _hub_kwargs(ref: ModelRef) -> dict[str, Any]:
+    if ref.is_local:
+        return {}
+    kwargs: dict[str, Any] = {"revision": ref.revision}
+    storage = os.environ.get("STRATOS_STORAGE_DIR")
+    if storage and not (os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME")):
+        kwargs["cache_dir"] = str(Path(storage) / "cache" / "huggingface")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        kwargs["local_files_only"] = True
+    return kwargs
+
+
+def _hub_failure(ref: ModelRef, what: str, err: BaseException) -> ModelLoadError:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    reason = " ".join(str(err).split())[:240] or type(err).__name__
+    return ModelLoadError(
+        f"cannot load the {what} of {ref.uri} from the Hugging Face Hub ({endpoint}): {reason}. "
+        "If this cluster cannot reach the Hub, copy the model onto the storage volume (save_pretrained "
+        "directory) and name its path instead, or point HF_ENDPOINT at a mirror; gated models need HF_TOKEN."
+    )
+
+
+def load_tokenizer(ref: ModelRef, *, padding_side: str | None = None) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with a pad token (eos when it has none) and the requested padding side."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref.location, **_hub_kwargs(ref))
+    except (OSError, ValueError) as err:
+        if ref.is_local:
+            raise ModelLoadError(f"cannot load the tokenizer at {ref.location}: {err}") from None
+        raise _hub_failure(ref, "tokenizer", err) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if padding_side:
+        tokenizer.padding_side = padding_side
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelLoadError(
+            f"{ref.uri}: the tokenizer has no chat template; stratos prompts every model with chat messages, "
+            "so use an instruction-tuned (chat) checkpoint"
+        )
+    return tokenizer
+
+
+def load_model(ref: ModelRef, *, rt: Runtime | None = None, for_training: bool = False) -> PreTrainedModel:
+    """The causal LM in the runtime's dtype; placed on the GPU(s) for inference, left to the Trainer
+    (which moves it to its rank's device) for training."""
+    rt = rt or runtime()
+    kwargs: dict[str, Any] = {"dtype": rt.dtype, **_hub_kwargs(ref)}
+    if rt.device == "cuda" and not for_training:
+        kwargs["device_map"] = "auto" if rt.gpus > 1 else "cuda"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(ref.location, **kwargs)
+    except (OSError, ValueError) as err:
+        if ref.is_local:
+            raise ModelLoadError(f"cannot load the model at {ref.location}: {err}") from None
+        raise _hub_failure(ref, "weights", err) from None
+    if not for_training:
+        model.eval()
+    return model
+
+
+def load_adapter(model: PreTrainedModel, adapter_dir: str | os.PathLike[str], *,
+                 trainable: bool = False) -> Any:
+    """``model`` wrapped in the LoRA adapter saved at ``adapter_dir`` (a peft ``PeftModel``)."""
+    from peft import PeftModel
+
+    path = Path(adapter_dir)
+    if not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(f"no LoRA adapter at {path} (adapter_config.json missing)")
+    try:
+        wrapped = PeftModel.from_pretrained(model, str(path), is_trainable=trainable)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelLoadError(f"cannot load the adapter at {path}: {err}") from None
+    if not trainable:
+        wrapped.eval()
+    return wrapped
+
+
+def write_adapter_metadata(adapter_dir: str | os.PathLike[str], *, base_model_uri: str, algorithm: str,
+                           **extra: Any) -> Path:
+    """Record which base model (by URI) and algorithm produced the adapter in ``stratos.json``."""
+    path = Path(adapter_dir) / ADAPTER_METADATA
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"baseModelUri": base_model_uri, "algorithm": algorithm, **extra}
+    path.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    return path
+
+
+def read_adapter_metadata(adapter_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(adapter_dir) / ADAPTER_METADATA
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot read {path}: {err}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def load_for_inference(model_uri: str | None, *, adapter: str | None = None, data_root: str | None = None,
+                       padding_side: str = "left") -> tuple[Any, PreTrainedTokenizerBase, ModelRef]:
+    """(model, tokenizer, base ref) ready for generation: the base model, plus the adapter when given.
+
+    Without ``model_uri`` the base comes from the adapter's ``stratos.json``. The tokenizer is the
+    adapter's when it saved one (training may have set its pad token), else the base model's.
+    """
+    adapter_path = resolve_model_uri(adapter, data_root=data_root).location if adapter else None
+    if model_uri is None:
+        base = read_adapter_metadata(adapter_path).get("baseModelUri") if adapter_path else None
+        if not base:
+            raise ModelLoadError("no model URI given and the adapter does not name its base model")
+        model_uri = str(base)
+    ref = resolve_model_uri(model_uri, data_root=data_root)
+    tokenizer_ref = ref
+    if adapter_path and (Path(adapter_path) / "tokenizer_config.json").is_file():
+        tokenizer_ref = ModelRef(adapter, "local", adapter_path)  # type: ignore[arg-type]
+    tokenizer = load_tokenizer(tokenizer_ref, padding_side=padding_side)
+    model = load_model(ref)
+    if adapter_path:
+        model = load_adapter(model, adapter_path)
+    return model, tokenizer, ref

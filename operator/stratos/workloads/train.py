@@ -1,0 +1,304 @@
+"""Train stage: distil into the chosen student with LoRA (paper, "Knowledge Alignment"/"Injection").
+
+``python -m stratos.workloads.train --config CONFIG [--result /dev/termination-log]``
+
+Algorithms (``stratos.training.trainers``): ``sft-lora`` (SFTTrainer), ``grpo`` (GRPOTrainer with the task
+verifier as reward; needs ``task``), ``dpo`` (DPOTrainer; chosen = teacher, rejected = the student's own
+answer unless the rows carry chosen/rejected, see ``stratos.training.data``), ``white-box-kd``
+(GKDTrainer against local teacher weights at ``teacherModelUri``; refused when the vocabularies differ).
+
+Files under ``outputDir``: ``checkpoints/checkpoint-N`` (every ``saveSteps`` and at the last step; a
+restarted pod resumes from the newest complete one and the step count continues), ``adapter/`` (the
+LoRA adapter, tokenizer, and ``stratos.json`` naming the base model URI and algorithm), ``merged/`` (full
+weights with the adapter merged in, when ``merge``).
+
+Stopping: ``maxSteps`` caps the steps; ``maxSeconds`` (from the stage's start, model loading included)
+stops early, saving a checkpoint and the adapter before the deadline (``stoppedEarly: "deadline"``);
+SIGTERM stops at the next step end with a checkpoint, then the stage reports ``Terminated``.
+Progress goes to stdout: ``step 12/40 (30%) loss 1.8732 lr 1.5e-04 elapsed 0:01:02 eta 0:02:41``.
+
+Several GPUs: the stage re-executes itself under torchrun, one data-parallel worker per GPU
+(``stratos.training.launch``); untested here (no GPU where the tests run).
+
+Config (camelCase JSON)::
+
+    {"algorithm": "sft-lora", "student": "llama-3.2-3b", "modelUri": "hf://meta-llama/Llama-3.2-3B-Instruct",
+     "datasetPath": "/var/lib/stratos/jobs/x/data/train.jsonl", "outputDir": "/var/lib/stratos/jobs/x/train",
+     "dataRoot": "/var/lib/stratos", "task": {<TaskSpec JSON>, needed by grpo and dpo},
+     "lora": {"rank": 16, "alpha": 32, "dropout": 0.05}, "epochs": 1, "learningRate": 2e-4,
+     "microBatchSize": 4, "gradientAccumulationSteps": 1, "sequenceLength": 1024,
+     "gradientCheckpointing": true, "maxSteps": null, "maxSeconds": 7200, "saveSteps": 50, "merge": false,
+     "seed": 0, "teacherModelUri": null,
+     "grpo": {"numGenerations": 4, "maxCompletionLength": 256, "temperature": 1.0, "beta": 0.0},
+     "dpo": {"beta": 0.1, "maxNewTokens": 256, "batchSize": 8},
+     "kd": {"divergence": "forward-kl", "onPolicyFraction": 0.0, "maxNewTokens": 128, "temperature": 0.9}}
+
+Result::
+
+    {"ok": true, "algorithm": "sft-lora", "steps": 40, "totalSteps": 40,
+     "trainLoss": {"first": 2.1, "last": 0.4}, "reward": {"first": .., "last": ..} (grpo only),
+     "seconds": 812.3, "adapterPath": ".../adapter", "mergedPath": null,
+     "resumedFrom": ".../checkpoints/checkpoint-20" | null, "stoppedEarly": null | "deadline",
+     "rows": 10000, "droppedRows": 0 (dpo: pairs where the student was already right)}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+from pydantic import Field
+
+from stratos.workloads.common import ConfigError, Terminated, WorkloadConfig, run_stage
+
+log = logging.getLogger("stratos.workloads.train")
+
+MODULE = "stratos.workloads.train"
+
+
+class LoraOptions(WorkloadConfig):
+    rank: int = Field(16, ge=1, le=256)
+    alpha: int = Field(32, ge=1, le=1024)
+    dropout: float = Field(0.05, ge=0, le=1)
+
+
+class GrpoOptions(WorkloadConfig):
+    num_generations: int = Field(4, ge=2, le=64)
+    max_completion_length: int = Field(256, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.0, ge=0)
+
+
+class DpoOptions(WorkloadConfig):
+    beta: float = Field(0.1, gt=0)
+    max_new_tokens: int = Field(256, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
+class KdOptions(WorkloadConfig):
+    divergence: Literal["forward-kl", "reverse-kl", "jsd"] = "forward-kl"
+    on_policy_fraction: float = Field(0.0, ge=0, le=1)
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.9, gt=0)
+
+
+class TrainConfig(WorkloadConfig):
+    algorithm: Literal["sft-lora", "grpo", "dpo", "white-box-kd"] = "sft-lora"
+    student: str | None = None
+    model_uri: str = Field(min_length=1)
+    teacher_model_uri: str | None = None
+    dataset_path: str = Field(min_length=1)
+    output_dir: str = Field(min_length=1)
+    data_root: str | None = None
+    task: dict[str, Any] | None = None
+    lora: LoraOptions = Field(default_factory=LoraOptions)
+    epochs: int = Field(1, ge=1, le=100)
+    learning_rate: float = Field(2e-4, gt=0, le=1)
+    micro_batch_size: int = Field(4, ge=1, le=1024)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    sequence_length: int = Field(1024, ge=16, le=131072)
+    gradient_checkpointing: bool = True
+    max_steps: int | None = Field(None, ge=1)
+    max_seconds: float | None = Field(None, gt=0)
+    save_steps: int = Field(50, ge=1)
+    merge: bool = False
+    seed: int = Field(0, ge=0)
+    grpo: GrpoOptions = Field(default_factory=GrpoOptions)
+    dpo: DpoOptions = Field(default_factory=DpoOptions)
+    kd: KdOptions = Field(default_factory=KdOptions)
+
+
+@contextmanager
+def stop_on_sigterm(stopper: Any) -> Iterator[None]:
+    """While training, SIGTERM asks for a checkpoint and a stop instead of killing the step."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.warning("SIGTERM: finishing this step, then saving a checkpoint")
+        stopper.request_stop()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    from stratos.training import data
+    from stratos.training.callbacks import ProgressLogger, StopAndSave, save_reserve
+    from stratos.training.checkpoints import first_last, last_checkpoint
+    from stratos.training.models import (
+        load_model,
+        load_tokenizer,
+        quiet_libraries,
+        resolve_model_uri,
+        runtime,
+        write_adapter_metadata,
+    )
+    from stratos.training.tasking import load_task, local_file
+    from stratos.training.trainers import check_vocabularies
+
+    began = time.monotonic()
+    quiet_libraries()
+    if config.algorithm == "white-box-kd" and not config.teacher_model_uri:
+        raise ConfigError("white-box-kd needs teacherModelUri: local teacher weights to take logits from")
+    if config.algorithm == "grpo" and not config.task:
+        raise ConfigError("grpo needs task: its verifier is the reward")
+    rt = runtime()
+    ref = resolve_model_uri(config.model_uri, data_root=config.data_root)
+    teacher_ref = None
+    if config.algorithm == "white-box-kd":
+        teacher_ref = resolve_model_uri(str(config.teacher_model_uri), data_root=config.data_root)
+        check_vocabularies(ref, teacher_ref)
+    task = load_task(config.task, data_root=config.data_root)[0] if config.task else None
+    rows = data.read_rows(local_file(config.dataset_path, data_root=config.data_root))
+
+    out = Path(config.output_dir)
+    checkpoints = out / "checkpoints"
+    resume = last_checkpoint(checkpoints)
+    log.info("%s on %s (%s, %d rows)%s", config.algorithm, config.model_uri, rt.device, len(rows),
+             f", resuming from {resume}" if resume else "")
+    tokenizer = load_tokenizer(ref)
+    model = load_model(ref, rt=rt, for_training=True)
+    dataset, dropped = _dataset(config, rows, model, tokenizer, task, rt)
+
+    stopper = StopAndSave(
+        deadline=began + config.max_seconds if config.max_seconds else None,
+        reserve=save_reserve(config.max_seconds or 0.0, merge=config.merge),
+    )
+    trainer = _build(config, model, tokenizer, dataset, task, teacher_ref, rt, str(checkpoints),
+                     [ProgressLogger(config.algorithm), stopper])
+    with stop_on_sigterm(stopper):
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+    adapter_dir = out / "adapter"
+    trainer.save_model(str(adapter_dir))
+    merged_dir = out / "merged" if config.merge else None
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(adapter_dir))
+        write_adapter_metadata(adapter_dir, base_model_uri=config.model_uri, algorithm=config.algorithm,
+                               student=config.student, steps=trainer.state.global_step)
+        if merged_dir is not None:
+            log.info("merging the adapter into the base weights: %s", merged_dir)
+            merged = trainer.model.merge_and_unload()
+            merged.save_pretrained(str(merged_dir))
+            tokenizer.save_pretrained(str(merged_dir))
+    if stopper.stop_reason == "terminated":
+        raise Terminated(f"terminated at step {trainer.state.global_step}; checkpoint saved to resume from")
+
+    history = trainer.state.log_history
+    result: dict[str, Any] = {
+        "algorithm": config.algorithm,
+        "steps": trainer.state.global_step,
+        "totalSteps": trainer.state.max_steps,
+        "trainLoss": first_last(history, "loss"),
+        "seconds": round(time.monotonic() - began, 3),
+        "adapterPath": str(adapter_dir.resolve()),
+        "mergedPath": str(merged_dir.resolve()) if merged_dir else None,
+        "resumedFrom": str(resume.resolve()) if resume else None,
+        "stoppedEarly": stopper.stop_reason,
+        "rows": len(rows),
+        "droppedRows": dropped,
+    }
+    if config.algorithm == "grpo":
+        result["reward"] = first_last(history, "reward")
+    log.info("trained %d/%d steps, loss %s", result["steps"], result["totalSteps"], result["trainLoss"])
+    return result
+
+
+def _dataset(config: TrainConfig, rows: list[dict[str, Any]], model: Any, tokenizer: Any, task: Any,
+             rt: Any) -> tuple[Any, int]:
+    from stratos.tasks import Sample
+    from stratos.training import data
+    from stratos.training.generation import generate
+
+    if config.algorithm == "sft-lora":
+        return data.sft_dataset(rows), 0
+    if config.algorithm == "grpo":
+        return data.grpo_dataset(rows, extract=task.extract), 0
+    if config.algorithm == "white-box-kd":
+        return data.kd_dataset(rows), 0
+
+    def student_answers(prompts: list[list[dict[str, str]]]) -> list[str]:
+        if rt.device == "cuda":
+            model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+        log.info("dpo: generating the student's own answers to %d prompts (the rejected side)", len(prompts))
+        answers, _ = generate(model, tokenizer, prompts, max_new_tokens=config.dpo.max_new_tokens,
+                              batch_size=config.dpo.batch_size)
+        return [a.text for a in answers]
+
+    def is_correct(answer: str, row: dict[str, Any]) -> bool:
+        if task is None or row.get("answer") is None:
+            return False
+        sample = Sample(id=str(row.get("id", "")), question="", answer=str(row["answer"]))
+        return bool(task.score(answer, sample))
+
+    dataset, dropped = data.dpo_dataset(rows, student_answers=student_answers, is_correct=is_correct)
+    if dropped:
+        log.info("dpo: %d rows dropped (the student already answers them correctly)", dropped)
+    return dataset, dropped
+
+
+def _build(config: TrainConfig, model: Any, tokenizer: Any, dataset: Any, task: Any, teacher_ref: Any,
+           rt: Any, checkpoints: str, callbacks: list[Any]) -> Any:
+    from stratos.training import trainers
+    from stratos.training.models import load_model
+
+    s = trainers.TrainSettings(
+        output_dir=checkpoints,
+        runtime=rt,
+        lora=trainers.LoraSettings(config.lora.rank, config.lora.alpha, config.lora.dropout),
+        epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        micro_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        sequence_length=config.sequence_length,
+        gradient_checkpointing=config.gradient_checkpointing,
+        max_steps=config.max_steps,
+        save_steps=config.save_steps,
+        seed=config.seed,
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        num_generations=config.grpo.num_generations,
+        max_completion_length=config.grpo.max_completion_length,
+        temperature=config.kd.temperature if config.algorithm == "white-box-kd" else config.grpo.temperature,
+        kl_beta=config.grpo.beta,
+        dpo_beta=config.dpo.beta,
+        divergence=config.kd.divergence,
+        on_policy_fraction=config.kd.on_policy_fraction,
+        kd_max_new_tokens=config.kd.max_new_tokens,
+    )
+    if config.algorithm == "sft-lora":
+        return trainers.build_sft(model, tokenizer, dataset, s, callbacks)
+    if config.algorithm == "grpo":
+        return trainers.build_grpo(model, tokenizer, dataset, s, callbacks, task)
+    if config.algorithm == "dpo":
+        return trainers.build_dpo(model, tokenizer, dataset, s, callbacks)
+    teacher = load_model(teacher_ref, rt=rt, for_training=True)
+    return trainers.build_kd(model, tokenizer, dataset, s, callbacks, teacher)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from stratos.training import launch
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not launch.is_worker():
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if launch.should_relaunch(gpus):
+            return launch.relaunch(MODULE, args, gpus)
+    elif launch.rank() != 0:
+        args = [*launch.with_result(args, os.devnull), "--log-level", "WARNING"]
+    return run_stage("train", TrainConfig, train, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
