@@ -30,7 +30,13 @@ def release_name(namespace: str) -> str:
 
 @contextmanager
 def installed(control_plane: ControlPlane, namespace: str, *values: str) -> Iterator[str]:
-    """helm install (CRDs left to the crd_installed fixture), yielding helm's combined output."""
+    """helm install with crds.install=false, yielding helm's output.
+
+    The CRD is cluster-scoped and shared by the whole session (the crd_installed fixture applies
+    crds/ with kubectl); a release that installed it too could not be followed by another one.
+    `kubectl auth can-i` answers "no" for a resource the server does not know, so the RBAC tests
+    need crd_installed; test_chart_crd_is_accepted_by_the_api_server checks the chart's copy.
+    """
     release = release_name(namespace)
     args = ["install", release, str(CHART), "--namespace", namespace, "--set", "crds.install=false"]
     for value in values:
@@ -49,9 +55,7 @@ def can_i(control_plane: ControlPlane, sa: str, verb: str, resource: str, *args:
     return answer == "yes"
 
 
-def test_install_into_restricted_namespace(
-    control_plane: ControlPlane, namespace: str, crd_installed: Path
-) -> None:
+def test_install_into_restricted_namespace(control_plane: ControlPlane, namespace: str) -> None:
     control_plane.kubectl(
         "label", "namespace", namespace, "--overwrite", "pod-security.kubernetes.io/warn=restricted"
     )
@@ -170,7 +174,7 @@ def test_service_account_rights_with_watched_namespaces(
         assert not can_i(control_plane, sa, "delete", "nodes")
 
 
-def test_chart_crd_is_accepted_by_the_api_server(control_plane: ControlPlane, crd_installed: Path) -> None:
+def test_chart_crd_is_accepted_by_the_api_server(control_plane: ControlPlane) -> None:
     """The CRD as the chart renders it (generated schema plus Helm metadata) passes server validation."""
     rendered = control_plane.helm(
         "template", "stratos", str(CHART), "--show-only", "templates/crds.yaml"
