@@ -105,6 +105,7 @@ def test_select_real_is_seeded_and_in_split_order():
     assert a == select_real(train, limit=10, seed=3) != select_real(train, limit=10, seed=4)
     assert [s.id for s in a] == sorted(s.id for s in a) and len(a) == 10
     assert select_real(train, limit=99, seed=0) == train
+    assert set(a) < set(select_real(train, limit=15, seed=3))  # a larger limit keeps the smaller choice
 
 
 def test_mutated_candidates_are_deterministic_and_solver_correct():

@@ -25,12 +25,16 @@ _NEW_HAND_LINE = re.compile(r"new\s+(?:13-tile\s+)?hand", re.IGNORECASE)
 
 
 def select_real(train: Sequence[Sample], *, limit: int, seed: int) -> list[Sample]:
-    """``limit`` training samples chosen by ``seed``, in split order (all of them when there are fewer)."""
+    """``limit`` training samples chosen by ``seed``, in split order (all of them when there are fewer).
+
+    The choice is a prefix of one seeded ranking, so a larger limit (a resumed Job whose target grew)
+    keeps every question a smaller one chose.
+    """
     if limit >= len(train):
         return list(train)
-    rng = random.Random(f"stratos-synthesize-real:{seed}")
-    chosen = sorted(rng.sample(range(len(train)), max(0, limit)))
-    return [train[i] for i in chosen]
+    ranking = list(range(len(train)))
+    random.Random(f"stratos-synthesize-real:{seed}").shuffle(ranking)
+    return [train[i] for i in sorted(ranking[: max(0, limit)])]
 
 
 def synthetic_id(index: int) -> str:
