@@ -1,0 +1,358 @@
+"""The serving Deployment and Service of a DistillationJob, and the endpoint they make.
+
+Pure functions of the job, its spec and the training results. The controller compares what
+``desired_serving`` returns with the live objects (``stratos.serving.rollout``) and creates, patches
+or deletes, so a change of replicas or resources reaches the endpoint without retraining, and
+``enabled: false`` removes it. Names are deterministic (``<job>-serve``): a restarted operator finds
+its objects instead of duplicating them.
+
+The pods follow the stage Jobs' rules (``stratos.controller.children``): restricted Pod Security
+Standard, read-only root filesystem (``/tmp`` and a cache directory are emptyDirs, ``HOME=/tmp``), no
+ServiceAccount token (serving needs no API access), the job's storage mounted read-only, pinned to the
+chosen node. Probes all ask ``GET /health``, which both engines answer only once the model is loaded; a
+startup probe with a long failure budget covers the load (minutes for a download plus CUDA-graph
+capture), so the liveness probe never kills a server that is still loading.
+
+Each object carries a hash of its desired ``spec`` in an annotation: comparing hashes is exact, where
+comparing against the live object would always differ in fields the API server defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stratos import GROUP
+from stratos.api.placement import ResourceRequirements
+from stratos.api.spec import DistillationJobSpec
+from stratos.api.status import EndpointStatus
+from stratos.controller.children import GPU_RESOURCE, RUN_AS_USER, STORAGE_DIR, _storage_volume
+from stratos.controller.config import OperatorConfig
+from stratos.controller.naming import child_labels, child_name, owner_reference
+from stratos.serving.commands import (
+    HEALTH_PATH,
+    SERVING_PORT,
+    check_model_name,
+    is_local,
+    model_location,
+    transformers_args,
+    vllm_args,
+)
+
+STAGE = "serve"
+SPEC_HASH = f"{GROUP}/spec-hash"
+CACHE_DIR = "/cache"
+#: transformers serve runs here and finds the model as the relative directory ``<model name>``.
+MODELS_DIR = "/models"
+
+VLLM_DEFAULTS = ResourceRequirements(requests={"cpu": "2", "memory": "8Gi"}, limits={"memory": "32Gi"})
+TRANSFORMERS_DEFAULTS = ResourceRequirements(requests={"cpu": "1", "memory": "2Gi"}, limits={"memory": "8Gi"})
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    """Everything serving needs: the two objects and how clients reach the student."""
+
+    deployment: dict[str, Any]
+    service: dict[str, Any]
+    url: str
+    model: str
+
+    def objects(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self.deployment, self.service
+
+    def endpoint(self, ready: bool | None = None) -> EndpointStatus:
+        return EndpointStatus(url=self.url, model=self.model, ready=ready)
+
+
+def serving_name(job: str) -> str:
+    """Name of the Deployment: ``<job>-serve`` (hashed down to 63 characters when longer)."""
+    return child_name(job, STAGE)
+
+
+def service_name(job: str) -> str:
+    """Name of the Service: ``<job>-serve`` too, unless that is no DNS-1035 label (leading digit)."""
+    name = serving_name(job)
+    return name if name[0].isalpha() else child_name(f"s{job}", STAGE)
+
+
+def endpoint_url(job: str, namespace: str) -> str:
+    """In-cluster base URL of the OpenAI-compatible API."""
+    return f"http://{service_name(job)}.{namespace}.svc:{SERVING_PORT}/v1"
+
+
+def merge_resources(defaults: ResourceRequirements, override: ResourceRequirements | None) -> dict[str, Any]:
+    """``override`` (spec.serving.resources) over ``defaults``, keeping the result valid.
+
+    A resource the user limits but does not request drops the default request (Kubernetes then
+    requests the limit) and vice versa, since a default on the other side could contradict the user's
+    value (request above limit). GPUs, an extended resource, get requests equal to limits.
+    """
+    requests, limits = dict(defaults.requests), dict(defaults.limits)
+    if override is not None:
+        for name, value in override.limits.items():
+            limits[name] = value
+            if name not in override.requests:
+                requests.pop(name, None)
+        for name, value in override.requests.items():
+            requests[name] = value
+            if name not in override.limits:
+                limits.pop(name, None)
+    gpu = limits.get(GPU_RESOURCE) or requests.get(GPU_RESOURCE)
+    if gpu is not None:
+        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = gpu
+    return {"requests": requests, "limits": limits}
+
+
+def _probe(**timing: int) -> dict[str, Any]:
+    return {"httpGet": {"path": HEALTH_PATH, "port": "http"}, "timeoutSeconds": 5, **timing}
+
+
+PROBES = {
+    # Up to 15 minutes to download/load the weights before the pod counts as failed.
+    "startupProbe": _probe(initialDelaySeconds=10, periodSeconds=10, failureThreshold=90),
+    "readinessProbe": _probe(initialDelaySeconds=5, periodSeconds=5, failureThreshold=3),
+    # A server busy generating may answer slowly: two minutes of silence before a restart.
+    "livenessProbe": _probe(initialDelaySeconds=30, periodSeconds=20, failureThreshold=6),
+}
+
+
+def serving_deployment(
+    body: Mapping[str, Any],
+    spec: DistillationJobSpec,
+    *,
+    node: str | None,
+    gpus: int,
+    base_model_uri: str,
+    adapter_path: str | None,
+    merged_path: str | None,
+    model_name: str,
+    cfg: OperatorConfig,
+    lora_rank: int | None = None,
+) -> dict[str, Any]:
+    """The serving Deployment (apps/v1) for ``spec.serving.engine``.
+
+    vllm: ``gpus`` GPUs (spec.serving.resources may override), the base model ``base_model_uri`` with the
+    adapter at ``adapter_path`` (rank ``lora_rank``, default spec.distillation.lora.rank), or the merged
+    weights at ``merged_path`` when given. transformers: the merged weights on CPU (GPUs only when
+    spec.serving.resources asks for ``nvidia.com/gpu``; ``gpus`` is not used). Paths are absolute paths
+    on the storage volume, as the train stage reports them.
+    """
+    check_model_name(model_name)
+    job, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    serving = spec.serving
+    labels = child_labels(job, STAGE)
+    env = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
+        {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
+        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+        {"name": "HF_HUB_DISABLE_UPDATE_CHECK", "value": "1"},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "cache", "mountPath": CACHE_DIR},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "cache", "emptyDir": {}},
+        _storage_volume(spec),
+    ]
+    container: dict[str, Any] = {"name": "server", "image": cfg.serving_image}
+    if serving.engine == "vllm":
+        resources = merge_resources(VLLM_DEFAULTS, serving.resources)
+        resources["requests"].setdefault(GPU_RESOURCE, str(gpus))
+        resources["limits"].setdefault(GPU_RESOURCE, str(gpus))
+        count = int(resources["limits"][GPU_RESOURCE])
+        if count < 1:
+            raise ValueError("the vllm engine needs at least one GPU")
+        if merged_path is not None:
+            model, adapter = merged_path, None
+        else:
+            if adapter_path is None:
+                raise ValueError("serving needs an adapter path or merged weights")
+            model, adapter = model_location(base_model_uri), adapter_path
+        rank = lora_rank if lora_rank is not None else spec.distillation.lora.rank
+        args = vllm_args(
+            model=model,
+            model_name=model_name,
+            max_model_len=serving.max_model_len,
+            adapter_path=adapter,
+            lora_rank=rank,
+            tensor_parallel=count,
+        )
+        container |= {"command": ["vllm", "serve"], "args": args}
+        env += [
+            {"name": "VLLM_CACHE_ROOT", "value": f"{CACHE_DIR}/vllm"},
+            {"name": "TRITON_CACHE_DIR", "value": f"{CACHE_DIR}/triton"},
+            {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+        ]
+        if is_local(model):
+            env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+        mounts += [
+            {"name": "storage", "mountPath": STORAGE_DIR, "readOnly": True, **_storage_sub_path(spec, "")},
+            {"name": "shm", "mountPath": "/dev/shm"},
+        ]
+        # NCCL and PyTorch workers exchange tensors through /dev/shm; the runtime default is 64 MiB.
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}})
+    else:
+        if merged_path is None:
+            raise ValueError("transformers serve cannot load a LoRA adapter: train with merged weights")
+        resources = merge_resources(TRANSFORMERS_DEFAULTS, serving.resources)
+        count = int(resources["limits"].get(GPU_RESOURCE, 0))
+        container |= {
+            "image": cfg.worker_image,
+            "command": ["transformers", "serve"],
+            "args": transformers_args(model_name, device="auto" if count else "cpu"),
+            "workingDir": MODELS_DIR,
+        }
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+        mounts.append(
+            {
+                "name": "storage",
+                "mountPath": f"{MODELS_DIR}/{model_name}",
+                "readOnly": True,
+                **_storage_sub_path(spec, merged_path),
+            }
+        )
+    container |= {
+        "imagePullPolicy": cfg.image_pull_policy,
+        "env": env,
+        "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
+        "resources": resources,
+        **copy.deepcopy(PROBES),
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if node:
+        pod_spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+        tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.servers.tolerations]
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+        pod_spec["tolerations"] = tolerations
+    # GPUs on the node are usually all taken by the old pod: surging a new one would leave it Pending.
+    surge = {"maxSurge": 0, "maxUnavailable": 1} if count else {"maxSurge": 1, "maxUnavailable": 0}
+    deployment_spec = {
+        "replicas": serving.replicas,
+        "revisionHistoryLimit": 2,
+        "selector": {"matchLabels": labels},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": surge},
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    return _object("apps/v1", "Deployment", serving_name(job), namespace, labels, body, deployment_spec)
+
+
+def serving_service(body: Mapping[str, Any]) -> dict[str, Any]:
+    """ClusterIP Service on port 8000 (``http``) selecting the serving pods."""
+    job, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    labels = child_labels(job, STAGE)
+    spec = {
+        "type": "ClusterIP",
+        "selector": labels,
+        "ports": [{"name": "http", "port": SERVING_PORT, "targetPort": "http", "protocol": "TCP"}],
+    }
+    return _object("v1", "Service", service_name(job), namespace, labels, body, spec)
+
+
+def desired_serving(
+    body: Mapping[str, Any],
+    spec: DistillationJobSpec,
+    *,
+    node: str | None,
+    gpus: int,
+    base_model_uri: str,
+    adapter_path: str | None,
+    merged_path: str | None,
+    model_name: str,
+    cfg: OperatorConfig,
+    lora_rank: int | None = None,
+) -> ServingPlan | None:
+    """The objects serving should consist of now; None when ``spec.serving.enabled`` is false.
+
+    None means: delete the Deployment ``serving_name(job)`` and the Service ``service_name(job)`` if
+    they exist. Otherwise create what is missing and apply ``stratos.serving.rollout.serving_patch`` to
+    what exists.
+    """
+    if not spec.serving.enabled:
+        return None
+    deployment = serving_deployment(
+        body,
+        spec,
+        node=node,
+        gpus=gpus,
+        base_model_uri=base_model_uri,
+        adapter_path=adapter_path,
+        merged_path=merged_path,
+        model_name=model_name,
+        cfg=cfg,
+        lora_rank=lora_rank,
+    )
+    job, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    return ServingPlan(deployment, serving_service(body), endpoint_url(job, namespace), model_name)
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _object(
+    api_version: str,
+    kind: str,
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    body: Mapping[str, Any],
+    spec: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(labels),
+            "annotations": {SPEC_HASH: spec_hash(spec)},
+            "ownerReferences": [owner_reference(body)],
+        },
+        "spec": spec,
+    }
+
+
+def _storage_sub_path(spec: DistillationJobSpec, path: str) -> dict[str, str]:
+    """``subPath`` that mounts ``path`` (absolute under the storage mount, or "" for all of it)."""
+    if path:
+        rel = posixpath.relpath(posixpath.normpath(path), STORAGE_DIR)
+        if rel == ".." or rel.startswith("../"):
+            raise ValueError(f"{path!r} is not on the job's storage ({STORAGE_DIR})")
+        rel = "" if rel == "." else rel
+    else:
+        rel = ""
+    storage = spec.storage
+    base = storage.pvc.sub_path if storage is not None and storage.pvc is not None else ""
+    joined = posixpath.join(base, rel) if base and rel else base or rel
+    return {"subPath": joined} if joined else {}
