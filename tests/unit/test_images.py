@@ -219,3 +219,28 @@ def test_build_context_is_enough_to_build_the_wheel(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert list((tmp_path / "dist").glob("stratos-*.whl"))
+
+
+# Packages of the [train] extra (and vLLM): none of them is in the operator image.
+NOT_IN_OPERATOR_IMAGE = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "vllm")
+_BLOCKING_IMPORT = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {banned!r}:
+            raise ImportError(name + " is not installed in the operator image")
+sys.meta_path.insert(0, Block())
+import {module}
+"""
+
+
+def test_operator_entry_module_imports_without_the_train_extra() -> None:
+    """`kopf run -m stratos.controller.operator` must start in an image that has no torch & co."""
+    final_stage = parse_dockerfile(IMAGES / "operator" / "Dockerfile")[-1]
+    entrypoint = next(arg for keyword, arg in final_stage.instructions if keyword == "ENTRYPOINT")
+    assert "stratos.controller.operator" in entrypoint
+    code = _BLOCKING_IMPORT.format(banned=set(NOT_IN_OPERATOR_IMAGE), module="stratos.controller.operator")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
