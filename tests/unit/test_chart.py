@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -438,3 +439,15 @@ def test_schema_names_every_top_level_value() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert set(values) <= set(schema["properties"])
+
+
+def test_packaged_chart_carries_the_crd_schema_and_readme(tmp_path: Path) -> None:
+    """`helm package` keeps files/crds/ (a symlink would not survive packaging portably)."""
+    helm("package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("stratos-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    for path in ("Chart.yaml", "values.yaml", "values.schema.json", "README.md", "templates/crds.yaml"):
+        assert f"stratos/{path}" in names, path
+    for crd in (REPO / "crds").glob("*.yaml"):
+        assert f"stratos/files/crds/{crd.name}" in names
