@@ -145,12 +145,23 @@ def test_serving_image_is_built_on_a_pinned_vllm() -> None:
     assert version >= MIN_VLLM, base
 
 
-def test_operator_image_has_no_torch() -> None:
-    """The operator image installs the base package only: the [train] extra belongs to the worker."""
-    text = (IMAGES / "operator" / "Dockerfile").read_text()
-    assert "[train]" not in text
-    assert "torch" not in text.replace("no torch", "")
-    assert "[train]" in (IMAGES / "worker" / "Dockerfile").read_text()
+def _installed_extras(dockerfile: Path) -> set[str]:
+    """The extras of every `pip install .[...]` of the repository in the Dockerfile."""
+    extras: set[str] = set()
+    for stage in parse_dockerfile(dockerfile):
+        for keyword, arg in stage.instructions:
+            if keyword == "RUN":
+                for match in re.finditer(r"""pip install[^&;]*?["']?\.\[([\w,-]+)\]""", arg):
+                    extras.update(match[1].split(","))
+    return extras
+
+
+def test_each_image_installs_the_extras_it_needs() -> None:
+    """The operator image is the base package only (no torch); the worker trains and reads s3://."""
+    assert _installed_extras(IMAGES / "operator" / "Dockerfile") == set()
+    assert "torch" not in (IMAGES / "operator" / "Dockerfile").read_text().replace("no torch", "")
+    assert _installed_extras(IMAGES / "worker" / "Dockerfile") >= {"train", "s3"}
+    assert _installed_extras(IMAGES / "serving" / "Dockerfile") == set()
 
 
 def _copied_sources(dockerfile: Path) -> set[str]:
