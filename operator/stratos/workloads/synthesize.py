@@ -112,7 +112,8 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
     seeds = real or list(train)
     header = {
         "strategy": config.strategy,
-        "task": spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        # what the data depends on: not sampleSize, which only sizes the teacher and student probes
+        "task": spec.model_dump(by_alias=True, exclude_none=True, exclude={"sample_size"}, mode="json"),
         "seed": seed,
         "augment": mode,
         "teacher": config.teacher.model,
