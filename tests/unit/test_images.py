@@ -161,7 +161,7 @@ def test_each_image_installs_the_extras_it_needs() -> None:
     """The operator image is the base package only (no torch); the worker trains and reads s3://."""
     assert _installed_extras(IMAGES / "operator" / "Dockerfile") == set()
     assert "torch" not in (IMAGES / "operator" / "Dockerfile").read_text().replace("no torch", "")
-    assert _installed_extras(IMAGES / "worker" / "Dockerfile") >= {"train", "s3"}
+    assert _installed_extras(IMAGES / "worker" / "Dockerfile") >= {"train", "s3", "serving"}
     assert _installed_extras(IMAGES / "serving" / "Dockerfile") == set()
 
 
