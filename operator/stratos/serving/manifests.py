@@ -260,6 +260,8 @@ def serving_deployment(
     deployment_spec = {
         "replicas": serving.replicas,
         "revisionHistoryLimit": 2,
+        # Longer than the startup probe's budget: a slow model load is progress, not a stuck rollout.
+        "progressDeadlineSeconds": 1800,
         "selector": {"matchLabels": labels},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": surge},
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
