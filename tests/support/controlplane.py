@@ -20,6 +20,7 @@ import ctypes
 import functools
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -148,7 +149,8 @@ class ControlPlane:
         self.admin_token = secrets.token_hex(24)
         self.port = 0
         self.kubeconfig = self.workdir / "admin.kubeconfig"
-        self.ca_file = self.workdir / "apiserver-certs" / "apiserver.crt"
+        self.cert_dir = self.workdir / "apiserver-certs"
+        self.ca_file = self.workdir / "ca.crt"  # the CA of the API server's self-signed serving cert
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._failed = False
 
@@ -178,6 +180,7 @@ class ControlPlane:
             self._write_credentials()
             etcd_url = self._start_etcd()
             self._start_apiserver(etcd_url)
+            self._extract_ca()
             self._write_admin_kubeconfig()
             waits = []
             if self.with_controller_manager:
@@ -254,6 +257,7 @@ class ControlPlane:
         timeout: float = 120.0,
     ) -> subprocess.CompletedProcess[str]:
         """Runs kubectl against this control plane (admin unless ``kubeconfig`` is given)."""
+        __tracebackhide__ = True
         cmd = [str(self.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
         return self._run(cmd, input=input, check=check, timeout=timeout)
 
@@ -266,6 +270,7 @@ class ControlPlane:
         timeout: float = 300.0,
     ) -> subprocess.CompletedProcess[str]:
         """Runs helm against this control plane, with its cache/config/data dirs in the workdir."""
+        __tracebackhide__ = True
         home = self.workdir / "helm"
         env = {
             "HELM_CACHE_HOME": str(home / "cache"),
@@ -317,6 +322,7 @@ class ControlPlane:
         timeout: float,
         env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        __tracebackhide__ = True
         full_env = {**os.environ, **(env or {})}
         full_env.pop("KUBECONFIG", None)
         try:
@@ -399,7 +405,7 @@ class ControlPlane:
         raise AssertionError("unreachable")
 
     def _start_apiserver(self, etcd_url: str) -> None:
-        certs = self.ca_file.parent
+        certs = self.cert_dir
         for attempt in range(3):
             self.port = free_port()
             proc = self._popen(
@@ -446,8 +452,8 @@ class ControlPlane:
             name,
             [
                 f"--kubeconfig={self.kubeconfig}",
-                f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
+                # No delegated authn/authz: only /healthz is served (always allowed), and there is
+                # no extension-apiserver-authentication ConfigMap to look up.
                 "--bind-address=127.0.0.1",
                 f"--secure-port={port}",
                 f"--cert-dir={self.workdir / (name + '-certs')}",
@@ -488,6 +494,18 @@ class ControlPlane:
         raise ControlPlaneError(
             f"{name} not ready at {url} after {timeout:.0f} s ({last})\n{self.log_tails()}"
         )
+
+    def _extract_ca(self) -> None:
+        """Splits the CA out of the generated serving cert file (serving cert first, then its CA).
+
+        Clients verify against it, and the controller manager publishes it as kube-root-ca.crt,
+        which must hold a CA certificate only.
+        """
+        pem = (self.cert_dir / "apiserver.crt").read_text()
+        blocks = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?", pem, re.DOTALL)
+        if not blocks:
+            raise ControlPlaneError(f"no certificate in {self.cert_dir / 'apiserver.crt'}")
+        self.ca_file.write_text("".join(blocks[1:] or blocks))
 
     def _write_admin_kubeconfig(self) -> None:
         self._write_kubeconfig(self.kubeconfig, user=ADMIN_USER, token=self.admin_token, namespace="default")
