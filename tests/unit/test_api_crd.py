@@ -170,6 +170,11 @@ def test_defaults_are_valid_for_their_nodes(schema: dict[str, Any]) -> None:
             assert default in node["enum"], path
         if isinstance(default, int | float) and not isinstance(default, bool):
             assert node.get("minimum", default) <= default <= node.get("maximum", default), path
+        if isinstance(default, dict):
+            # The API server checks CEL rules against a default as written, without filling in the
+            # nested defaults: object defaults must therefore be spelled out in full.
+            for key, child in node.get("properties", {}).items():
+                assert "default" not in child or key in default, f"{path}.{key} missing from {path}'s default"
     assert not any("default" in node for _, node in walk(schema["properties"]["status"])), (
         "status has defaults"
     )

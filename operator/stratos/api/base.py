@@ -86,13 +86,26 @@ class ApiModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def section(description: str, **extra: Any) -> Any:
+def section(model: type[ApiModel], description: str) -> Any:
     """Field for a sub-object whose fields all have defaults: omitted means "all defaults".
 
-    The CRD gets `default: {}` so the API server fills in (and stores) the nested defaults, the way
-    built-in Kubernetes objects show their effective settings in `kubectl get -o yaml`.
+    The CRD gets the fully defaulted sub-object as its `default`, so the API server fills in (and
+    stores) the effective settings, the way built-in objects show them in `kubectl get -o yaml`. It
+    must be the expanded object, not `{}`: the API server checks a default against the CEL rules
+    as it stands, without applying the nested defaults first.
     """
-    return Field(description=description, json_schema_extra={"default": {}}, **extra)
+    return Field(
+        default_factory=model,
+        description=description,
+        json_schema_extra={"default": _without_empties(model().to_api())},
+    )
+
+
+def _without_empties(value: Any) -> Any:
+    if isinstance(value, dict):
+        pruned = {k: _without_empties(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in ({}, [])}
+    return value
 
 
 def plain(value: Any) -> Any:

@@ -14,7 +14,7 @@ import re
 UNITS: dict[str, int] = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 #: Whole-string pattern: one or more `<number><unit>` terms, no spaces, no sign.
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?[dhms])+$"
+DURATION_PATTERN = r"^([0-9]+([.][0-9]+)?[dhms])+$"
 
 #: Upper bound on the written form; keeps the CRD's CEL cost estimate small.
 DURATION_MAX_LENGTH = 32

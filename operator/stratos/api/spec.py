@@ -199,7 +199,7 @@ class Requirements(ApiModel):
     budget: float | None = Field(
         None, gt=0, description="Total spend allowed (USD): teacher tokens plus node hours."
     )
-    weights: Weights = section("Weights of the student score (paper Eq. 2).", default_factory=Weights)
+    weights: Weights = section(Weights, "Weights of the student score (paper Eq. 2).")
 
     @property
     def max_training_seconds(self) -> float:
@@ -247,7 +247,7 @@ class DistillationSpec(ApiModel):
     micro_batch_size: int = Field(4, ge=1, le=1024, description="Sequences per GPU per step.")
     gradient_checkpointing: bool = Field(True, description="Trade compute for activation memory.")
     learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate.")
-    lora: LoraSpec = section("LoRA adapter settings.", default_factory=LoraSpec)
+    lora: LoraSpec = section(LoraSpec, "LoRA adapter settings.")
     mfu: float = Field(
         0.35, ge=0.01, le=1, description="Model-FLOPs utilisation assumed when estimating training time."
     )
@@ -275,13 +275,9 @@ def _duplicates(names: list[str]) -> list[str]:
 class DistillationJobSpec(ApiModel):
     """What to distil, from which teachers into which students, under which requirements, and where."""
 
-    task: TaskSpec = section("The task the student must learn.", default_factory=TaskSpec)
-    requirements: Requirements = section(
-        "Accuracy, speed, time and cost requirements.", default_factory=Requirements
-    )
-    servers: ServersSpec = section(
-        "Which nodes are candidates and how one is chosen.", default_factory=ServersSpec
-    )
+    task: TaskSpec = section(TaskSpec, "The task the student must learn.")
+    requirements: Requirements = section(Requirements, "Accuracy, speed, time and cost requirements.")
+    servers: ServersSpec = section(ServersSpec, "Which nodes are candidates and how one is chosen.")
     teachers: list[TeacherSpec] = Field(
         min_length=1,
         max_length=MAX_CANDIDATES,
@@ -294,14 +290,12 @@ class DistillationJobSpec(ApiModel):
         description="Candidate students, 1 to 16, unique names.",
         json_schema_extra=cel_schema(UNIQUE_STUDENTS),
     )
-    distillation: DistillationSpec = section(
-        "Strategy, algorithm and training settings.", default_factory=DistillationSpec
-    )
-    serving: ServingSpec = section("How the result is served.", default_factory=ServingSpec)
+    distillation: DistillationSpec = section(DistillationSpec, "Strategy, algorithm and training settings.")
+    serving: ServingSpec = section(ServingSpec, "How the result is served.")
     storage: StorageSpec | None = Field(
         None, description="Where datasets and adapters live; unset: the operator's default storage."
     )
-    retries: RetryPolicy = section("Retries of failed stages.", default_factory=RetryPolicy)
+    retries: RetryPolicy = section(RetryPolicy, "Retries of failed stages.")
     suspend: bool = Field(False, description="Pause the job: no new stages start until it is false again.")
 
     @field_validator("teachers")

@@ -38,6 +38,10 @@ QUANTITY_PATTERN = (
     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 
+DURATION_FORMAT = CelRule(
+    rule=f"self.matches('{DURATION_PATTERN}')",
+    message="must be a duration such as 90m, 2h, 1h30m or 3600s (units d, h, m, s)",
+)
 POSITIVE_DURATION = CelRule(
     rule="self.matches('[1-9]')",
     message="duration must be greater than zero",
@@ -59,18 +63,15 @@ StorageUri = Annotated[str, Field(max_length=URI_MAX_LENGTH, pattern=STORAGE_URI
 
 
 def _positive_duration(value: str) -> str:
-    if parse_duration(value) <= 0:
+    if parse_duration(value) <= 0:  # parse_duration raises on a malformed value
         raise ValueError(POSITIVE_DURATION.message)
     return value
 
 
 Duration = Annotated[
     str,
-    Field(
-        max_length=DURATION_MAX_LENGTH,
-        pattern=DURATION_PATTERN,
-        json_schema_extra=cel_schema(POSITIVE_DURATION),
-    ),
+    # The format is a CEL rule rather than a `pattern`, for a message people can act on.
+    Field(max_length=DURATION_MAX_LENGTH, json_schema_extra=cel_schema(DURATION_FORMAT, POSITIVE_DURATION)),
     AfterValidator(_positive_duration),
 ]
 """A positive duration such as 90m, 2h, 1h30m or 3600s (see stratos.api.durations)."""
