@@ -95,7 +95,7 @@ def stage_job(
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": name}},
-            _storage_volume(spec),
+            storage_volume(spec),
             {"name": "tmp", "emptyDir": {}},
         ],
     }
@@ -120,7 +120,7 @@ def stage_job(
     }
 
 
-def _storage_volume(spec: DistillationJobSpec) -> dict[str, Any]:
+def storage_volume(spec: DistillationJobSpec) -> dict[str, Any]:
     storage = spec.storage
     if storage is not None and storage.pvc is not None:
         return {"name": "storage", "persistentVolumeClaim": {"claimName": storage.pvc.claim_name}}

@@ -8,7 +8,7 @@ means the object is already there, which is what a restarted operator expects to
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -17,8 +17,11 @@ from kubernetes.client.exceptions import ApiException
 from stratos.api.spec import DistillationJobSpec
 from stratos.controller.children import STORAGE_DIR, stage_configmap, stage_job
 from stratos.controller.config import OperatorConfig
-from stratos.controller.machine import RunStatus, StageRun
+from stratos.controller.machine import EndpointRequest, EndpointState, ProbeOutcome, RunStatus, StageRun
 from stratos.controller.naming import LABEL_JOB, child_name
+from stratos.serving.manifests import desired_serving, service_name, serving_name
+from stratos.serving.probe import probe_endpoint
+from stratos.serving.rollout import deployment_ready, serving_patch
 
 # Waiting reasons that will not fix themselves; shown in the parent's conditions.
 STUCK_REASONS = {"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "InvalidImageName"}
@@ -59,6 +62,32 @@ def pod_view(body: Mapping[str, Any]) -> dict[str, Any]:
         "containerStatuses": list(status.get("containerStatuses") or []),
         "creationTimestamp": body.get("metadata", {}).get("creationTimestamp", ""),
     }
+
+
+def deployment_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    return {
+        "metadata": {
+            "generation": meta.get("generation"),
+            "annotations": dict(meta.get("annotations") or {}),
+        },
+        "spec": {"replicas": (body.get("spec") or {}).get("replicas", 1)},
+        "status": dict(body.get("status") or {}),
+    }
+
+
+def endpoint_state(live: Mapping[str, Any] | None, url: str) -> EndpointState:
+    """The Deploy stage's view of the serving Deployment (pure)."""
+    if live is None:
+        return EndpointState("Pending", message="creating the serving Deployment")
+    if deployment_ready(live):
+        return EndpointState("Ready", url=url)
+    status = live.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return EndpointState("Failed", message=f"serving rollout stuck: {cond.get('message', '')}")
+    ready, want = int(status.get("readyReplicas") or 0), int((live.get("spec") or {}).get("replicas", 1))
+    return EndpointState("Pending", message=f"{ready} of {want} serving replicas ready")
 
 
 def run_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> RunStatus:
@@ -139,9 +168,10 @@ class KubeExecutor:
         api: client.ApiClient,
         jobs: Mapping[tuple[str, str], Iterable[Mapping[str, Any]]],
         pods: Mapping[tuple[str, str], Iterable[Mapping[str, Any]]],
+        deployments: Mapping[tuple[str, str], Iterable[Mapping[str, Any]]] | None = None,
     ) -> None:
         self.body, self.cfg, self.api = body, cfg, api
-        self.jobs, self.pods = jobs, pods
+        self.jobs, self.pods, self.deployments = jobs, pods, deployments or {}
         self.namespace = str(body["metadata"]["namespace"])
         self.job_name = str(body["metadata"]["name"])
 
@@ -174,15 +204,71 @@ class KubeExecutor:
                 if err.status != 404:
                     raise
 
+    def ensure_endpoint(self, request: EndpointRequest, spec: DistillationJobSpec) -> EndpointState:
+        plan = desired_serving(
+            self.body,
+            spec,
+            node=request.node,
+            gpus=request.gpus,
+            base_model_uri=request.base_model_uri,
+            adapter_path=request.adapter_path,
+            merged_path=request.merged_path,
+            model_name=request.model_name,
+            cfg=self.cfg,
+            lora_rank=spec.distillation.lora.rank,
+        )
+        if plan is None:
+            self.remove_endpoint()
+            return EndpointState("Pending", message="serving is disabled")
+        name = plan.deployment["metadata"]["name"]
+        views = list(self.deployments.get((self.namespace, name), []))
+        live = views[-1] if views else None
+        if live is None:
+            self._create(plan.service, "Service")
+            self._create(plan.deployment, "Deployment")
+        elif (patch := serving_patch(live, plan.deployment)) is not None:
+            client.AppsV1Api(self.api).patch_namespaced_deployment(name, self.namespace, patch)
+            return EndpointState("Pending", message="rolling out the new serving spec")
+        return endpoint_state(live, plan.url)
+
+    def remove_endpoint(self) -> None:
+        job = self.job_name
+        for delete, name in (
+            (client.AppsV1Api(self.api).delete_namespaced_deployment, serving_name(job)),
+            (client.CoreV1Api(self.api).delete_namespaced_service, service_name(job)),
+        ):
+            try:
+                delete(name, self.namespace)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+
+    def probe_endpoint(self, url: str, model: str) -> ProbeOutcome:
+        return probe(url, model)
+
     def _create(self, manifest: dict[str, Any], kind: str) -> None:
+        creators: dict[str, Callable[..., Any]] = {
+            "ConfigMap": client.CoreV1Api(self.api).create_namespaced_config_map,
+            "Service": client.CoreV1Api(self.api).create_namespaced_service,
+            "Job": client.BatchV1Api(self.api).create_namespaced_job,
+            "Deployment": client.AppsV1Api(self.api).create_namespaced_deployment,
+        }
         try:
-            if kind == "ConfigMap":
-                client.CoreV1Api(self.api).create_namespaced_config_map(self.namespace, manifest)  # type: ignore[arg-type]
-            else:
-                client.BatchV1Api(self.api).create_namespaced_job(self.namespace, manifest)  # type: ignore[arg-type]
+            creators[kind](self.namespace, manifest)
         except ApiException as err:
             if err.status != 409:  # 409: created before, e.g. by an operator that has since restarted
                 raise
+
+
+def probe(url: str, model: str) -> ProbeOutcome:
+    """Latency and tokens/s of a ready endpoint, from a few short chat completions."""
+    result = probe_endpoint(url, model)
+    return ProbeOutcome(
+        ok=result.ok,
+        latency_ms=result.latency_ms_p50,
+        tokens_per_second=result.tokens_per_second,
+        error=result.error or "",
+    )
 
 
 def index_key_for_pod(body: Mapping[str, Any]) -> tuple[str, str] | None:

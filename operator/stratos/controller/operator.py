@@ -22,7 +22,7 @@ from kubernetes import client, config
 from stratos import GROUP, PLURAL, VERSION
 from stratos.controller import metrics
 from stratos.controller.config import OperatorConfig
-from stratos.controller.executor import KubeExecutor, index_key_for_pod, job_view, pod_view
+from stratos.controller.executor import KubeExecutor, deployment_view, index_key_for_pod, job_view, pod_view
 from stratos.controller.machine import reconcile
 from stratos.controller.naming import LABEL_JOB
 from stratos.controller.status_patch import status_patch
@@ -96,12 +96,20 @@ def stage_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any
     return {key: pod_view(body)} if key else None
 
 
+@kopf.index("apps", "v1", "deployments", labels={LABEL_JOB: kopf.PRESENT})
+def serving_deployments(
+    body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace or "", name): deployment_view(body)}
+
+
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.reconcile_interval)
 def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
-    """Reconcile one job. kopf passes the indexes by name: ``nodes``, ``stage_jobs``, ``stage_pods``."""
+    """Reconcile one job. kopf passes the indexes by name (``nodes``, ``stage_jobs``, ...)."""
     nodes: kopf.Index[str, Any] = kwargs["nodes"]
     stage_jobs: kopf.Index[tuple[str, str], Any] = kwargs["stage_jobs"]
     stage_pods: kopf.Index[tuple[str, str], Any] = kwargs["stage_pods"]
+    deployments: kopf.Index[tuple[str, str], Any] = kwargs["serving_deployments"]
     uid = body["metadata"]["uid"]
     version = body["metadata"].get("resourceVersion", "")
     with _last_patch_lock:
@@ -110,7 +118,7 @@ def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> Non
         return
     started = time.perf_counter()
     try:
-        executor = KubeExecutor(body, CONFIG, memo.api, stage_jobs, stage_pods)
+        executor = KubeExecutor(body, CONFIG, memo.api, stage_jobs, stage_pods, deployments)
         outcome = reconcile(body, nodes=list(nodes.get(NODES_KEY, [])), executor=executor)
     except Exception as err:
         metrics.RECONCILE_ERRORS.labels(kind=type(err).__name__).inc()

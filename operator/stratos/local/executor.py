@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import IO
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.machine import RunStatus, StageRun
+from stratos.controller.executor import probe
+from stratos.controller.machine import EndpointRequest, EndpointState, ProbeOutcome, RunStatus, StageRun
 from stratos.controller.naming import child_name
+from stratos.serving.local import LocalServer, LocalServerError, start_local_server
 
 
 @dataclass
@@ -37,6 +39,7 @@ class LocalExecutor:
     env: dict[str, str] = field(default_factory=dict)
     max_attempts: int = 3
     running: dict[str, LocalRun] = field(default_factory=dict)
+    server: LocalServer | None = None
 
     @property
     def storage_root(self) -> str:
@@ -91,9 +94,36 @@ class LocalExecutor:
         return LocalRun(process, log, attempts)
 
     def cancel_runs(self) -> None:
-        self.stop()
+        for live in self.running.values():
+            if live.process.poll() is None:
+                live.process.terminate()
+
+    def ensure_endpoint(self, request: EndpointRequest, spec: DistillationJobSpec) -> EndpointState:
+        """Serve the merged weights with ``transformers serve`` on localhost (started once)."""
+        if self.server is not None and self.server.process.poll() is None:
+            return EndpointState("Ready", url=self.server.base_url)
+        if request.engine != "transformers":
+            return EndpointState("Failed", message="local runs serve with serving.engine: transformers")
+        if not request.merged_path:
+            return EndpointState("Failed", message="no merged weights to serve (the train stage saves them)")
+        try:
+            self.server = start_local_server(
+                Path(request.merged_path), model_name=request.model_name, env=self.env, ready_timeout=300
+            )
+        except LocalServerError as err:
+            return EndpointState("Failed", message=str(err)[-1000:])
+        return EndpointState("Ready", url=self.server.base_url)
+
+    def remove_endpoint(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def probe_endpoint(self, url: str, model: str) -> ProbeOutcome:
+        return probe(url, model)
 
     def stop(self) -> None:
+        self.remove_endpoint()
         for live in self.running.values():
             if live.process.poll() is None:
                 live.process.terminate()

@@ -31,7 +31,7 @@ from stratos import GROUP
 from stratos.api.placement import ResourceRequirements
 from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import EndpointStatus
-from stratos.controller.children import GPU_RESOURCE, RUN_AS_USER, STORAGE_DIR, _storage_volume
+from stratos.controller.children import GPU_RESOURCE, RUN_AS_USER, STORAGE_DIR, storage_volume
 from stratos.controller.config import OperatorConfig
 from stratos.controller.naming import child_labels, child_name, owner_reference
 from stratos.serving.commands import (
@@ -161,7 +161,7 @@ def serving_deployment(
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "cache", "emptyDir": {}},
-        _storage_volume(spec),
+        storage_volume(spec),
     ]
     container: dict[str, Any] = {"name": "server", "image": cfg.serving_image}
     if serving.engine == "vllm":
