@@ -125,3 +125,32 @@ def test_long_names_are_shortened_deterministically() -> None:
     long = child_name("a" * 60, "teacher-eval", "deepseek-r1")
     assert len(long) <= 63 and long == child_name("a" * 60, "teacher-eval", "deepseek-r1")
     assert long != child_name("a" * 60, "teacher-eval", "deepseek-r2")
+
+
+def test_endpoint_state_follows_the_serving_rollout() -> None:
+    from stratos.controller.executor import endpoint_state
+
+    url = "http://dj1-serve.ns.svc:8000/v1"
+    assert endpoint_state(None, url).state == "Pending"
+    rolling = {
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 2},
+        "status": {"observedGeneration": 2, "updatedReplicas": 2, "readyReplicas": 1},
+    }
+    assert endpoint_state(rolling, url).message == "1 of 2 serving replicas ready"
+    done = {**rolling, "status": {"observedGeneration": 2, "updatedReplicas": 2, "readyReplicas": 2}}
+    assert endpoint_state(done, url) == endpoint_state(done, url) and endpoint_state(done, url).url == url
+    stuck = {
+        **rolling,
+        "status": {
+            "conditions": [
+                {
+                    "type": "Progressing",
+                    "status": "False",
+                    "reason": "ProgressDeadlineExceeded",
+                    "message": "timed out",
+                }
+            ]
+        },
+    }
+    assert endpoint_state(stuck, url).state == "Failed"
