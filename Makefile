@@ -30,8 +30,7 @@ controlplane:
 	bash tests/controlplane/build.sh
 
 crds: venv
-	$(BIN)/python -m stratos.api.crdgen --out crds
-	cp crds/stratos.io_distillationjobs.yaml charts/stratos/files/crds/
+	$(BIN)/python -m stratos.api.crdgen --out crds --out charts/stratos/files/crds
 
 docs: venv
 	$(BIN)/python -m stratos.api.reference --readme README.md
