@@ -96,10 +96,15 @@ def resolve_bin_dir(*, stderr: Any = None) -> Path:
     return path
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: get SIGKILL when the test process dies, even by SIGKILL."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+# Loaded up front: the child of a fork must not dlopen (another thread may hold the loader lock).
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def die_with_parent() -> None:
+    """Runs in a child before exec: get SIGKILL when the thread that started it dies, even when
+    the test process is killed with SIGKILL and no cleanup code runs (PR_SET_PDEATHSIG)."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)
 
 
 _LIVE: weakref.WeakSet[ControlPlane] = weakref.WeakSet()
@@ -124,7 +129,9 @@ class ControlPlane:
 
     Use as a context manager or call ``start()``/``stop()``. ``workdir`` holds certificates,
     etcd data, kubeconfigs and ``logs/<process>.log``; a directory this class created itself is
-    removed by ``stop()`` unless startup failed or $STRATOS_KEEP_CONTROLPLANE is set.
+    removed by ``stop()`` unless startup failed or $STRATOS_KEEP_CONTROLPLANE is set. The
+    processes die with the thread that started them (see ``die_with_parent``): start it from a
+    thread that lives as long as it should, normally the main thread.
     """
 
     def __init__(
@@ -350,7 +357,7 @@ class ControlPlane:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent,
             )
         finally:
             log.close()

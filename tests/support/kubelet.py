@@ -14,6 +14,7 @@ map is passed as JSON in $STRATOS_PATH_MAP so a program can translate paths it b
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import json
@@ -26,6 +27,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +36,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from support.controlplane import rest
+from support.controlplane import die_with_parent, rest
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +191,15 @@ def delete_pv(api: Any, name: str) -> None:
             raise
 
 
+_LIVE: weakref.WeakSet[FakeKubelet] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for kubelet in list(_LIVE):
+        kubelet.stop()
+
+
 class FakeKubelet:
     """Runs the pods bound to ``node_names`` as local processes; see the module docstring.
 
@@ -232,6 +243,7 @@ class FakeKubelet:
 
     def start(self) -> FakeKubelet:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        _LIVE.add(self)
         self._thread = threading.Thread(target=self._loop, name="fake-kubelet", daemon=True)
         self._thread.start()
         return self
@@ -239,6 +251,7 @@ class FakeKubelet:
     def stop(self) -> None:
         """Stops watching and kills every process still running (pod status is left as is)."""
         self._stop.set()
+        _LIVE.discard(self)
         if self._thread is not None:
             self._thread.join(timeout=30)
         with self._lock:
@@ -544,6 +557,8 @@ class FakeKubelet:
                     stdout=logf,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    # Tied to the kubelet thread, which outlives every pod it runs.
+                    preexec_fn=die_with_parent,
                 )
             except OSError as e:
                 self._finish(pod, run, 127, "StartError", f"cannot run {run.argv[0]}: {e}")
