@@ -55,6 +55,7 @@ complete() {
 }
 
 finish() {
+  touch "$out" 2>/dev/null || true # last use, for pruning below
   if ((print_bin_dir)); then echo "$bin"; else log "binaries ready in $bin"; fi
   exit 0
 }
@@ -137,4 +138,7 @@ rm -rf "$out"
 mv "$work" "$out"
 trap - EXIT
 log "[$(elapsed)] done"
+# Builds for other pins that nobody has used for 30 days only take space (~450 MB each).
+find "$cache_root" -maxdepth 1 -type d -name 'controlplane-*' ! -name "controlplane-$key" -mtime +30 \
+  -exec rm -rf {} + 2>/dev/null || true
 finish
