@@ -14,6 +14,9 @@
 # Usage:
 #   build.sh                  build if needed; progress on stderr
 #   build.sh --print-bin-dir  build if needed, then print only the bin directory on stdout
+# The whole script is one { ... } block, which bash parses completely before running it: editing
+# or checking out this file while a (long) build runs cannot change what the running build does.
+{
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -142,3 +145,6 @@ log "[$(elapsed)] done"
 find "$cache_root" -maxdepth 1 -type d -name 'controlplane-*' ! -name "controlplane-$key" -mtime +30 \
   -exec rm -rf {} + 2>/dev/null || true
 finish
+# shellcheck disable=SC2317 # finish exits; this only guards against reading past the block
+exit
+}
