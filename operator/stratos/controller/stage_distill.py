@@ -128,6 +128,7 @@ def train_step(ctx: Context) -> Stage | None:
     dist = spec.distillation
     config = {
         "algorithm": ctx.status["strategy"]["algorithm"],
+        "student": student.name,
         "modelUri": student.model.uri,
         "datasetPath": ctx.status["data"]["uri"],
         "outputDir": _train_dir(ctx, student.name),

@@ -26,6 +26,7 @@ from stratos.decide.students import assess_student, select_student, students_to_
 
 STUDENT_PROBE = "student-probe"
 PROGRAM = "stratos.workloads.student_probe"
+PROBE_MAX_NEW_TOKENS = 128
 
 
 def probe_run(ctx: Context, student: StudentSpec, teacher: str, node: str) -> StageRun:
@@ -37,6 +38,8 @@ def probe_run(ctx: Context, student: StudentSpec, teacher: str, node: str) -> St
         "sampleSize": spec.task.sample_size,
         "seed": spec.task.seed,
         "tracesPath": teacher_traces(ctx, teacher),
+        # With the teacher's reasoning in the prompt the student only has to state the answer.
+        "maxNewTokens": PROBE_MAX_NEW_TOKENS,
         "dataRoot": ctx.data_root,
         "outputDir": ctx.job_dir,
     }

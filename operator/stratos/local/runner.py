@@ -97,16 +97,19 @@ def _render_events(console: Console, events: list[Event]) -> None:
         console.print(f"[{style}]{event.reason}[/]: {event.message}")
 
 
-def _progress(executor: LocalExecutor) -> str:
+def _progress(executor: LocalExecutor, seen: dict[str, str]) -> list[str]:
+    """The last log line of every running stage that has written a new one since the last tick."""
     lines = []
-    for name, live in executor.running.items():
+    for name in executor.running:
         log = executor.workdir / "runs" / name / "stage.log"
         try:
-            tail = log.read_text(errors="replace").strip().splitlines()[-1][-160:]
+            tail = log.read_text(errors="replace").strip().splitlines()[-1][-200:]
         except (OSError, IndexError):
-            tail = "starting"
-        lines.append(f"  {name} (pid {live.process.pid}): {tail}")
-    return "\n".join(lines)
+            continue
+        if seen.get(name) != tail:
+            seen[name] = tail
+            lines.append(f"  {name}: {tail}")
+    return lines
 
 
 def run_local(opts: RunOptions, console: Console | None = None) -> dict[str, Any]:
@@ -129,7 +132,8 @@ def run_local(opts: RunOptions, console: Console | None = None) -> dict[str, Any
         if opts.tiny_students:
             build_tiny_students(job, opts.workdir, console)
         stack.callback(executor.stop)
-        last_stage, last_progress, idle = None, "", 0
+        last_stage, idle = None, 0
+        seen: dict[str, str] = {}
         while True:
             outcome = reconcile(job, nodes=opts.nodes, executor=executor)
             changed = outcome.status != job.get("status")
@@ -140,10 +144,8 @@ def run_local(opts: RunOptions, console: Console | None = None) -> dict[str, Any
             if stage != last_stage:
                 console.print(f"[bold]stage {stage.value}[/] ({outcome.status.get('phase')})")
                 last_stage = stage
-            progress = _progress(executor)
-            if progress and progress != last_progress:
-                console.print(progress, highlight=False)
-                last_progress = progress
+            for line in _progress(executor, seen):
+                console.print(line, highlight=False, overflow="ellipsis", no_wrap=True)
             if outcome.status.get("phase") in TERMINAL_PHASES or stage is Stage.FAILED:
                 break
             idle = 0 if changed or executor.running else idle + 1
