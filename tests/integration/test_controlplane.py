@@ -336,3 +336,37 @@ def test_fake_kubelet_kills_a_deleted_pod(
 
     wait_for(gone, timeout=30, what="the deleted pod to go away")
     assert run.process.poll() is not None
+
+
+def test_fake_kubelet_restarts_on_failure_like_a_kubelet(
+    api: Any, namespace: str, gpu_nodes: Any, fake_kubelet: FakeKubelet
+) -> None:
+    gpu_nodes("restart-node", gpus=1)
+    fake_kubelet.add_node("restart-node")
+    program = (
+        "import os, sys\n"
+        "marker = os.path.join(os.environ['SCRATCH'], 'tried')\n"
+        "if not os.path.exists(marker):\n"
+        "    open(marker, 'w').close()\n"
+        "    sys.exit(1)\n"
+    )
+    body = pod(
+        "flaky",
+        node="restart-node",
+        command=["python", "-c", program],
+        env=[{"name": "SCRATCH", "value": "/scratch"}],
+        volumeMounts=[{"name": "scratch", "mountPath": "/scratch"}],
+    )
+    body["spec"]["restartPolicy"] = "OnFailure"
+    body["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    rest(api, "POST", f"/api/v1/namespaces/{namespace}/pods", body=body)
+
+    def succeeded() -> dict[str, Any] | None:
+        status: dict[str, Any] = get_pod(api, namespace, "flaky").get("status", {})
+        return status if status.get("phase") == "Succeeded" else None
+
+    status = wait_for(succeeded, timeout=60, what="flaky to succeed on its second run")
+    container = status["containerStatuses"][0]
+    assert container["restartCount"] == 1
+    assert container["lastState"]["terminated"]["exitCode"] == 1
+    assert container["state"]["terminated"]["exitCode"] == 0

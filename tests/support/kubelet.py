@@ -75,6 +75,7 @@ class PodRun:
     started_at: str = ""
     restart_count: int = 0
     restart_at: float | None = None
+    previous: dict[str, Any] | None = None  # the last termination before a restart (lastState)
     exit_code: int | None = None
     reason: str = ""
     message: str = ""
@@ -306,19 +307,32 @@ class FakeKubelet:
                 pods[pod["metadata"]["uid"]] = pod
         with self._lock:
             for uid, pod in pods.items():
-                run = self._runs.get(uid)
-                if pod["metadata"].get("deletionTimestamp"):
-                    self._delete(pod, run)
-                elif run is None:
-                    if pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
-                        self._runs[uid] = run = self._new_run(pod)
-                        self._launch(pod, run)
-                elif not run.done:
-                    self._check(pod, run)
+                try:
+                    self._sync_pod(uid, pod)
+                except Exception as e:
+                    # One bad pod must not stall the others; it fails rather than hang Pending.
+                    log.exception("fake kubelet: pod %s failed", pod["metadata"]["name"])
+                    self.errors.append(f"{pod['metadata']['name']}: {e!r}")
+                    run = self._runs.get(uid)
+                    if run is not None and not run.done and run.process is None and run.restart_at is None:
+                        with contextlib.suppress(Exception):
+                            self._finish(pod, run, 128, "FakeKubeletError", repr(e)[:1000])
+                        run.done = True
             for uid, run in self._runs.items():
                 if uid not in pods and not run.done:
                     self._kill(run, grace=0.0)
                     run.done = True
+
+    def _sync_pod(self, uid: str, pod: dict[str, Any]) -> None:
+        run = self._runs.get(uid)
+        if pod["metadata"].get("deletionTimestamp"):
+            self._delete(pod, run)
+        elif run is None:
+            if pod.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
+                self._runs[uid] = run = self._new_run(pod)
+                self._launch(pod, run)
+        elif not run.done:
+            self._check(pod, run)
 
     # ----------------------------------------------------------------------------- preparation
 
@@ -527,12 +541,14 @@ class FakeKubelet:
 
     def _launch(self, pod: Mapping[str, Any], run: PodRun) -> None:
         outcome = self.intercept(pod) if self.intercept else None
-        if outcome is None and run.restart_count == 0:
+        if outcome is None and not run.argv:
             try:
                 self._prepare(pod, run)
             except ValueError as e:
                 # What a kubelet reports as CreateContainerConfigError; here the pod fails outright.
                 outcome = Outcome(128, "CreateContainerConfigError", str(e))
+        elif outcome is None:
+            run.termination_path.write_bytes(b"")  # each container instance starts with an empty one
         run.started_at = _now()
         if outcome is not None:
             self._finish(pod, run, outcome.exit_code, outcome.reason, outcome.message)
@@ -602,6 +618,7 @@ class FakeKubelet:
             # Restart in place, like the kubelet's crash-loop back-off (kept short for tests).
             run.restart_at = time.monotonic() + min(10.0, 0.5 * 2**run.restart_count)
             run.process = None
+            run.previous = self._terminated(run)
             self._patch_status(pod, run, running=False, terminal=False)
             return
         run.done = True
@@ -655,32 +672,32 @@ class FakeKubelet:
                 raise
         self._confirmed.add(meta["uid"])
 
+    @staticmethod
+    def _terminated(run: PodRun) -> dict[str, Any]:
+        return {
+            "exitCode": run.exit_code,
+            "reason": run.reason,
+            "message": run.message,
+            "startedAt": run.started_at,
+            "finishedAt": _now(),
+            "containerID": f"fake://{run.uid}/{run.restart_count}",
+        }
+
     def _patch_status(
         self, pod: Mapping[str, Any], run: PodRun, *, running: bool, terminal: bool = False
     ) -> None:
         container = pod["spec"]["containers"][0]
         now = _now()
         state: dict[str, Any]
-        last_state: dict[str, Any] = {}
-        terminated = {
-            "exitCode": run.exit_code,
-            "reason": run.reason,
-            "message": run.message,
-            "startedAt": run.started_at,
-            "finishedAt": now,
-            "containerID": f"fake://{run.uid}/{run.restart_count}",
-        }
+        last_state = {"terminated": run.previous} if run.previous else {}
         if running:
             state = {"running": {"startedAt": run.started_at}}
-            if run.restart_count:
-                last_state = {"terminated": terminated}
         elif terminal:
-            state = {"terminated": terminated}
+            state = {"terminated": self._terminated(run)}
         else:
             state = {
                 "waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}
             }
-            last_state = {"terminated": terminated}
         ready = "True" if running else "False"
         phase = "Running"
         if terminal:
