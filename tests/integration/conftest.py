@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 CONTROL_PLANE_KEY = pytest.StashKey[ControlPlane]()
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
