@@ -118,3 +118,21 @@ def test_relaunch_keeps_the_result_rank_zero_wrote(tmp_path, monkeypatch):
                         lambda module, argv, nproc: [sys.executable, "-c", script])
     assert launch.relaunch("m", ["--result", str(result)], 2) == 1
     assert result.read_text() == '{"ok":false,"kind":"X"}'
+
+
+def test_a_checkpoint_at_the_last_step_is_finished_and_its_adapter_can_be_copied(tmp_path):
+    import json
+
+    from stratos.training.checkpoints import copy_adapter, is_finished
+
+    ckpt = tmp_path / "checkpoint-6"
+    ckpt.mkdir()
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 6, "max_steps": 6}))
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "optimizer.pt",
+                 "scheduler.pt", "rng_state.pth", "training_args.bin"):
+        (ckpt / name).write_text(name)
+    assert is_finished(ckpt, None) and is_finished(ckpt, 6) and is_finished(ckpt, 4)
+    assert not is_finished(ckpt, 10)
+    copied = copy_adapter(ckpt, tmp_path / "adapter")
+    assert sorted(p.name for p in copied.iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "tokenizer.json"]

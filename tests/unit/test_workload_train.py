@@ -8,6 +8,7 @@ not learning; test_workload_train_learning.py checks that training actually teac
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,17 @@ def test_max_seconds_stops_early_with_a_checkpoint_and_an_adapter(tmp_path, toy)
     checkpoint = tmp_path / "out" / "checkpoints" / f"checkpoint-{result['steps']}"
     assert (checkpoint / "trainer_state.json").is_file()
     assert_adapter_generates(result["adapterPath"])
+
+
+def test_a_pod_restarted_after_training_finished_does_not_train_again(tmp_path, toy):
+    code, first = run_train(tmp_path, toy, maxSteps=3)
+    assert code == 0
+    # The adapter is lost (say the pod died before saving it); the final checkpoint is still there.
+    shutil.rmtree(first["adapterPath"])
+    code, again = run_train(tmp_path, toy, maxSteps=3, merge=True)
+    assert code == 0 and again["steps"] == 3 and again["resumedFrom"].endswith("checkpoint-3")
+    assert again["trainLoss"] == first["trainLoss"]
+    assert not (tmp_path / "out" / "checkpoints" / "checkpoint-4").exists()
+    assert_adapter_generates(again["adapterPath"])
+    merged = AutoModelForCausalLM.from_pretrained(again["mergedPath"])
+    assert not any("lora" in n for n, _ in merged.named_parameters())

@@ -8,8 +8,10 @@ Trainer keeps two, so the previous one is still there).
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,3 +46,31 @@ def first_last(history: Iterable[Mapping[str, Any]], key: str) -> dict[str, floa
     if not values:
         return None
     return {"first": round(values[0], 6), "last": round(values[-1], 6)}
+
+
+#: What a checkpoint holds besides the adapter: the optimizer/scheduler/RNG/trainer state to resume.
+_TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state", STATE_FILE, "training_args.bin")
+
+
+def read_state(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    data = json.loads((Path(checkpoint) / STATE_FILE).read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+def is_finished(checkpoint: str | os.PathLike[str], max_steps: int | None) -> bool:
+    """Whether the checkpoint already reached the run's last step (``max_steps``, else the total the
+    Trainer computed from the epochs). Resuming such a checkpoint would make the Trainer take one
+    extra step, so a pod restarted after training finished only re-saves the result."""
+    state = read_state(checkpoint)
+    target = max_steps or int(state.get("max_steps") or 0)
+    return target > 0 and int(state.get("global_step") or 0) >= target
+
+
+def copy_adapter(checkpoint: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """The adapter (and tokenizer) files of a checkpoint, copied to ``target`` without training state."""
+    src, dst = Path(checkpoint), Path(target)
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.is_file() and not item.name.startswith(_TRAINING_STATE):
+            shutil.copy2(item, dst / item.name)
+    return dst

@@ -76,13 +76,15 @@ def generate(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[Generation], GenerationStats]:
     """Greedy completions of ``prompts`` (chat messages), in input order, and the speed measured."""
-    side = tokenizer.padding_side
+    side, training = tokenizer.padding_side, bool(getattr(model, "training", False))
     tokenizer.padding_side = "left"
+    model.eval()  # no dropout while answering (the DPO builder generates with a model about to train)
     try:
         return _generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                          progress=progress)
     finally:
         tokenizer.padding_side = side
+        model.train(training)
 
 
 def _generate(

@@ -13,8 +13,8 @@ Model URIs (``spec.students[].model.uri``, the KD teacher's URI):
   stage the model on the volume instead.
 
 Devices: bf16 weights on a GPU that supports it (fp16 otherwise), fp32 on CPU. Inference on several
-GPUs shards the model with ``device_map="auto"``; training leaves placement to the Trainer (one
-replica per rank under torchrun).
+GPUs shards the model with ``device_map="auto"``; training puts a whole replica on each torchrun
+worker's GPU (``LOCAL_RANK``).
 
 An adapter directory is what peft's ``save_pretrained`` writes plus ``stratos.json``, which names the
 base model's *URI* (peft's own ``base_model_name_or_path`` is the resolved local path of the pod that
@@ -179,12 +179,16 @@ def load_tokenizer(ref: ModelRef, *, padding_side: str | None = None) -> PreTrai
 
 
 def load_model(ref: ModelRef, *, rt: Runtime | None = None, for_training: bool = False) -> PreTrainedModel:
-    """The causal LM in the runtime's dtype; placed on the GPU(s) for inference, left to the Trainer
-    (which moves it to its rank's device) for training."""
+    """The causal LM in the runtime's dtype, loaded straight onto the GPU (the weights never sit in the
+    pod's CPU memory): sharded over all GPUs for inference, whole on this rank's GPU for training (one
+    data-parallel replica per torchrun worker)."""
     rt = rt or runtime()
     kwargs: dict[str, Any] = {"dtype": rt.dtype, **_hub_kwargs(ref)}
-    if rt.device == "cuda" and not for_training:
-        kwargs["device_map"] = "auto" if rt.gpus > 1 else "cuda"
+    if rt.device == "cuda":
+        if for_training:
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0") or 0)}
+        else:
+            kwargs["device_map"] = "auto" if rt.gpus > 1 else "cuda"
     try:
         model = AutoModelForCausalLM.from_pretrained(ref.location, **kwargs)
     except (OSError, ValueError) as err:

@@ -132,9 +132,16 @@ def stop_on_sigterm(stopper: Any) -> Iterator[None]:
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    from stratos.training import data
+    began = time.monotonic()  # before the heavy imports: maxSeconds covers them too
+    from stratos.training import data, launch
     from stratos.training.callbacks import ProgressLogger, StopAndSave, save_reserve
-    from stratos.training.checkpoints import first_last, last_checkpoint
+    from stratos.training.checkpoints import (
+        copy_adapter,
+        first_last,
+        is_finished,
+        last_checkpoint,
+        read_state,
+    )
     from stratos.training.models import (
         load_model,
         load_tokenizer,
@@ -146,7 +153,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from stratos.training.tasking import load_task, local_file
     from stratos.training.trainers import check_vocabularies
 
-    began = time.monotonic()
     quiet_libraries()
     if config.algorithm == "white-box-kd" and not config.teacher_model_uri:
         raise ConfigError("white-box-kd needs teacherModelUri: local teacher weights to take logits from")
@@ -167,38 +173,45 @@ def train(config: TrainConfig) -> dict[str, Any]:
     log.info("%s on %s (%s, %d rows)%s", config.algorithm, config.model_uri, rt.device, len(rows),
              f", resuming from {resume}" if resume else "")
     tokenizer = load_tokenizer(ref)
-    model = load_model(ref, rt=rt, for_training=True)
-    dataset, dropped = _dataset(config, rows, model, tokenizer, task, rt)
-
+    adapter_dir = out / "adapter"
+    merged_dir = out / "merged" if config.merge else None
+    main_process = launch.rank() == 0
+    trained: Any = None  # the PeftModel, when this run trained
+    dropped = 0
     stopper = StopAndSave(
         deadline=began + config.max_seconds if config.max_seconds else None,
         reserve=save_reserve(config.max_seconds or 0.0, merge=config.merge),
     )
-    trainer = _build(config, model, tokenizer, dataset, task, teacher_ref, rt, str(checkpoints),
-                     [ProgressLogger(config.algorithm), stopper])
-    with stop_on_sigterm(stopper):
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if resume is not None and is_finished(resume, config.max_steps):
+        log.info("%s already reached the last step; saving its adapter", resume)
+        state = read_state(resume)
+        if main_process:
+            copy_adapter(resume, adapter_dir)
+        history, steps, total = state.get("log_history", []), state["global_step"], state["max_steps"]
+    else:
+        model = load_model(ref, rt=rt, for_training=True)
+        dataset, dropped = _dataset(config, rows, model, tokenizer, task)
+        trainer = _build(config, model, tokenizer, dataset, task, teacher_ref, rt, str(checkpoints),
+                         [ProgressLogger(config.algorithm), stopper])
+        with stop_on_sigterm(stopper):
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        trainer.save_model(str(adapter_dir))
+        trained = trainer.model
+        history, steps, total = trainer.state.log_history, trainer.state.global_step, trainer.state.max_steps
 
-    adapter_dir = out / "adapter"
-    trainer.save_model(str(adapter_dir))
-    merged_dir = out / "merged" if config.merge else None
-    if trainer.is_world_process_zero():
+    if main_process:
         tokenizer.save_pretrained(str(adapter_dir))
         write_adapter_metadata(adapter_dir, base_model_uri=config.model_uri, algorithm=config.algorithm,
-                               student=config.student, steps=trainer.state.global_step)
+                               student=config.student, steps=steps)
         if merged_dir is not None:
-            log.info("merging the adapter into the base weights: %s", merged_dir)
-            merged = trainer.model.merge_and_unload()
-            merged.save_pretrained(str(merged_dir))
-            tokenizer.save_pretrained(str(merged_dir))
+            _merge(trained, ref, rt, adapter_dir, merged_dir, tokenizer)
     if stopper.stop_reason == "terminated":
-        raise Terminated(f"terminated at step {trainer.state.global_step}; checkpoint saved to resume from")
+        raise Terminated(f"terminated at step {steps}; checkpoint saved to resume from")
 
-    history = trainer.state.log_history
     result: dict[str, Any] = {
         "algorithm": config.algorithm,
-        "steps": trainer.state.global_step,
-        "totalSteps": trainer.state.max_steps,
+        "steps": steps,
+        "totalSteps": total,
         "trainLoss": first_last(history, "loss"),
         "seconds": round(time.monotonic() - began, 3),
         "adapterPath": str(adapter_dir.resolve()),
@@ -214,8 +227,20 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return result
 
 
-def _dataset(config: TrainConfig, rows: list[dict[str, Any]], model: Any, tokenizer: Any, task: Any,
-             rt: Any) -> tuple[Any, int]:
+def _merge(trained: Any, ref: Any, rt: Any, adapter_dir: Path, merged_dir: Path, tokenizer: Any) -> None:
+    """Full weights with the adapter folded in, for engines that serve no adapters."""
+    from stratos.training.models import load_adapter, load_model
+
+    log.info("merging the adapter into the base weights: %s", merged_dir)
+    if trained is None:  # a restarted pod that had nothing left to train
+        trained = load_adapter(load_model(ref, rt=rt), adapter_dir)
+    merged = trained.merge_and_unload()
+    merged.save_pretrained(str(merged_dir))
+    tokenizer.save_pretrained(str(merged_dir))
+
+
+def _dataset(config: TrainConfig, rows: list[dict[str, Any]], model: Any, tokenizer: Any,
+             task: Any) -> tuple[Any, int]:
     from stratos.tasks import Sample
     from stratos.training import data
     from stratos.training.generation import generate
@@ -228,8 +253,6 @@ def _dataset(config: TrainConfig, rows: list[dict[str, Any]], model: Any, tokeni
         return data.kd_dataset(rows), 0
 
     def student_answers(prompts: list[list[dict[str, str]]]) -> list[str]:
-        if rt.device == "cuda":
-            model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
         log.info("dpo: generating the student's own answers to %d prompts (the rejected side)", len(prompts))
         answers, _ = generate(model, tokenizer, prompts, max_new_tokens=config.dpo.max_new_tokens,
                               batch_size=config.dpo.batch_size)
