@@ -78,3 +78,11 @@ def test_model_loads_through_the_checkpoint_path_and_generates():
 def test_qwen2_architecture_is_available(tmp_path):
     path = build_tiny_model(tmp_path / "q", arch="qwen2")
     assert json.loads((path / "config.json").read_text())["model_type"] == "qwen2"
+
+
+def test_command_line_builds_a_model(tmp_path, capsys):
+    from stratos.training.tiny import main
+
+    assert main([str(tmp_path / "cli"), "--seed", "2", "--hidden-size", "32"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "cli")
+    assert json.loads((tmp_path / "cli" / "config.json").read_text())["hidden_size"] == 32

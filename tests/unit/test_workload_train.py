@@ -189,3 +189,22 @@ def test_a_pod_restarted_after_training_finished_does_not_train_again(tmp_path, 
     assert_adapter_generates(again["adapterPath"])
     merged = AutoModelForCausalLM.from_pretrained(again["mergedPath"])
     assert not any("lora" in n for n, _ in merged.named_parameters())
+
+
+@pytest.fixture(scope="module")
+def mahjong(tmp_path_factory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("mahjong")
+    task = {"builtin": "mahjong", "trainSize": 6, "testSize": 2, "seed": 0}
+    return {"task": task, "dataset": str(write_sft_dataset(root, task, reasoning=True))}
+
+
+def test_sft_on_mahjong_reasoning_traces(tmp_path, mahjong):
+    code, result = run_train(tmp_path, mahjong, sequenceLength=1024, microBatchSize=2, maxSteps=2)
+    assert code == 0 and result["steps"] == 2 and result["rows"] == 6
+    assert_adapter_generates(result["adapterPath"])
+
+
+def test_sequences_too_short_for_any_prompt_are_refused(tmp_path, mahjong):
+    code, result = run_train(tmp_path, mahjong, sequenceLength=64)
+    assert code == 1 and result["kind"] == "DatasetError"
+    assert "sequenceLength" in result["error"]

@@ -188,3 +188,23 @@ def _random_model(spec: TinySpec, tokenizer: PreTrainedTokenizerFast) -> Any:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None
     return model
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build a tiny model and tokenizer in OUT and print the path (for the local example)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m stratos.training.tiny", description=main.__doc__)
+    parser.add_argument("out", help="directory to write the model and tokenizer to")
+    defaults = TinySpec()
+    for name in ("seed", "vocab_size", "hidden_size", "layers", "heads", "kv_heads", "intermediate_size"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    parser.add_argument("--arch", choices=("llama", "qwen2"), default=defaults.arch)
+    args = vars(parser.parse_args(argv))
+    out = args.pop("out")
+    print(build_tiny_model(out, TinySpec(**args)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
