@@ -52,9 +52,9 @@ test: venv controlplane
 	STRATOS_K8S_BIN="$$(bash tests/controlplane/build.sh --print-bin-dir)" \
 	  $(BIN)/python -m pytest tests $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
-# Until `stratos run` lands, the local run shows the decisions that need no workloads.
+# The embedded local run of the sample job: programmatic teacher, tiny students, CPU, offline.
 run: venv
-	$(BIN)/stratos plan examples/mahjong-injection.yaml
+	$(BIN)/stratos run examples/mahjong-local.yaml --programmatic-teacher --tiny-students
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -147,6 +147,8 @@ def run_local(opts: RunOptions, console: Console | None = None) -> dict[str, Any
             for line in _progress(executor, seen):
                 console.print(line, highlight=False, overflow="ellipsis", no_wrap=True)
             if outcome.status.get("phase") in TERMINAL_PHASES or stage is Stage.FAILED:
+                if outcome.status.get("phase") == "Serving":
+                    ask_endpoint(job, outcome.status, console)
                 break
             idle = 0 if changed or executor.running else idle + 1
             if idle >= 3:  # nothing runs and nothing changes: the job cannot progress here
@@ -154,6 +156,34 @@ def run_local(opts: RunOptions, console: Console | None = None) -> dict[str, Any
                 break
             time.sleep(opts.interval)
     return dict(job["status"])
+
+
+def ask_endpoint(job: dict[str, Any], status: dict[str, Any], console: Console) -> None:
+    """One held-out question to the served student through the ``openai`` client, to show it answers."""
+    from openai import OpenAI
+
+    from stratos.api.spec import TaskSpec
+    from stratos.tasks import build_task
+
+    endpoint = status.get("endpoint") or {}
+    task = build_task(TaskSpec.model_validate(job["spec"].get("task") or {}))
+    sample = task.load("test")[0]
+    client = OpenAI(base_url=endpoint["url"], api_key="EMPTY", timeout=120)
+    try:
+        reply = client.chat.completions.create(
+            model=endpoint["model"],
+            messages=task.messages(sample),
+            max_tokens=256,  # type: ignore[arg-type]
+        )
+    except Exception as err:  # the summary still shows what the probe measured
+        console.print(f"[red]the endpoint did not answer: {err}[/]")
+        return
+    text = (reply.choices[0].message.content or "").strip()
+    verdict = "correct" if task.score(text, sample) else f"expected {sample.answer}"
+    console.print(
+        f"\n[bold]Asked the endpoint[/bold] ({endpoint['model']}): {sample.question.splitlines()[0]}"
+    )
+    console.print(f"  reply: …{text[-300:]}\n  ({verdict})", highlight=False)
 
 
 def _write_atomically(path: Path, data: dict[str, Any]) -> None:

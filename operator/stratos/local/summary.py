@@ -37,3 +37,66 @@ def print_summary(status: Mapping[str, Any], console: Console | None = None) -> 
             console.print(table)
         if server.get("rejected"):
             console.print("  rejected: " + ", ".join(f"{k}: {v}" for k, v in server["rejected"].items()))
+    print_decisions(status, console)
+
+
+def print_decisions(status: Mapping[str, Any], console: Console) -> None:
+    """Teacher, strategy, student, data, training, evaluation and endpoint blocks, then the headline."""
+    teacher = status.get("teacher")
+    if teacher:
+        console.print(f"\n[bold]Teacher[/bold]: {teacher.get('selected')} — {teacher.get('reason')}")
+        table = Table("teacher", "accuracy", "cost USD", "verdict")
+        for t in teacher.get("candidates", []):
+            table.add_row(
+                t["name"], _pct(t.get("accuracy")), f"{t.get('costUsd', 0):.4f}", t.get("verdict", "")
+            )
+        console.print(table)
+    strategy = status.get("strategy")
+    if strategy:
+        console.print(
+            f"[bold]Strategy[/bold]: {strategy['selected']} with {strategy['algorithm']} — "
+            f"{strategy['reason']}"
+        )
+    student = status.get("student")
+    if student:
+        console.print(f"[bold]Student[/bold]: {student.get('selected')} — {student.get('reason')}")
+        table = Table("student", "a", "t (h)", "r (tok/s)", "M", "verdict")
+        for s in student.get("candidates", []):
+            score = f"{s['score']:.2f}" if s.get("score") is not None else "-"
+            table.add_row(
+                s["name"], _pct(s.get("accuracy")), f"{s.get('trainingTimeHours', 0):.3g}",
+                f"{s.get('tokensPerSecond', 0):.3g}", score, s.get("verdict", ""),
+            )  # fmt: skip
+        console.print(table)
+    data, training, evaluation = status.get("data"), status.get("training"), status.get("evaluation")
+    if data:
+        console.print(
+            f"[bold]Data[/bold]: {data.get('samples')} examples ({data.get('real')} real, "
+            f"{data.get('synthetic')} synthetic, {data.get('rejected')} rejected) at {data.get('uri')}"
+        )
+    if training:
+        console.print(
+            f"[bold]Training[/bold]: {training.get('student')} with {training.get('algorithm')}, "
+            f"{training.get('steps')} steps, final loss {training.get('loss')}, "
+            f"adapter {training.get('adapterUri')}"
+        )
+    endpoint = status.get("endpoint")
+    if endpoint:
+        console.print(
+            f"[bold]Endpoint[/bold]: {endpoint.get('url')} model {endpoint.get('model')} "
+            f"({endpoint.get('engine')}; {endpoint.get('latencyMs')} ms, "
+            f"{endpoint.get('tokensPerSecond')} tokens/s)"
+        )
+    if evaluation and teacher:
+        chosen: Mapping[str, Any] = next(
+            (t for t in teacher.get("candidates", []) if t["name"] == teacher.get("selected")), {}
+        )
+        console.print(
+            f"\n[bold]Student {evaluation.get('student')}: {_pct(evaluation.get('accuracy'))} on "
+            f"{evaluation.get('samples')} held-out samples; teacher {teacher.get('selected')}: "
+            f"{_pct(chosen.get('accuracy'))} on its probe sample.[/bold]"
+        )
+
+
+def _pct(value: Any) -> str:
+    return f"{float(value):.1%}" if isinstance(value, int | float) else "-"
