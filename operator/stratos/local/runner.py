@@ -172,8 +172,8 @@ def ask_endpoint(job: dict[str, Any], status: dict[str, Any], console: Console) 
     try:
         reply = client.chat.completions.create(
             model=endpoint["model"],
-            messages=task.messages(sample),
-            max_tokens=256,  # type: ignore[arg-type]
+            messages=task.messages(sample),  # type: ignore[arg-type]
+            max_tokens=256,
         )
     except Exception as err:  # the summary still shows what the probe measured
         console.print(f"[red]the endpoint did not answer: {err}[/]")
