@@ -10,39 +10,15 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import yaml
 
 from support.controlplane import ControlPlane, rest, wait_for
-from support.operator import REPO_ROOT, OperatorProcess
+from support.operator import OperatorProcess
 
-RELEASE = "stratos-op"
-OPERATOR_NS = "stratos-system"
-
-
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane, crd_installed: Path, api: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    control_plane.kubectl("create", "namespace", OPERATOR_NS, check=False)
-    control_plane.kubectl(
-        "label", "--overwrite", "namespace", OPERATOR_NS, "pod-security.kubernetes.io/enforce=restricted"
-    )
-    control_plane.helm(
-        "install", RELEASE, str(REPO_ROOT / "charts" / "stratos"), "--namespace", OPERATOR_NS,
-        "--set", "crds.install=false", "--set", "replicaCount=0",
-    )  # fmt: skip
-    kubeconfig = control_plane.kubeconfig_for_service_account(OPERATOR_NS, RELEASE)
-    proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator")).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        control_plane.helm("uninstall", RELEASE, "--namespace", OPERATOR_NS, check=False)
+pytest_plugins = ["support.operator"]  # the `operator` fixture
 
 
 def dj_manifest(name: str, pool: str, **spec: Any) -> dict[str, Any]:

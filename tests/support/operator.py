@@ -7,11 +7,17 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from support.controlplane import free_port, wait_for
+import pytest
+
+from support.controlplane import ControlPlane, free_port, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+RELEASE = "stratos-op"
+OPERATOR_NS = "stratos-system"
 
 
 class OperatorProcess:
@@ -83,3 +89,24 @@ class OperatorProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane, crd_installed: Path, api: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    control_plane.kubectl("create", "namespace", OPERATOR_NS, check=False)
+    control_plane.kubectl(
+        "label", "--overwrite", "namespace", OPERATOR_NS, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    control_plane.helm(
+        "install", RELEASE, str(REPO_ROOT / "charts" / "stratos"), "--namespace", OPERATOR_NS,
+        "--set", "crds.install=false", "--set", "replicaCount=0",
+    )  # fmt: skip
+    kubeconfig = control_plane.kubeconfig_for_service_account(OPERATOR_NS, RELEASE)
+    proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator")).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        control_plane.helm("uninstall", RELEASE, "--namespace", OPERATOR_NS, check=False)
