@@ -46,10 +46,15 @@ def stage_job(
     job = body["metadata"]["name"]
     name = child_name(job, run.stage, run.candidate)
     labels = child_labels(job, run.stage, run.candidate)
-    resources: dict[str, Any] = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "8Gi"}}
     if run.gpus:
-        resources["limits"][GPU_RESOURCE] = str(run.gpus)
-        resources["requests"][GPU_RESOURCE] = str(run.gpus)
+        # Model stages: host memory to load and save checkpoints, and every GPU asked for. No memory
+        # limit: a real student's shards pass through host memory, and the node is this job's anyway.
+        resources: dict[str, Any] = {
+            "requests": {"cpu": "2", "memory": "16Gi", GPU_RESOURCE: str(run.gpus)},
+            "limits": {GPU_RESOURCE: str(run.gpus)},
+        }
+    else:  # teacher calls and data synthesis: network-bound
+        resources = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
     container = {
         "name": "stage",
         "image": cfg.worker_image,
@@ -83,6 +88,8 @@ def stage_job(
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # Training saves a checkpoint on SIGTERM (preemption, suspend); give it time to finish.
+        "terminationGracePeriodSeconds": 300 if run.gpus else 30,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {
