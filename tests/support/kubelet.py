@@ -115,6 +115,16 @@ def _expand(value: str, env: Mapping[str, str]) -> str:
     return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", sub, value)
 
 
+def _rewrite_files(root: Path, path_map: Mapping[str, str]) -> None:
+    for file in root.rglob("*"):
+        if file.is_file():
+            try:
+                text = file.read_text()
+            except UnicodeDecodeError:
+                continue
+            file.write_text(_rewrite(text, path_map))
+
+
 def _rewrite(value: str, path_map: Mapping[str, str]) -> str:
     """Replaces in-container paths by their local counterparts, in one pass (longest path first),
     so a local path is never rewritten again by a shorter mount path that happens to prefix it."""
@@ -362,6 +372,11 @@ class FakeKubelet:
         run.termination_path.write_bytes(b"")
         path_map[term_path] = str(run.termination_path)
         run.path_map = path_map
+        # Files mounted from ConfigMaps name in-container paths too (a stage's config names its storage
+        # paths): rewrite them here, as argv and env are rewritten below.
+        for mount in container.get("volumeMounts", []):
+            if "configMap" in volumes[mount["name"]]:
+                _rewrite_files(Path(path_map[mount["mountPath"].rstrip("/") or "/"]), path_map)
 
         env: dict[str, str] = {}
         for source in container.get("envFrom", []):

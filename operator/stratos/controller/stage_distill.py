@@ -69,7 +69,7 @@ def synthesize_step(ctx: Context) -> Stage | None:
         return None
     r = run.result
     ctx.status["data"] = DataStatus(
-        uri=r.get("datasetPath"),
+        uri=dataset_path(ctx),
         samples=r.get("kept"),
         real=r.get("real"),
         synthetic=r.get("synthetic"),
@@ -102,8 +102,15 @@ def _attempt(ctx: Context) -> int:
     return int((ctx.status.get("training") or {}).get("attempt") or 1)
 
 
+# Artifact locations are derived here, the same way the stage programs derive them from their
+# outputDir, rather than read back from results: a path is then the same in every pod that mounts the
+# storage, whichever pod wrote it.
 def _train_dir(ctx: Context, student: str) -> str:
     return f"{ctx.job_dir}/train/{student}"
+
+
+def dataset_path(ctx: Context) -> str:
+    return f"{ctx.job_dir}/data/train.jsonl"
 
 
 @step(Stage.TRAIN)
@@ -130,7 +137,7 @@ def train_step(ctx: Context) -> Stage | None:
         "algorithm": ctx.status["strategy"]["algorithm"],
         "student": student.name,
         "modelUri": student.model.uri,
-        "datasetPath": ctx.status["data"]["uri"],
+        "datasetPath": dataset_path(ctx),
         "outputDir": _train_dir(ctx, student.name),
         "lora": dist.lora.model_dump(by_alias=True, mode="json"),
         "epochs": dist.epochs,
@@ -161,11 +168,11 @@ def train_step(ctx: Context) -> Stage | None:
         student=student.name,
         algorithm=config["algorithm"],
         attempt=_attempt(ctx),
-        adapter_uri=r.get("adapterPath"),
+        adapter_uri=f"{_train_dir(ctx, student.name)}/adapter",
         steps=r.get("steps"),
         loss=loss.get("last") if isinstance(loss, dict) else loss,
         duration_seconds=r.get("seconds"),
-        merged_uri=r.get("mergedPath"),
+        merged_uri=f"{_train_dir(ctx, student.name)}/merged" if r.get("mergedPath") else None,
     ).to_api()
     hours = float(r.get("seconds") or 0.0) / 3600
     ctx.add_spend(gpu_hours=hours, usd=hours * float(server["hourlyCost"]))
