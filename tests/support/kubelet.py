@@ -407,8 +407,25 @@ class FakeKubelet:
         run.argv = [command[0], *(_rewrite(a, path_map) for a in command[1:] + args)]
         working_dir = container.get("workingDir")
         run.cwd = _rewrite(working_dir, path_map) if working_dir else str(run.pod_dir)
+        if working_dir and run.cwd == working_dir:
+            run.cwd = str(self._overlay_dir(run, working_dir, path_map))
         if not Path(run.cwd).is_dir():
             run.cwd = str(run.pod_dir)
+
+    @staticmethod
+    def _overlay_dir(run: PodRun, working_dir: str, path_map: Mapping[str, str]) -> Path:
+        """A local stand-in for an unmounted directory whose children are mounts (e.g. the workingDir
+        /models of a server that reads /models/<name>): a directory with a link per mount below it."""
+        local = run.pod_dir / "fs" / working_dir.strip("/")
+        local.mkdir(parents=True, exist_ok=True)
+        prefix = working_dir.rstrip("/") + "/"
+        for mount, target in path_map.items():
+            if mount.startswith(prefix):
+                link = local / mount[len(prefix) :]
+                link.parent.mkdir(parents=True, exist_ok=True)
+                if not link.exists():
+                    link.symlink_to(target)
+        return local
 
     def _volume_dir(self, pod: Mapping[str, Any], run: PodRun, volume: Mapping[str, Any]) -> Path:
         ns, name = run.namespace, volume["name"]
