@@ -72,6 +72,11 @@ class ScriptedExecutor:
         self.states = dict(states)
         self.started: list[StageRun] = []
 
+    cancelled = 0
+
+    def cancel_runs(self) -> None:
+        self.cancelled += 1
+
     def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
         self.started.append(run)
         return self.states.get(run.candidate or "", RunStatus("Pending", message="created"))

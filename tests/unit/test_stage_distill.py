@@ -100,3 +100,43 @@ def test_a_failed_stage_surfaces_in_the_conditions_with_its_cause() -> None:
     status = run_job(StageExecutor({"a": 0.9}, failing={"train"}))
     assert conditions(status)["Trained"]["reason"] == "TrainingFailed"
     assert "OOMKilled" in conditions(status)["Failed"]["message"]
+
+
+def test_a_node_lost_before_training_is_replaced_and_the_status_says_so() -> None:
+    executor = StageExecutor({"a": 0.8})
+    body = job(students=STUDENTS, requirements={"minAccuracy": 0.5}, serving={"enabled": False})
+    two = [node("gpu", "NVIDIA-L4", 0.5, 10), node("spare", "NVIDIA-L4", 0.6, 12)]
+    body["status"] = reconcile(body, nodes=two, executor=_until("synthesize", executor), now=NOW).status
+    assert body["status"]["server"]["node"] == "gpu" and body["status"]["stage"] == "Train"
+    out = reconcile(body, nodes=two[1:], executor=executor, now=NOW)  # "gpu" is gone
+    assert out.status["server"]["node"] == "spare"
+    assert [e.reason for e in out.events if e.type == "Warning"] == ["NodeLost"]
+    assert "gpu no longer exists" in next(e.message for e in out.events if e.reason == "NodeLost")
+    assert out.status["data"]["samples"] == 40  # data kept: synthesis does not depend on the node
+
+
+def test_a_node_lost_during_training_fails_the_job_when_the_policy_says_fail() -> None:
+    executor = StageExecutor({"a": 0.8})
+    body = job(students=STUDENTS, requirements={"minAccuracy": 0.5}, serving={"enabled": False},
+               servers={"nodeLossPolicy": "Fail"})  # fmt: skip
+    body["status"] = reconcile(
+        body, nodes=NODES, executor=_until("train", executor, running=True), now=NOW
+    ).status
+    assert body["status"]["training"]["student"] == "a"
+    cordoned = [node("gpu", "NVIDIA-L4", 0.5, 10, unschedulable=True)]
+    out = reconcile(body, nodes=cordoned, executor=executor, now=NOW)
+    assert conditions(out.status)["Failed"]["reason"] == "NodeLost"
+    assert "cordoned" in conditions(out.status)["Failed"]["message"]
+
+
+def _until(stage: str, executor: StageExecutor, *, running: bool = False) -> StageExecutor:
+    """The executor, answering Running from ``stage`` on (so the machine stops there)."""
+
+    class Until(StageExecutor):
+        def ensure(self, run: Any, spec: Any) -> RunStatus:
+            order = ["teacher-eval", "student-probe", "synthesize", "train", "evaluate"]
+            if order.index(run.stage) > order.index(stage) or (running and run.stage == stage):
+                return RunStatus("Running", message="running")
+            return executor.ensure(run, spec)
+
+    return Until(executor.evaluations)

@@ -74,6 +74,12 @@ class ServersSpec(ApiModel):
         description="Extra floor on memory per GPU (GiB), on top of what the students need.",
     )
     runners_up: int = Field(3, ge=0, le=20, description="How many runner-up nodes status records.")
+    node_loss_policy: Literal["Reselect", "Fail"] = Field(
+        "Reselect",
+        description="What happens when the chosen node disappears or stops taking work during training: "
+        "Reselect (select a server again; training resumes from its last checkpoint on shared storage) or "
+        "Fail (reason NodeLost). Before training the server is always selected again.",
+    )
 
 
 # ------------------------------------------------------------------------------- serving, storage

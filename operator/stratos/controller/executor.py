@@ -30,6 +30,7 @@ STUCK_REASONS = {"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError
 def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
     status = body.get("status") or {}
     return {
+        "deleting": bool((body.get("metadata") or {}).get("deletionTimestamp")),
         "conditions": [
             {
                 "type": c.get("type"),
@@ -183,6 +184,8 @@ class KubeExecutor:
             self._create(stage_configmap(self.body, run), "ConfigMap")
             self._create(stage_job(self.body, spec, run, self.cfg), "Job")
             return RunStatus("Pending", message=f"created Job {name}")
+        if views[-1].get("deleting"):  # a cancelled run (suspend, node lost) on its way out
+            return RunStatus("Pending", message=f"waiting for the previous Job {name} to be deleted")
         return run_state(views[-1], self.pods.get(key, []))
 
     def cancel_runs(self) -> None:

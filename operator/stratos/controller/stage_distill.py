@@ -16,6 +16,7 @@ from stratos.api.spec import StudentSpec
 from stratos.api.status import DataStatus, EvaluationAttempt, EvaluationStatus, TrainingStatus
 from stratos.controller import conditions as c
 from stratos.controller.machine import Context, RunStatus, SecretEnv, StageRun, fail, over_budget, step
+from stratos.controller.stage_server import node_lost, reselect_server
 from stratos.controller.stage_teachers import API_KEY_ENV
 from stratos.controller.stages import Stage
 
@@ -124,7 +125,17 @@ def train_step(ctx: Context) -> Stage | None:
     ):
         return Stage.EVALUATE
     spec, server = ctx.spec, ctx.status["server"]
-    if training.get("student") != student.name or not training.get("algorithm"):  # not started yet
+    started = training.get("student") == student.name and bool(training.get("algorithm"))
+    lost = node_lost(ctx)
+    if lost and not started:
+        return reselect_server(ctx, f"before training {student.name}, {lost}")
+    if lost and spec.servers.node_loss_policy == "Fail":
+        return fail(ctx, "NodeLost", f"while training {student.name}, {lost}")
+    if lost:  # Reselect: stop what runs on the lost node; training resumes from its last checkpoint
+        if ctx.executor is not None:
+            ctx.executor.cancel_runs()
+        return reselect_server(ctx, f"while training {student.name}, {lost}")
+    if not started:
         # Would the estimated hours fit the budget?
         hours = _estimated_hours(ctx, student.name)
         over = over_budget(

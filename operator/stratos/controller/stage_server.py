@@ -7,7 +7,7 @@ from typing import Any
 
 from stratos.api.status import GPUInfo, ServerCandidate, ServerDecision
 from stratos.controller import conditions as c
-from stratos.controller.machine import Context, step
+from stratos.controller.machine import Context, Event, step
 from stratos.controller.stages import Stage
 from stratos.decide.nodes import NodeFacts, gather_candidates
 from stratos.decide.placement import required_gpu_memory_gib
@@ -31,15 +31,45 @@ def select_server_step(ctx: Context) -> Stage | None:
     return Stage.EVALUATE_TEACHERS
 
 
+def node_lost(ctx: Context) -> str | None:
+    """Why the chosen node can no longer take work (gone, cordoned, NotReady, ...), or None if it can."""
+    name = (ctx.status.get("server") or {}).get("node")
+    node = next((n for n in ctx.nodes if (n.get("metadata") or {}).get("name") == name), None)
+    if node is None:
+        return f"node {name} no longer exists"
+    candidates, rejected = gather_candidates([node], **_gather_options(ctx))
+    if candidates:
+        return None
+    return f"node {name} is no longer a candidate: {', '.join(sorted(rejected))}"
+
+
+def reselect_server(ctx: Context, why: str) -> Stage:
+    """Forget the node and the student decision that depended on it; select both again.
+
+    Teacher, strategy and data do not depend on the node and are kept; finished probe Jobs are found
+    again by name, so their results are reused rather than recomputed.
+    """
+    for block in ("server", "student", "training"):
+        ctx.status.pop(block, None)
+    for ctype in (c.SERVER_SELECTED, c.STUDENT_SELECTED, c.TRAINED):
+        ctx.status["conditions"] = c.remove_condition(ctx.status.get("conditions"), ctype)
+    ctx.events.append(Event("Warning", "NodeLost", f"{why}: selecting a server again"))
+    return Stage.SELECT_SERVER
+
+
+def _gather_options(ctx: Context) -> dict[str, Any]:
+    servers = ctx.spec.servers
+    return {
+        "node_selector": servers.node_selector,
+        "tolerations": [t.model_dump(by_alias=True, exclude_none=True) for t in servers.tolerations],
+        "region_latency_ms": servers.region_latency_ms,
+    }
+
+
 def decide_server(ctx: Context) -> ServerChoice:
     spec = ctx.spec
     started = perf_counter()
-    candidates, rejected = gather_candidates(
-        ctx.nodes,
-        node_selector=spec.servers.node_selector,
-        tolerations=[t.model_dump(by_alias=True, exclude_none=True) for t in spec.servers.tolerations],
-        region_latency_ms=spec.servers.region_latency_ms,
-    )
+    candidates, rejected = gather_candidates(ctx.nodes, **_gather_options(ctx))
     choice = select_server(
         candidates,
         cost_window=spec.servers.cost_window,
