@@ -1,0 +1,82 @@
+"""Smoke tests of the benchmark scripts (benchmarks/): each core function runs on a tiny input and returns
+well-formed figures. No timing is asserted: the benchmarks measure, they do not pass or fail."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import cloud, decision_quality, selection_speed  # noqa: E402
+
+
+def test_cloud_is_reproducible_and_in_the_paper_mix() -> None:
+    a = cloud.make_cloud(200, np.random.default_rng(1))
+    b = cloud.make_cloud(200, np.random.default_rng(1))
+    assert a == b and len({f.name for f in a}) == 200
+    assert {f.gpu.name for f in a} <= {name for name, _ in cloud.PAPER_GPU_MIX}
+    assert all(f.hourly_cost > 0 and 5 <= f.latency_ms <= 230 and f.gpu_count in (1, 2, 4, 8) for f in a)
+    node = cloud.node_object(a[0])
+    assert node["metadata"]["annotations"]["stratos.io/latency-ms"] == f"{a[0].latency_ms:g}"
+
+
+def test_write_json_has_no_nan(tmp_path: Path) -> None:
+    path = cloud.write_json("x", {"a": float("nan"), "b": [float("inf"), 1.5]}, out_dir=tmp_path)
+    assert json.loads(path.read_text()) == {"a": None, "b": [None, 1.5]}
+
+
+def test_exact_pareto_mask_by_hand() -> None:
+    objectives = np.array([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0], [0.5, 3.0, 1.0], [1.0, 1.0, 1.0]])
+    # Row 1 is dominated by row 0; rows 0 and 3 are equal, so neither dominates the other.
+    assert selection_speed.exact_pareto_mask(objectives).tolist() == [True, False, True, True]
+
+
+def test_selection_speed_smoke() -> None:
+    report = selection_speed.run([50, 200], quick=True, inventories=2, pin=False)
+    assert [r["nodes"] for r in report["results"]] == [50, 200]
+    for r in report["results"]:
+        for key in ("selectServerSeconds", "naiveExactParetoSeconds", "gatherCandidatesSeconds"):
+            stats = r[key]
+            assert stats["n"] > 0 and 0 < stats["min"] <= stats["median"] <= stats["p95"] <= stats["max"]
+        assert r["checks"]["sameChoiceTwice"] == "2/2" and r["checks"]["sameChoiceShuffled"] == "2/2"
+        assert r["checks"]["pfgChoiceOnExactParetoFront"] == "2/2"
+        assert r["gatheredCandidates"] == r["nodes"] and r["gridSize"] >= 1
+    assert "50->200" in report["growthExponent"]["selectServer"]
+    assert "200 " in selection_speed.render(report).replace(",", "")
+    json.dumps(cloud.finite(report), allow_nan=False)
+
+
+def test_decision_quality_smoke() -> None:
+    config = decision_quality.configs()[0]
+    result = decision_quality.run_config(config, 3, cluster=300)
+    assert list(result["rows"]) == list(decision_quality.STRATEGIES)
+    for row in result["rows"].values():
+        assert 0.0 <= row["score"] <= 1.0 and 0.0 <= row["delivered"] <= 1.0
+        if row["delivered"]:
+            assert 0 < row["accuracy"] <= 1 and row["costUsd"] > 0 and row["trainingHours"] > 0
+    assert result["rows"]["cost-first"]["delivered"] == 1.0
+    assert result["weightSensitivity"]["weightVectors"] == len(decision_quality.weight_grid()) == 286
+    improvement = result["improvementOverBestBaseline"]
+    assert math.isnan(improvement) or improvement >= -1.0
+    assert "Stratos" in decision_quality.render({"configs": [result]})
+
+
+def test_decision_quality_normalisation() -> None:
+    # One seed, two strategies, metrics (accuracy, latency, cost, time): the first is better everywhere.
+    values = np.array([[[0.8, 10.0, 5.0, 1.0], [0.4, 20.0, 10.0, 2.0]]])
+    delivered = np.array([[True, True]])
+    norm = decision_quality.normalised(values, delivered, method="minmax")
+    assert norm.tolist() == [[[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]]
+    ratio = decision_quality.normalised(values, delivered, method="ratio")
+    assert ratio[0, 1].tolist() == [0.5, 0.5, 0.5, 0.5]
+    assert decision_quality.final_accuracy("llama-3-2-3b", "qwen-72b", "sft-lora", "scaled") == pytest.approx(
+        0.7195
+    )
