@@ -1,0 +1,90 @@
+"""Restart anywhere: the operator is killed (SIGKILL) at every phase of a real pipeline and started again;
+the job still finishes, with no duplicated children and no lost or changed decision."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from stratos.local.teacher import ProgrammaticTeacher
+from stratos.training.tiny import TinySpec, build_tiny_model
+from support.controlplane import ControlPlane, rest
+from support.kubelet import FakeKubelet
+from support.operator import OperatorProcess
+from support.pipeline import CLAIM, pipeline_job
+
+pytest_plugins = ["support.operator"]
+pytestmark = pytest.mark.slow
+
+DECISIONS = ("server", "teacher", "strategy", "student")
+
+
+def test_killing_the_operator_at_every_phase_changes_nothing(
+    operator: OperatorProcess,
+    control_plane: ControlPlane,
+    namespace: str,
+    gpu_nodes: Callable[..., dict[str, Any]],
+    fake_kubelet: FakeKubelet,
+    bound_pvc: Callable[..., str],
+    api: Any,
+) -> None:
+    node = f"{namespace}-gpu"
+    gpu_nodes(
+        node,
+        labels={"stratos.test/pool": namespace, "nvidia.com/gpu.product": "NVIDIA-L4"},
+        annotations={"stratos.io/hourly-cost": "0.5", "stratos.io/latency-ms": "10"},
+    )
+    fake_kubelet.add_node(node)
+    bound_pvc(namespace, CLAIM)
+    storage = fake_kubelet.claim_dir(namespace, CLAIM)
+    for student in ("tiny-a", "tiny-b"):
+        build_tiny_model(storage / "models" / student, TinySpec(seed=1))
+
+    first_seen: dict[str, Any] = {}
+    restarted_in: list[str] = []
+    with ProgrammaticTeacher(accuracy=0.2) as teacher:
+        job = pipeline_job("restart", namespace, teacher.base_url)
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(job))
+        deadline = time.monotonic() + 600
+        phase = None
+        while time.monotonic() < deadline:
+            dj = json.loads(
+                control_plane.kubectl("get", "dj", "restart", "-n", namespace, "-o", "json").stdout
+            )
+            status = dj.get("status") or {}
+            for block in DECISIONS:  # a decision, once written, never changes
+                if block in status:
+                    assert first_seen.setdefault(block, status[block]) == status[block], block
+            if status.get("phase") in ("Succeeded", "Failed"):
+                break
+            if status.get("phase") != phase:
+                phase = status.get("phase")
+                restarted_in.append(str(phase))
+                operator.restart(kill=True)
+            time.sleep(0.5)
+    assert status.get("phase") == "Succeeded", (status.get("message"), operator.log_tail())
+    # Polling every 0.5 s catches most phases (a fast one may come and go between two polls).
+    assert len(set(restarted_in)) >= 4, restarted_in
+
+    jobs = rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs")["items"]
+    names = [j["metadata"]["name"] for j in jobs]
+    assert len(names) == len(set(names)) == 6, names  # one Job per stage run, none duplicated
+    configmaps = rest(
+        api, "GET", f"/api/v1/namespaces/{namespace}/configmaps", query={"labelSelector": "stratos.io/job"}
+    )
+    assert len(configmaps["items"]) == 6
+    events = rest(api, "GET", f"/api/v1/namespaces/{namespace}/events")["items"]
+    reasons = Counter(
+        e["reason"]
+        for e in events
+        for _ in range(e.get("count", 1))
+        if e["involvedObject"]["name"] == "restart"
+    )
+    for reason in ("NodeSelected", "TeacherSelected", "StrategySelected", "StudentSelected", "Trained"):
+        assert reasons[reason] == 1, reasons  # announced once, however often the operator restarted
