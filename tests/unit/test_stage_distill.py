@@ -64,7 +64,9 @@ def test_a_student_that_passes_ends_the_job_succeeded_with_serving_off() -> None
                               "synthetic": 10, "rejected": 2}  # fmt: skip
     assert status["training"]["adapterUri"] == "/data/jobs/dj1-u-1/train/a/adapter"
     # teacher-eval tokens 2000 + synthesis 4000; USD: 0.01 + 0.5 + one hour of training at 0.5 USD/h
-    assert status["cost"] == {"teacherTokens": 6000, "spentUsd": 1.01, "gpuHours": 1.0}
+    hours = next(c["trainingTimeHours"] for c in status["student"]["candidates"] if c["name"] == "a")
+    estimate = round(0.01 + hours * 0.5, 6)  # at student selection: spent so far + estimated training
+    assert status["cost"] == {"teacherTokens": 6000, "spentUsd": 1.01, "gpuHours": 1.0, "estimateUsd": estimate}
     assert conditions(status)["Ready"]["status"] == "True"
 
 

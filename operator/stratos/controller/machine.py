@@ -163,6 +163,12 @@ class Context:
         cost.spent_usd = round((cost.spent_usd or 0.0) + usd, 6)
         self.status["cost"] = cost.to_api()
 
+    def estimate_cost(self, *, training_usd: float) -> None:
+        """``status.cost.estimateUsd``: spent so far plus the estimated training cost on the chosen node."""
+        cost = CostStatus.model_validate(self.status.get("cost") or {})
+        cost.estimate_usd = round((cost.spent_usd or 0.0) + training_usd, 6)
+        self.status["cost"] = cost.to_api()
+
     def run(self, run: StageRun) -> RunStatus:
         if self.executor is None:
             return RunStatus("Pending", message="no executor: stage programs cannot be started here")

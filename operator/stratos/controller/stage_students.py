@@ -109,6 +109,8 @@ def select_student_step(ctx: Context) -> Stage | None:
         ctx.condition(c.STUDENT_SELECTED, c.FALSE, "NoFeasibleStudent", choice.reason, event="Warning")
         return fail(ctx, "NoFeasibleStudent", choice.reason)
     ctx.condition(c.STUDENT_SELECTED, c.TRUE, "StudentSelected", choice.reason, event="Normal")
+    winner = next(v for v in choice.candidates if v.name == choice.selected)
+    ctx.estimate_cost(training_usd=winner.training_time_hours * float(server["hourlyCost"]))
     return Stage.SYNTHESIZE
 
 
