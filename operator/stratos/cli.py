@@ -75,6 +75,9 @@ def plan(
     job: Annotated[Path, typer.Argument(help="DistillationJob YAML file")],
     nodes: NodesOption = None,
     output: OutputOption = "text",
+    picture: Annotated[
+        Path | None, typer.Option("--picture", help="write the nodes on the cost/latency plane as SVG")
+    ] = None,
 ) -> None:
     """The decisions that need no workloads: server selection over an inventory of nodes."""
     from stratos.controller.machine import reconcile
@@ -82,8 +85,11 @@ def plan(
     body = load_job(job)
     body["metadata"].setdefault("namespace", "default")
     body["metadata"].setdefault("uid", "local")
-    outcome = reconcile(body, nodes=load_inventory(nodes), executor=None)
+    inventory = load_inventory(nodes)
+    outcome = reconcile(body, nodes=inventory, executor=None)
     emit(outcome.status, output)
+    if picture is not None:
+        write_picture(body, inventory, picture)
     if outcome.status.get("phase") == "Failed":
         raise typer.Exit(1)
 
@@ -126,6 +132,30 @@ def run(
     emit(status, output, console)
     if status.get("phase") == "Failed":
         raise typer.Exit(1)
+
+
+def write_picture(body: dict[str, Any], inventory: list[dict[str, Any]], path: Path) -> None:
+    """The server decision as SVG: every candidate, the grid, the Pareto cells and the chosen node."""
+    from stratos.api.spec import DistillationJobSpec
+    from stratos.controller.stage_server import gather_options
+    from stratos.decide.nodes import gather_candidates
+    from stratos.decide.placement import required_gpu_memory_gib
+    from stratos.decide.servers import select_server
+    from stratos.local.plot import plan_svg
+
+    spec = DistillationJobSpec.model_validate(body.get("spec") or {})
+    candidates, rejected = gather_candidates(inventory, **gather_options(spec))
+    choice = select_server(
+        candidates,
+        cost_window=spec.servers.cost_window,
+        min_gpu_memory_gib=required_gpu_memory_gib(spec),
+        max_hourly_cost=spec.requirements.max_hourly_cost,
+        max_latency_ms=spec.requirements.max_latency_ms,
+        runners_up=len(candidates),
+        rejected=rejected,
+    )
+    path.write_text(plan_svg(candidates, choice, title=f"Server selection for {body['metadata']['name']}"))
+    typer.echo(f"wrote {path}", err=True)
 
 
 def load_inventory(path: Path | None) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from time import perf_counter
 from typing import Any
 
+from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import GPUInfo, ServerCandidate, ServerDecision
 from stratos.controller import conditions as c
 from stratos.controller.machine import Context, Event, step
@@ -37,7 +38,7 @@ def node_lost(ctx: Context) -> str | None:
     node = next((n for n in ctx.nodes if (n.get("metadata") or {}).get("name") == name), None)
     if node is None:
         return f"node {name} no longer exists"
-    candidates, rejected = gather_candidates([node], **_gather_options(ctx))
+    candidates, rejected = gather_candidates([node], **gather_options(ctx.spec))
     if candidates:
         return None
     return f"node {name} is no longer a candidate: {', '.join(sorted(rejected))}"
@@ -57,8 +58,9 @@ def reselect_server(ctx: Context, why: str) -> Stage:
     return Stage.SELECT_SERVER
 
 
-def _gather_options(ctx: Context) -> dict[str, Any]:
-    servers = ctx.spec.servers
+def gather_options(spec: DistillationJobSpec) -> dict[str, Any]:
+    """The job's node filters, as gather_candidates takes them."""
+    servers = spec.servers
     return {
         "node_selector": servers.node_selector,
         "tolerations": [t.model_dump(by_alias=True, exclude_none=True) for t in servers.tolerations],
@@ -69,7 +71,7 @@ def _gather_options(ctx: Context) -> dict[str, Any]:
 def decide_server(ctx: Context) -> ServerChoice:
     spec = ctx.spec
     started = perf_counter()
-    candidates, rejected = gather_candidates(ctx.nodes, **_gather_options(ctx))
+    candidates, rejected = gather_candidates(ctx.nodes, **gather_options(ctx.spec))
     choice = select_server(
         candidates,
         cost_window=spec.servers.cost_window,

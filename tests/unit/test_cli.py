@@ -1,0 +1,40 @@
+"""The `stratos` command: validate and plan (with its picture) on the shipped examples."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from stratos.cli import app
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+runner = CliRunner()
+
+
+def test_validate_accepts_the_examples_and_names_the_field_of_a_bad_one(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["validate", str(EXAMPLES / "mahjong-injection.yaml")]).exit_code == 0
+    bad = tmp_path / "bad.yaml"
+    text = (EXAMPLES / "mahjong-local.yaml").read_text()
+    bad.write_text(text.replace("minAccuracy: 0.0", "minAccuracy: 2"))
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 1 and "spec.requirements.minAccuracy" in result.output
+
+
+def test_plan_decides_the_server_and_draws_the_grid(tmp_path: Path) -> None:
+    picture = tmp_path / "plan.svg"
+    result = runner.invoke(
+        app, ["plan", str(EXAMPLES / "mahjong-injection.yaml"), "-o", "json", "--picture", str(picture)]
+    )
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)
+    assert status["server"]["node"] == "hk-4090-a"  # the default inventory in the paper's GPU mix
+    svg = ET.fromstring(picture.read_text())
+    ns = "{http://www.w3.org/2000/svg}"
+    labels = [t.text for t in svg.iter(f"{ns}text")]
+    assert "hk-4090-a (chosen)" in labels
+    points = [c for c in svg.iter(f"{ns}circle") if c.get("fill") != "white"]
+    # 11 candidate nodes (the cordoned one is not a candidate) plus 4 legend markers
+    assert len(points) == 11 + 4
