@@ -86,7 +86,15 @@ def crd_installed(control_plane: ControlPlane) -> Path:
     if not any(crds.glob("*.yaml")):
         pytest.fail(f"no CRD manifests in {crds}", pytrace=False)
     control_plane.kubectl("apply", "--server-side", "-f", str(crds))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crds))
+    # `kubectl wait` fails outright (instead of waiting) while the new CRD has no conditions yet.
+    wait_for(
+        lambda: control_plane.kubectl(
+            "wait", "--for=condition=Established", "--timeout=20s", "-f", str(crds), check=False
+        ).returncode
+        == 0,
+        timeout=60,
+        what="the CRDs to be Established",
+    )
     return crds
 
 

@@ -14,7 +14,7 @@ import yaml
 
 from stratos.local.teacher import ProgrammaticTeacher
 from stratos.training.tiny import TinySpec, build_tiny_model
-from support.controlplane import ControlPlane, rest
+from support.controlplane import ControlPlane, rest, wait_for
 from support.kubelet import FakeKubelet
 from support.operator import OperatorProcess
 from support.pipeline import CLAIM, pipeline_job
@@ -88,3 +88,55 @@ def test_killing_the_operator_at_every_phase_changes_nothing(
     )
     for reason in ("NodeSelected", "TeacherSelected", "StrategySelected", "StudentSelected", "Trained"):
         assert reasons[reason] == 1, reasons  # announced once, however often the operator restarted
+
+
+def test_suspend_stops_running_stages_and_resume_finishes_the_job(
+    operator: OperatorProcess,
+    control_plane: ControlPlane,
+    namespace: str,
+    gpu_nodes: Callable[..., dict[str, Any]],
+    fake_kubelet: FakeKubelet,
+    bound_pvc: Callable[..., str],
+    api: Any,
+) -> None:
+    node = f"{namespace}-gpu"
+    gpu_nodes(
+        node,
+        labels={"stratos.test/pool": namespace, "nvidia.com/gpu.product": "NVIDIA-L4"},
+        annotations={"stratos.io/hourly-cost": "0.5", "stratos.io/latency-ms": "10"},
+    )
+    bound_pvc(namespace, CLAIM)
+    storage = fake_kubelet.claim_dir(namespace, CLAIM)
+    for student in ("tiny-a", "tiny-b"):
+        build_tiny_model(storage / "models" / student, TinySpec(seed=1))
+    jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+
+    def suspend(value: bool) -> None:
+        patch = json.dumps({"spec": {"suspend": value}})
+        control_plane.kubectl("patch", "dj", "pause", "-n", namespace, "--type", "merge", "-p", patch)
+
+    with ProgrammaticTeacher(accuracy=0.2) as teacher:
+        job = pipeline_job("pause", namespace, teacher.base_url)
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(job))
+        # No kubelet serves the node yet: the teacher-eval pod stays Pending, its Job unfinished.
+        wait_for(lambda: rest(api, "GET", jobs_path)["items"], what="the teacher-eval Job")
+        suspend(True)
+        control_plane.kubectl(
+            "wait", "--for=condition=Suspended", "dj/pause", "-n", namespace, "--timeout=60s"
+        )
+        wait_for(
+            lambda: not rest(api, "GET", jobs_path)["items"], timeout=60, what="running stage Jobs removed"
+        )
+        time.sleep(2)
+        dj = json.loads(control_plane.kubectl("get", "dj", "pause", "-n", namespace, "-o", "json").stdout)
+        assert dj["status"]["phase"] == "Suspended" and not rest(api, "GET", jobs_path)["items"]
+
+        suspend(False)
+        fake_kubelet.add_node(node)
+        control_plane.kubectl(
+            "wait", "--for=jsonpath={.status.phase}=Succeeded", "dj/pause", "-n", namespace, "--timeout=300s"
+        )
+    conditions = {c["type"]: c for c in json.loads(
+        control_plane.kubectl("get", "dj", "pause", "-n", namespace, "-o", "json").stdout
+    )["status"]["conditions"]}  # fmt: skip
+    assert conditions["Suspended"]["status"] == "False" and conditions["Suspended"]["reason"] == "Resumed"

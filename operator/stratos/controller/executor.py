@@ -191,9 +191,11 @@ class KubeExecutor:
     def cancel_runs(self) -> None:
         """Delete this job's unfinished stage Jobs (their pods go with them); finished ones stay."""
         batch = client.BatchV1Api(self.api)
-        for (namespace, name), views in self.jobs.items():
+        # A snapshot of the keys: the index is updated by the watch while this runs.
+        for namespace, name in list(self.jobs.keys()):
             if namespace != self.namespace or not name.startswith(f"{self.job_name}-"):
                 continue
+            views = list(self.jobs.get((namespace, name), []))
             finished = any(
                 c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
                 for view in views

@@ -103,7 +103,8 @@ def serving_deployments(
     return {(namespace or "", name): deployment_view(body)}
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.reconcile_interval)
+# A reconcile that raises (an API hiccup) is retried after `backoff` seconds, not kopf's default minute.
+@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.reconcile_interval, backoff=5)
 def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
     """Reconcile one job. kopf passes the indexes by name (``nodes``, ``stage_jobs``, ...)."""
     nodes: kopf.Index[str, Any] = kwargs["nodes"]
