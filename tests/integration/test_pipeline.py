@@ -21,11 +21,10 @@ import yaml
 from openai import OpenAI
 
 from stratos.local.teacher import ProgrammaticTeacher
-from stratos.training.tiny import TinySpec, build_tiny_model
 from support.controlplane import ControlPlane, rest, wait_for
 from support.kubelet import FakeKubelet
 from support.operator import OperatorProcess
-from support.pipeline import CLAIM, pipeline_job
+from support.pipeline import CLAIM, pipeline_job, prepare
 
 pytest_plugins = ["support.operator"]
 pytestmark = pytest.mark.slow
@@ -40,17 +39,7 @@ def test_the_operator_runs_every_stage_and_records_every_decision(
     bound_pvc: Callable[..., str],
     api: Any,
 ) -> None:
-    node = f"{namespace}-gpu"
-    gpu_nodes(
-        node,
-        labels={"stratos.test/pool": namespace, "nvidia.com/gpu.product": "NVIDIA-L4"},
-        annotations={"stratos.io/hourly-cost": "0.5", "stratos.io/latency-ms": "10"},
-    )
-    fake_kubelet.add_node(node)
-    bound_pvc(namespace, CLAIM)
-    storage = fake_kubelet.claim_dir(namespace, CLAIM)
-    for student in ("tiny-a", "tiny-b"):
-        build_tiny_model(storage / "models" / student, TinySpec(seed=1))
+    node = prepare(namespace, gpu_nodes, fake_kubelet, bound_pvc)
 
     with ProgrammaticTeacher(accuracy=0.2) as teacher:
         control_plane.kubectl(
@@ -102,6 +91,7 @@ def test_the_operator_runs_every_stage_and_records_every_decision(
     train = next(j for j in jobs if j["metadata"]["labels"]["stratos.io/stage"] == "train")
     assert train["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": node}
     # The adapter the status names is really there, written by the train pod on the shared volume.
+    storage = fake_kubelet.claim_dir(namespace, CLAIM)
     adapter = storage / status["training"]["adapterUri"].removeprefix("/var/lib/stratos/")
     assert (adapter / "adapter_config.json").exists()
 

@@ -13,11 +13,10 @@ import pytest
 import yaml
 
 from stratos.local.teacher import ProgrammaticTeacher
-from stratos.training.tiny import TinySpec, build_tiny_model
 from support.controlplane import ControlPlane, rest, wait_for
 from support.kubelet import FakeKubelet
 from support.operator import OperatorProcess
-from support.pipeline import CLAIM, pipeline_job
+from support.pipeline import pipeline_job, prepare
 
 pytest_plugins = ["support.operator"]
 pytestmark = pytest.mark.slow
@@ -34,17 +33,7 @@ def test_killing_the_operator_at_every_phase_changes_nothing(
     bound_pvc: Callable[..., str],
     api: Any,
 ) -> None:
-    node = f"{namespace}-gpu"
-    gpu_nodes(
-        node,
-        labels={"stratos.test/pool": namespace, "nvidia.com/gpu.product": "NVIDIA-L4"},
-        annotations={"stratos.io/hourly-cost": "0.5", "stratos.io/latency-ms": "10"},
-    )
-    fake_kubelet.add_node(node)
-    bound_pvc(namespace, CLAIM)
-    storage = fake_kubelet.claim_dir(namespace, CLAIM)
-    for student in ("tiny-a", "tiny-b"):
-        build_tiny_model(storage / "models" / student, TinySpec(seed=1))
+    prepare(namespace, gpu_nodes, fake_kubelet, bound_pvc)
 
     first_seen: dict[str, Any] = {}
     restarted_in: list[str] = []
@@ -99,16 +88,7 @@ def test_suspend_stops_running_stages_and_resume_finishes_the_job(
     bound_pvc: Callable[..., str],
     api: Any,
 ) -> None:
-    node = f"{namespace}-gpu"
-    gpu_nodes(
-        node,
-        labels={"stratos.test/pool": namespace, "nvidia.com/gpu.product": "NVIDIA-L4"},
-        annotations={"stratos.io/hourly-cost": "0.5", "stratos.io/latency-ms": "10"},
-    )
-    bound_pvc(namespace, CLAIM)
-    storage = fake_kubelet.claim_dir(namespace, CLAIM)
-    for student in ("tiny-a", "tiny-b"):
-        build_tiny_model(storage / "models" / student, TinySpec(seed=1))
+    node = prepare(namespace, gpu_nodes, fake_kubelet, bound_pvc, serve_node=False)
     jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
 
     def suspend(value: bool) -> None:

@@ -66,7 +66,12 @@ def test_a_student_that_passes_ends_the_job_succeeded_with_serving_off() -> None
     # teacher-eval tokens 2000 + synthesis 4000; USD: 0.01 + 0.5 + one hour of training at 0.5 USD/h
     hours = next(c["trainingTimeHours"] for c in status["student"]["candidates"] if c["name"] == "a")
     estimate = round(0.01 + hours * 0.5, 6)  # at student selection: spent so far + estimated training
-    assert status["cost"] == {"teacherTokens": 6000, "spentUsd": 1.01, "gpuHours": 1.0, "estimateUsd": estimate}
+    assert status["cost"] == {
+        "teacherTokens": 6000,
+        "spentUsd": 1.01,
+        "gpuHours": 1.0,
+        "estimateUsd": estimate,
+    }
     assert conditions(status)["Ready"]["status"] == "True"
 
 

@@ -77,14 +77,7 @@ def stage_job(
             {"name": "storage", "mountPath": STORAGE_DIR, **_sub_path(spec)},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security(),
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -92,13 +85,7 @@ def stage_job(
         "terminationGracePeriodSeconds": 300 if run.gpus else 30,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": name}},
@@ -107,10 +94,7 @@ def stage_job(
         ],
     }
     if run.node:
-        pod_spec["nodeSelector"] = {"kubernetes.io/hostname": run.node}
-        tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.servers.tolerations]
-        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
-        pod_spec["tolerations"] = tolerations
+        pod_spec.update(pin_to_node(spec, run.node))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -125,6 +109,35 @@ def stage_job(
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
+
+
+def container_security() -> dict[str, Any]:
+    """The restricted Pod Security Standard for a container: non-root, read-only, nothing extra."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pin_to_node(spec: DistillationJobSpec, node: str) -> dict[str, Any]:
+    """Pod-spec fields that put a pod on the chosen node, tolerating its GPU taint and the job's own."""
+    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.servers.tolerations]
+    tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    return {"nodeSelector": {"kubernetes.io/hostname": node}, "tolerations": tolerations}
 
 
 def storage_volume(spec: DistillationJobSpec) -> dict[str, Any]:

@@ -31,7 +31,14 @@ from stratos import GROUP
 from stratos.api.placement import ResourceRequirements
 from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import EndpointStatus
-from stratos.controller.children import GPU_RESOURCE, RUN_AS_USER, STORAGE_DIR, storage_volume
+from stratos.controller.children import (
+    GPU_RESOURCE,
+    STORAGE_DIR,
+    container_security,
+    pin_to_node,
+    pod_security,
+    storage_volume,
+)
 from stratos.controller.config import OperatorConfig
 from stratos.controller.naming import child_labels, child_name, owner_reference
 from stratos.serving.commands import (
@@ -227,34 +234,18 @@ def serving_deployment(
         "resources": resources,
         **copy.deepcopy(PROBES),
         "volumeMounts": mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security(),
     }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "runAsGroup": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "containers": [container],
         "volumes": volumes,
     }
     if node:
-        pod_spec["nodeSelector"] = {"kubernetes.io/hostname": node}
-        tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.servers.tolerations]
-        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
-        pod_spec["tolerations"] = tolerations
+        pod_spec.update(pin_to_node(spec, node))
     # GPUs on the node are usually all taken by the old pod: surging a new one would leave it Pending.
     surge = {"maxSurge": 0, "maxUnavailable": 1} if count else {"maxSurge": 1, "maxUnavailable": 0}
     deployment_spec = {
