@@ -10,6 +10,13 @@ directory: every volume mount path (and the termination-message path) gets a loc
 file, occurrences of those paths in the arguments and env values are rewritten, and the whole
 map is passed as JSON in $STRATOS_PATH_MAP so a program can translate paths it builds itself.
 ``python``/``python3`` commands run with the test interpreter (sys.executable).
+
+What stops a real kubelet from starting a container stops this one too, with the kubelet's words: a
+Secret or ConfigMap named by the container's env that does not exist keeps the pod Pending with waiting
+reason ``CreateContainerConfigError`` (message ``secret "NAME" not found``), a missing volume source keeps
+it ``ContainerCreating``, and an image listed in ``missing_images`` cannot be pulled (``ErrImagePull``, then
+``ImagePullBackOff``). All three are retried with a short back-off, so creating the Secret (or removing
+the image from ``missing_images``) lets the pod start, as on a real node.
 """
 
 from __future__ import annotations
@@ -57,6 +64,27 @@ class Outcome:
 # Called with the pod (API dict) before it runs; returning an Outcome skips running it.
 Intercept = Callable[[Mapping[str, Any]], "Outcome | None"]
 
+# Back-off between attempts to start a container that cannot start yet (kept short for tests; a
+# kubelet starts at 10 s and caps image pulls at 5 minutes).
+WAIT_BACKOFF_START = 0.5
+WAIT_BACKOFF_CAP = 4.0
+
+
+class _NotFound(ValueError):
+    """A Secret or ConfigMap the pod needs does not exist (the kubelet's object managers' message)."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f'{kind.lower()} "{name}" not found')
+
+
+class _Waiting(Exception):
+    """The container cannot start yet; the pod stays Pending with this waiting reason and is retried."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
 
 @dataclass
 class PodRun:
@@ -76,6 +104,12 @@ class PodRun:
     restart_count: int = 0
     restart_at: float | None = None
     previous: dict[str, Any] | None = None  # the last termination before a restart (lastState)
+    prepared: bool = False  # volumes and environment are in place
+    pulled: bool = False  # the image is "present"
+    waiting: tuple[str, str] | None = None  # (reason, message) reported while the container cannot start
+    wait_until: float | None = None  # when to try starting it again
+    wait_attempts: int = 0
+    wait_reported_at: float = 0.0
     exit_code: int | None = None
     reason: str = ""
     message: str = ""
@@ -102,6 +136,20 @@ def _now() -> str:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("_") or "root"
+
+
+def _image_reference(image: str) -> str:
+    """The reference a container runtime pulls: ``foo`` -> ``docker.io/library/foo:latest``."""
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last and not digest:
+        name += ":latest"
+    first = name.split("/", 1)[0]
+    if "/" not in name:
+        name = f"docker.io/library/{name}"
+    elif "." not in first and ":" not in first and first != "localhost":
+        name = f"docker.io/{name}"
+    return f"{name}@{digest}" if digest else name
 
 
 def _expand(value: str, env: Mapping[str, str]) -> str:
@@ -215,8 +263,10 @@ class FakeKubelet:
     """Runs the pods bound to ``node_names`` as local processes; see the module docstring.
 
     ``api`` is an admin ApiClient (it reads Secrets/ConfigMaps referenced by the pod and writes
-    pod status). ``intercept`` may decide a pod's outcome instead of running it. ``extra_env``
-    is added to every process's environment, on top of this process's environment.
+    pod status). ``intercept`` may decide a pod's outcome instead of running it (it is asked once the
+    image is pulled and the container's volumes and environment are ready, as a container would start).
+    ``extra_env`` is added to every process's environment, on top of this process's environment.
+    ``missing_images`` cannot be pulled.
     """
 
     def __init__(
@@ -229,8 +279,12 @@ class FakeKubelet:
         extra_env: Mapping[str, str] | None = None,
         poll_interval: float = 0.25,
         python: str = sys.executable,
+        missing_images: Iterable[str] = (),
     ) -> None:
         self.api = api
+        #: Images no registry has: pods using them stay Pending in ErrImagePull / ImagePullBackOff.
+        #: A test may add or remove images at any time; the next pull attempt sees the change.
+        self.missing_images: set[str] = set(missing_images)
         self.nodes = set(node_names)
         self.workdir = Path(workdir)
         self.intercept = intercept
@@ -324,7 +378,13 @@ class FakeKubelet:
                     log.exception("fake kubelet: pod %s failed", pod["metadata"]["name"])
                     self.errors.append(f"{pod['metadata']['name']}: {e!r}")
                     run = self._runs.get(uid)
-                    if run is not None and not run.done and run.process is None and run.restart_at is None:
+                    if (
+                        run is not None
+                        and not run.done
+                        and run.process is None
+                        and run.restart_at is None
+                        and run.wait_until is None
+                    ):
                         with contextlib.suppress(Exception):
                             self._finish(pod, run, 128, "FakeKubeletError", repr(e)[:1000])
                         run.done = True
@@ -353,17 +413,32 @@ class FakeKubelet:
         return PodRun(meta["namespace"], meta["name"], meta["uid"], pod["spec"]["nodeName"], pod_dir)
 
     def _prepare(self, pod: Mapping[str, Any], run: PodRun) -> None:
-        """Materialises volumes, resolves env and builds argv; raises ValueError if it cannot."""
+        """What a kubelet does before a container can start, in its order: mount the volumes, pull the
+        image, resolve the environment. Raises _Waiting while one of them cannot be done yet."""
+        if not run.prepared:
+            self._mount(pod, run)
+        if not run.pulled:
+            self._pull(pod)
+            run.pulled = True
+        if not run.prepared:
+            self._environment(pod, run)
+            run.prepared = True
+
+    def _mount(self, pod: Mapping[str, Any], run: PodRun) -> None:
         spec = pod["spec"]
         container = spec["containers"][0]
-        ns = run.namespace
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         path_map: dict[str, str] = {}
         for mount in container.get("volumeMounts", []):
             volume = volumes.get(mount["name"])
             if volume is None:
                 raise ValueError(f"volumeMount {mount['name']!r} names no volume")
-            local = self._volume_dir(pod, run, volume)
+            try:
+                local = self._volume_dir(pod, run, volume)
+            except _NotFound as e:
+                # The kubelet keeps the pod ContainerCreating and says why only in a FailedMount event.
+                log.info("pod %s: MountVolume.SetUp failed for volume %r : %s", run.name, volume["name"], e)
+                raise _Waiting("ContainerCreating", "") from e
             if mount.get("subPath"):
                 local = local / mount["subPath"]
                 local.mkdir(parents=True, exist_ok=True)
@@ -378,26 +453,46 @@ class FakeKubelet:
             if "configMap" in volumes[mount["name"]]:
                 _rewrite_files(Path(path_map[mount["mountPath"].rstrip("/") or "/"]), path_map)
 
+    def _pull(self, pod: Mapping[str, Any]) -> None:
+        image = str(pod["spec"]["containers"][0].get("image", ""))
+        if image in self.missing_images:
+            ref = _image_reference(image)
+            raise _Waiting(
+                "ErrImagePull",
+                f"rpc error: code = NotFound desc = failed to pull and unpack image {ref!r}: failed to "
+                f"resolve reference {ref!r}: {ref}: not found".replace("'", '"'),
+            )
+
+    def _environment(self, pod: Mapping[str, Any], run: PodRun) -> None:
+        container = pod["spec"]["containers"][0]
+        ns = run.namespace
         env: dict[str, str] = {}
-        for source in container.get("envFrom", []):
-            prefix = source.get("prefix", "")
-            if "configMapRef" in source:
-                ref = source["configMapRef"]
-                data = self._config_map(ns, ref["name"], optional=ref.get("optional", False))
-            else:
-                ref = source["secretRef"]
-                data = self._secret(ns, ref["name"], optional=ref.get("optional", False))
-            env.update({prefix + k: v for k, v in data.items()})
-        for item in container.get("env", []):
-            if "valueFrom" in item:
-                value = self._value_from(pod, item["valueFrom"])
-                if value is None:
-                    continue
-            else:
-                value = _expand(item.get("value", ""), env)
-            env[item["name"]] = _rewrite(value, path_map)
+        try:
+            for source in container.get("envFrom", []):
+                prefix = source.get("prefix", "")
+                if "configMapRef" in source:
+                    ref = source["configMapRef"]
+                    data = self._config_map(ns, ref["name"], optional=ref.get("optional", False))
+                else:
+                    ref = source["secretRef"]
+                    data = self._secret(ns, ref["name"], optional=ref.get("optional", False))
+                env.update({prefix + k: v for k, v in data.items()})
+            for item in container.get("env", []):
+                if "valueFrom" in item:
+                    value = self._value_from(pod, item["valueFrom"])
+                    if value is None:
+                        continue
+                else:
+                    value = _expand(item.get("value", ""), env)
+                env[item["name"]] = _rewrite(value, run.path_map)
+        except ValueError as e:
+            raise _Waiting("CreateContainerConfigError", str(e)) from e
         run.env = env
 
+    def _command(self, pod: Mapping[str, Any], run: PodRun) -> None:
+        """Builds argv and the working directory; raises ValueError if it cannot."""
+        container = pod["spec"]["containers"][0]
+        env, path_map = run.env, run.path_map
         command = [_expand(c, env) for c in container.get("command", [])]
         args = [_expand(a, env) for a in container.get("args", [])]
         if not command:
@@ -538,7 +633,7 @@ class FakeKubelet:
                     return str(data[ref["key"]])
                 if optional:
                     return None
-                raise ValueError(f"couldn't find key {ref['key']} in {kind} {ref['name']}")
+                raise ValueError(f"couldn't find key {ref['key']} in {kind} {ns}/{ref['name']}")
         if "fieldRef" in source:
             return self._field(pod, source["fieldRef"]["fieldPath"])
         return None  # resourceFieldRef and friends: nothing sensible to give locally
@@ -566,20 +661,30 @@ class FakeKubelet:
             if e.status == 404 and optional:
                 return {}
             if e.status == 404:
-                raise ValueError(f"{kind} {path.rsplit('/', 1)[-1]} not found") from e
+                raise _NotFound(kind, path.rsplit("/", 1)[-1]) from e
             raise
 
     # ------------------------------------------------------------------------------- running
 
     def _launch(self, pod: Mapping[str, Any], run: PodRun) -> None:
-        outcome = self.intercept(pod) if self.intercept else None
+        restart = run.prepared
+        outcome: Outcome | None = None
+        try:
+            self._prepare(pod, run)
+        except _Waiting as w:
+            self._wait(pod, run, w)
+            return
+        except ValueError as e:  # a pod this kubelet cannot run at all
+            outcome = Outcome(128, "CreateContainerConfigError", str(e))
+        run.wait_until, run.waiting, run.wait_attempts = None, None, 0
+        if outcome is None and self.intercept is not None:
+            outcome = self.intercept(pod)
         if outcome is None and not run.argv:
             try:
-                self._prepare(pod, run)
+                self._command(pod, run)
             except ValueError as e:
-                # What a kubelet reports as CreateContainerConfigError; here the pod fails outright.
                 outcome = Outcome(128, "CreateContainerConfigError", str(e))
-        elif outcome is None:
+        if restart:
             run.termination_path.write_bytes(b"")  # each container instance starts with an empty one
         run.started_at = _now()
         if outcome is not None:
@@ -622,7 +727,28 @@ class FakeKubelet:
             "KUBERNETES_SERVICE_PORT": str(server.port or 443),
         }
 
+    def _wait(self, pod: Mapping[str, Any], run: PodRun, waiting: _Waiting) -> None:
+        """The container cannot start yet: report why (once per change) and try again after a back-off."""
+        now = time.monotonic()
+        run.wait_until = now + min(WAIT_BACKOFF_CAP, WAIT_BACKOFF_START * 2**run.wait_attempts)
+        run.wait_attempts += 1
+        state = (waiting.reason, waiting.message)
+        if state != run.waiting:
+            run.waiting, run.wait_reported_at = state, now
+            self._patch_waiting(pod, run)
+
     def _check(self, pod: Mapping[str, Any], run: PodRun) -> None:
+        if run.wait_until is not None:
+            now = time.monotonic()
+            if now >= run.wait_until:
+                self._launch(pod, run)
+            elif run.waiting and run.waiting[0] == "ErrImagePull" and now - run.wait_reported_at >= 1.0:
+                # Between pull attempts the kubelet reports the back-off, with the last pull error.
+                image = pod["spec"]["containers"][0].get("image", "")
+                message = f'Back-off pulling image "{image}": ErrImagePull: {run.waiting[1]}'
+                run.waiting, run.wait_reported_at = ("ImagePullBackOff", message), now
+                self._patch_waiting(pod, run)
+            return
         if run.restart_at is not None:
             if time.monotonic() >= run.restart_at:
                 run.restart_count += 1
@@ -714,6 +840,59 @@ class FakeKubelet:
             "finishedAt": _now(),
             "containerID": f"fake://{run.uid}/{run.restart_count}",
         }
+
+    def _patch_waiting(self, pod: Mapping[str, Any], run: PodRun) -> None:
+        """Pending, with the container waiting for ``run.waiting`` (reason, message)."""
+        assert run.waiting is not None
+        container = pod["spec"]["containers"][0]
+        reason, message = run.waiting
+        now = _now()
+        unready = {
+            "status": "False",
+            "reason": "ContainersNotReady",
+            "message": f"containers with unready status: [{container['name']}]",
+            "lastTransitionTime": now,
+        }
+        waiting = {"reason": reason, **({"message": message} if message else {})}
+        status = {
+            "phase": "Pending",
+            "hostIP": "127.0.0.1",
+            "startTime": pod.get("status", {}).get("startTime") or now,
+            "conditions": [
+                {
+                    "type": "PodReadyToStartContainers",
+                    "status": "False" if reason == "ContainerCreating" else "True",
+                    "lastTransitionTime": now,
+                },
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", **unready},
+                {"type": "Ready", **unready},
+            ],
+            "containerStatuses": [
+                {
+                    "name": container["name"],
+                    "image": container.get("image", ""),
+                    "imageID": "",
+                    "ready": False,
+                    "started": False,
+                    "restartCount": run.restart_count,
+                    "state": {"waiting": waiting},
+                    "lastState": {"terminated": run.previous} if run.previous else {},
+                }
+            ],
+        }
+        meta = pod["metadata"]
+        try:
+            rest(
+                self.api,
+                "PATCH",
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                body={"status": status},
+                content_type="application/strategic-merge-patch+json",
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
     def _patch_status(
         self, pod: Mapping[str, Any], run: PodRun, *, running: bool, terminal: bool = False
