@@ -24,12 +24,24 @@ from stratos.serving.probe import probe_endpoint
 from stratos.serving.rollout import deployment_ready, serving_patch
 
 # Waiting reasons that will not fix themselves; shown in the parent's conditions.
-STUCK_REASONS = {"ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError", "InvalidImageName"}
+STUCK_REASONS = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+    "CrashLoopBackOff",
+}
+# Job conditions that mean the Job has failed (FailureTarget comes first, while its pods terminate).
+FAILED_CONDITIONS = ("Failed", "FailureTarget")
 
 
 def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
     status = body.get("status") or {}
     return {
+        "backoffLimit": (body.get("spec") or {}).get("backoffLimit"),
         "deleting": bool((body.get("metadata") or {}).get("deletionTimestamp")),
         "conditions": [
             {
@@ -62,6 +74,7 @@ def pod_view(body: Mapping[str, Any]) -> dict[str, Any]:
         ],
         "containerStatuses": list(status.get("containerStatuses") or []),
         "creationTimestamp": body.get("metadata", {}).get("creationTimestamp", ""),
+        "nodeName": (body.get("spec") or {}).get("nodeName"),
     }
 
 
@@ -92,36 +105,80 @@ def endpoint_state(live: Mapping[str, Any] | None, url: str) -> EndpointState:
 
 
 def run_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> RunStatus:
-    """Map a Job and its pods to the stage machine's view of a run (pure)."""
-    pods = sorted(pods, key=lambda p: str(p.get("creationTimestamp", "")))
+    """Map a Job and its pods to the stage machine's view of a run (pure).
+
+    Every message names the pod and says what holds it up in the kubelet's or scheduler's own words:
+    a failed attempt (exit code, reason such as OOMKilled, the program's error), the Job's retries
+    (``spec.backoffLimit``), an image that cannot be pulled, a missing Secret, an unschedulable pod.
+    """
+    pods = sorted(pods, key=_pod_order)
     conds = {c.get("type"): c for c in job.get("conditions", []) if c.get("status") == "True"}
     if "Complete" in conds or "SuccessCriteriaMet" in conds:
         for pod in reversed(pods):
             if pod.get("phase") == "Succeeded":
                 return _result_of(pod)
         return RunStatus("Failed", message="the stage Job completed but its pod and result are gone")
-    if "Failed" in conds:
-        cond = conds["Failed"]
-        detail = _pod_failure(pods[-1]) if pods else ""
-        reason = f"{cond.get('reason') or 'Failed'}: {cond.get('message') or ''}".strip(": ")
+    failures = [p for p in pods if p.get("phase") == "Failed"]
+    failed = next((conds[t] for t in FAILED_CONDITIONS if t in conds), None)
+    if failed is not None:
+        last = failures[-1] if failures else (pods[-1] if pods else None)
+        detail = _pod_failure(last) if last is not None else ""
+        reason = f"{failed.get('reason') or 'Failed'}: {failed.get('message') or ''}".strip(": ")
+        attempts = len(failures) or int(job.get("failed") or 0)
+        if attempts > 1:
+            reason = f"{reason} ({attempts} attempts)"
         return RunStatus("Failed", message=f"{reason}; last pod: {detail}" if detail else reason)
+    retries = _retries(job, failures)
     if not pods:
-        return RunStatus("Pending", message="waiting for the Job's pod")
+        return RunStatus("Pending", message="waiting for the Job's pod" + retries)
     pod = pods[-1]
+    name = pod.get("name")
+    if pod.get("phase") == "Failed":  # the Job controller has not replaced it (yet)
+        return RunStatus("Pending", message=f"{_pod_failure(pod)}{_retry_note(job, failures)}")
     for cond in pod.get("conditions", []):
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            return RunStatus(
-                "Pending", message=f"pod {pod.get('name')} unschedulable: {cond.get('message', '')}"
-            )
+            why = cond.get("message") or cond.get("reason") or "no node fits"
+            return RunStatus("Pending", message=f"pod {name} unschedulable: {why}{retries}")
     for cs in pod.get("containerStatuses", []):
         waiting = (cs.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in STUCK_REASONS:
-            return RunStatus(
-                "Pending", message=f"pod {pod.get('name')}: {waiting['reason']}: {waiting.get('message', '')}"
-            )
+            text = f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
+            return RunStatus("Pending", message=f"pod {name}: {text}{retries}")
     if pod.get("phase") == "Running":
-        return RunStatus("Running", message=f"pod {pod.get('name')} running")
-    return RunStatus("Pending", message=f"pod {pod.get('name')} {str(pod.get('phase', 'Pending')).lower()}")
+        return RunStatus("Running", message=f"pod {name} running{retries}")
+    node = pod.get("nodeName")
+    if node and not pod.get("containerStatuses"):
+        # Bound, but the node's kubelet has not reported on it: a node that is down or has no kubelet.
+        return RunStatus(
+            "Pending", message=f"pod {name} scheduled on node {node}, not started by its kubelet yet{retries}"
+        )
+    return RunStatus("Pending", message=f"pod {name} {str(pod.get('phase', 'Pending')).lower()}{retries}")
+
+
+def _pod_order(pod: Mapping[str, Any]) -> tuple[str, str, str]:
+    """Oldest first: by creation (second resolution), then by when the container started/finished."""
+    term = _terminated(pod)
+    return (str(pod.get("creationTimestamp", "")), str(term.get("startedAt") or "~"), str(pod.get("name")))
+
+
+def _retries(job: Mapping[str, Any], failures: list[Mapping[str, Any]]) -> str:
+    """`` (retry N of M after <last failure>)`` once an attempt has failed, else empty."""
+    if not failures:
+        return ""
+    used = max(len(failures), int(job.get("failed") or 0))
+    limit = job.get("backoffLimit")
+    of = f" of {limit}" if limit is not None else ""
+    return f" (retry {used}{of} after {_pod_failure(failures[-1])})"
+
+
+def _retry_note(job: Mapping[str, Any], failures: list[Mapping[str, Any]]) -> str:
+    used = max(len(failures), int(job.get("failed") or 0))
+    limit = job.get("backoffLimit")
+    if limit is None:
+        return f" (attempt {used} failed)"
+    if used > int(limit):
+        return f" (attempt {used} failed; backoffLimit {limit} reached)"
+    return f" (attempt {used} failed; retry {used} of {limit} follows)"
 
 
 def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -151,9 +208,11 @@ def _pod_failure(pod: Mapping[str, Any]) -> str:
     message = str(term.get("message") or "").strip()
     try:
         parsed = json.loads(message)
-        message = str(parsed.get("error", message)) if isinstance(parsed, dict) else message
     except json.JSONDecodeError:
-        pass
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("error"):  # the stage program's own failure result
+        kind = parsed.get("kind")
+        message = f"{kind}: {parsed['error']}" if kind else str(parsed["error"])
     return f"{text}: {message[-500:]}" if message else text
 
 
