@@ -16,6 +16,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import cloud, decision_quality, selection_speed  # noqa: E402
+from benchmarks import operator_scale as ops  # noqa: E402
+
+from stratos.api.spec import DistillationJobSpec  # noqa: E402
 
 
 def test_cloud_is_reproducible_and_in_the_paper_mix() -> None:
@@ -80,3 +83,61 @@ def test_decision_quality_normalisation() -> None:
     assert decision_quality.final_accuracy("llama-3-2-3b", "qwen-72b", "sft-lora", "scaled") == pytest.approx(
         0.7195
     )
+
+
+def test_operator_scale_helpers() -> None:
+    policy = ops.audit_policy([ops.OPERATOR_USER, "admin"])
+    assert "level: Metadata" in policy and ops.OPERATOR_USER in policy and policy.rstrip().endswith("None")
+    assert [ops.node_ttl(n) for n in (50, 400, 3732, 20000)] == [0, 15, 300, 600]
+
+    facts = cloud.make_cloud(1, np.random.default_rng(2))[0]
+    node = ops.node_manifest(facts, ttl=300)
+    assert node["metadata"]["annotations"][ops.TTL_ANNOTATION] == "300"
+    assert node["status"]["allocatable"]["nvidia.com/gpu"] == str(facts.gpu_count)
+
+    dj = ops.dj_manifest(7, np.random.default_rng(0))
+    spec = DistillationJobSpec.model_validate(dj["spec"])
+    assert dj["metadata"]["name"] == "dj-007" and spec.teachers[0].name == ops.TEACHER
+
+    pod = {"metadata": {"uid": "u1"}, "spec": {"containers": [{"name": "stage", "image": "img"}]}}
+    status = ops.completed_pod_status(pod, '{"ok": true}')
+    term = status["containerStatuses"][0]["state"]["terminated"]
+    assert status["phase"] == "Succeeded" and term["exitCode"] == 0 and term["message"] == '{"ok": true}'
+
+
+def test_operator_scale_audit_parsing() -> None:
+    def event(audit_id: str, when: str, user: str, agent: str, verb: str, resource: str | None) -> str:
+        body: dict[str, object] = {
+            "auditID": audit_id,
+            "stage": "ResponseComplete",
+            "requestReceivedTimestamp": when,
+            "user": {"username": user},
+            "userAgent": agent,
+            "verb": verb,
+            "requestURI": "/api",
+        }
+        if resource:
+            body["objectRef"] = {"resource": resource}
+        return json.dumps(body)
+
+    kcm = "kube-controller-manager/v1.37.2 (linux/amd64) kubernetes/abc/job-controller"
+    lines = [
+        event("a", "2026-01-01T00:00:01.000000Z", ops.OPERATOR_USER, "kopf", "create", "jobs"),
+        event("a", "2026-01-01T00:00:01.000000Z", ops.OPERATOR_USER, "kopf", "create", "jobs"),  # same ID
+        event("b", "2026-01-01T00:00:03.000000Z", ops.OPERATOR_USER, "kopf", "get", None),
+        event("c", "2026-01-01T00:00:02.000000Z", "admin", kcm, "update", "jobs"),
+        "not json",
+    ]
+    requests = ops.audit_requests(lines)
+    assert {r.actor for r in requests.values()} == {"operator", "kcm:job-controller"}
+    t0 = requests["a"].time
+    summary = ops.summarise(requests.values(), [("first", t0, t0 + 1.5), ("all", t0, t0 + 10)])
+    assert summary["total"] == 2 and summary["byPhase"]["first"]["byVerbResource"] == {"create jobs": 1}
+    assert summary["byPhase"]["all"]["byVerbResource"] == {"create jobs": 1, "get /api": 1}
+    activity = ops.control_plane_activity(requests.values(), [("all", t0, t0 + 10)])
+    assert activity["all"] == {"total": 1, "top": {"kcm:job-controller update jobs": 1}}
+
+    latencies = ops.transition_latencies({"x": 0.0, "y": 1.0}, {"x": 1.0, "y": 2.5}, {"x": 1.5})
+    assert latencies["measured"] == 1 and latencies["missing"] == ["y"]
+    assert latencies["podCompletedToNextJob"]["median"] == 1.5
+    assert latencies["jobCompleteToNextJob"]["median"] == 0.5
