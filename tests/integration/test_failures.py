@@ -4,8 +4,8 @@ The operator runs as a real ``kopf run`` process under the chart's ServiceAccoun
 the scheduler are the real ones; the test kubelet plays the node. What a stage pod does is decided per
 attempt by the test (``intercept``: an exit code and reason such as OOMKilled, or a scripted result), or
 the stage program really runs. Each case stops at the stage that fails, so it takes seconds: a stage pod
-that exits non-zero, is OOMKilled, cannot pull its image, cannot be scheduled (fewer GPUs than the train
-Job asks for) or is bound to a node whose kubelet never starts it is shown in the DistillationJob's
+that exits non-zero, is OOMKilled, cannot pull its image, cannot be scheduled (the train Job asks for more
+GPUs than are free) or is bound to a node whose kubelet never starts it is shown in the DistillationJob's
 conditions with the pod's reason and message; the Job's retries (``spec.retries.backoffLimit``) happen
 and are counted there; then the job is Failed with the last failure's details, and its status stops
 changing.
@@ -35,6 +35,13 @@ pytest_plugins = ["support.operator"]
 LABEL_STAGE = "stratos.io/stage"
 LABEL_CANDIDATE = "stratos.io/candidate"
 DJ_PATH = "/apis/stratos.io/v1alpha1/namespaces/{ns}/distillationjobs/{name}"
+RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 # What each stage program reports when it succeeds (enough for the stage machine to move on).
 RESULTS: dict[str, dict[str, Any]] = {
@@ -60,7 +67,7 @@ RESULTS: dict[str, dict[str, Any]] = {
         "completionTokens": 0,
         "costUSD": 0.0,
     },
-    "train": {"ok": True, "steps": 4, "seconds": 1.0, "trainLoss": 1.5},
+    "train": {"ok": True, "steps": 4, "seconds": 1.0, "trainLoss": 1.5, "mergedPath": "merged"},
     "evaluate": {"ok": True, "accuracy": 0.5, "samples": 6, "correct": 3},
 }
 
@@ -346,7 +353,7 @@ def test_an_image_that_cannot_be_pulled_shows_in_the_conditions_until_it_can(
     wait_condition(api, namespace, "pull", "TeacherSelected", lambda c: c["status"] == "True", timeout=30)
 
 
-def test_a_train_pod_asking_for_more_gpus_than_the_node_has_is_shown_unschedulable(
+def test_a_train_pod_asking_for_more_gpus_than_are_free_is_shown_unschedulable(
     operator: OperatorProcess,
     control_plane: ControlPlane,
     namespace: str,
@@ -354,11 +361,30 @@ def test_a_train_pod_asking_for_more_gpus_than_the_node_has_is_shown_unschedulab
     fake_kubelet: FakeKubelet,
     api: Any,
 ) -> None:
-    """GPU Feature Discovery says 2 GPUs, the device plugin offers 1 (one GPU failed): the train Job asks
-    for 2 and the scheduler cannot place it; the Trained condition says so in the scheduler's words."""
+    """A 2-GPU node where another workload holds one GPU: the probe (1 GPU) runs, the train Job asks for
+    both GPUs and the scheduler cannot place it; the Trained condition says so in the scheduler's words."""
     fake_kubelet.intercept = Scripted(lambda stage, attempt: succeeded(stage))
     node = f"{namespace}-gpu"
-    gpu_node(gpu_nodes, fake_kubelet, node, namespace, labels={"nvidia.com/gpu.count": "2"}, gpus=1)
+    gpu_node(gpu_nodes, fake_kubelet, node, namespace, labels={"nvidia.com/gpu.count": "2"}, gpus=2)
+    squatter = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "someone-elses-job"},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "python:3.11-slim",
+                    "command": ["sleep", "600"],
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                    "securityContext": RESTRICTED,
+                }
+            ],
+        },
+    }
+    rest(api, "POST", f"/api/v1/namespaces/{namespace}/pods", body=squatter)
     apply(control_plane, namespace, small_job("gpus", namespace))
     cond = wait_condition(
         api, namespace, "gpus", "Trained", lambda c: "unschedulable" in c.get("message", ""), timeout=90
