@@ -80,8 +80,10 @@ def local_path(uri: str, *, data_root: str | None = None) -> Path | None:
         return BUILTIN_DIR / rest
     if scheme in ("s3", "hf"):
         return None
-    raise DataSourceError(uri, f"unsupported URI scheme {scheme!r}; use a path, file://, s3://, hf://, "
-                               "configmap:// or builtin://")
+    raise DataSourceError(
+        uri,
+        f"unsupported URI scheme {scheme!r}; use a path, file://, s3://, hf://, configmap:// or builtin://",
+    )
 
 
 def _read_local(uri: str, path: Path) -> str:
@@ -181,8 +183,9 @@ def _hf_rows(uri: str) -> Iterator[tuple[int, Row]]:
     try:
         import datasets
     except ImportError:
-        raise DataSourceError(uri, "hf:// datasets need the 'datasets' package (pip install datasets)"
-                              ) from None
+        raise DataSourceError(
+            uri, "hf:// datasets need the 'datasets' package (pip install datasets)"
+        ) from None
     try:
         table = datasets.load_dataset(repo, config, split=split)
     except Exception as e:  # network, missing repo, missing split: all become one readable error

@@ -115,7 +115,11 @@ def activation_bytes(
 
 
 def training_memory_breakdown(
-    facts: ModelFacts, *, sequence_length: int, micro_batch_size: int, lora_rank: int,
+    facts: ModelFacts,
+    *,
+    sequence_length: int,
+    micro_batch_size: int,
+    lora_rank: int,
     gradient_checkpointing: bool,
 ) -> dict[str, float]:
     """The terms of :func:`training_memory_gib`, in bytes (before slack and context)."""
@@ -124,7 +128,9 @@ def training_memory_breakdown(
         "weights": BF16_BYTES * facts.parameters,
         "adapter": LORA_BYTES_PER_PARAM * facts.lora_parameters(lora_rank),
         "activations": activation_bytes(
-            facts, sequence_length=sequence_length, micro_batch_size=micro_batch_size,
+            facts,
+            sequence_length=sequence_length,
+            micro_batch_size=micro_batch_size,
             gradient_checkpointing=gradient_checkpointing,
         ),
         "logits": LOGITS_BYTES * sequence_length * micro_batch_size * facts.vocab_size,
@@ -132,7 +138,11 @@ def training_memory_breakdown(
 
 
 def training_memory_gib(
-    facts: ModelFacts, *, sequence_length: int, micro_batch_size: int, lora_rank: int,
+    facts: ModelFacts,
+    *,
+    sequence_length: int,
+    micro_batch_size: int,
+    lora_rank: int,
     gradient_checkpointing: bool,
 ) -> float:
     """Per-GPU memory for LoRA training: (weights + adapter + activations + logits) * 1.1 + 1 GiB.
@@ -141,7 +151,10 @@ def training_memory_gib(
     the figure is per GPU whatever the GPU count.
     """
     parts = training_memory_breakdown(
-        facts, sequence_length=sequence_length, micro_batch_size=micro_batch_size, lora_rank=lora_rank,
+        facts,
+        sequence_length=sequence_length,
+        micro_batch_size=micro_batch_size,
+        lora_rank=lora_rank,
         gradient_checkpointing=gradient_checkpointing,
     )
     return _with_overhead(sum(parts.values()))
@@ -166,7 +179,12 @@ def training_flops(facts: ModelFacts, *, tokens: float, gradient_checkpointing: 
 
 
 def training_time_hours(
-    facts: ModelFacts, gpu: GPULike, gpu_count: int, *, tokens: float, mfu: float,
+    facts: ModelFacts,
+    gpu: GPULike,
+    gpu_count: int,
+    *,
+    tokens: float,
+    mfu: float,
     gradient_checkpointing: bool = True,
 ) -> float:
     """t = c*N*tokens / (gpu_count * bf16_dense_tflops*1e12 * mfu) / 3600; c = 4, 6 with checkpointing."""

@@ -151,8 +151,15 @@ class ModelFacts:
     def __post_init__(self) -> None:
         if not self.parameters > 0:
             raise ValueError(f"parameters must be > 0, got {self.parameters}")
-        for name in ("layers", "hidden_size", "vocab_size", "num_attention_heads", "num_key_value_heads",
-                     "intermediate_size", "head_dim"):
+        for name in (
+            "layers",
+            "hidden_size",
+            "vocab_size",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "intermediate_size",
+            "head_dim",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_key_value_heads > self.num_attention_heads:
@@ -178,8 +185,12 @@ class ModelFacts:
         (up, down for a non-gated MLP).
         """
         h, i = self.hidden_size, self.intermediate_size
-        targets = [("q_proj", h, self.q_dim), ("k_proj", h, self.kv_dim), ("v_proj", h, self.kv_dim),
-                   ("o_proj", self.q_dim, h)]
+        targets = [
+            ("q_proj", h, self.q_dim),
+            ("k_proj", h, self.kv_dim),
+            ("v_proj", h, self.kv_dim),
+            ("o_proj", self.q_dim, h),
+        ]
         if self.gated_mlp:
             targets.append(("gate_proj", h, i))
         targets += [("up_proj", h, i), ("down_proj", i, h)]
@@ -218,8 +229,7 @@ class ModelFacts:
         ``text_config`` (multimodal wrappers) is used when the top level has no shape. The parameter
         count is computed from the shape unless ``parameters`` is given.
         """
-        config = (dict(path_or_dict) if isinstance(path_or_dict, Mapping)
-                  else read_config_json(path_or_dict))
+        config = dict(path_or_dict) if isinstance(path_or_dict, Mapping) else read_config_json(path_or_dict)
         return _facts_from_config(config, parameters)
 
 
@@ -253,8 +263,16 @@ def _facts_from_config(config: Mapping[str, Any], parameters: float | None) -> M
     hidden = _first(config, "hidden_size", "n_embd", "d_model")
     heads = _first(config, "num_attention_heads", "n_head", "num_heads")
     vocab = config.get("vocab_size")
-    missing = [k for k, v in (("layers", layers), ("hidden size", hidden), ("attention heads", heads),
-                              ("vocab_size", vocab)) if v is None]
+    missing = [
+        k
+        for k, v in (
+            ("layers", layers),
+            ("hidden size", hidden),
+            ("attention heads", heads),
+            ("vocab_size", vocab),
+        )
+        if v is None
+    ]
     if layers is None or hidden is None or heads is None or vocab is None:
         raise ValueError(f"config.json lacks {', '.join(missing)}")
     layers, hidden, heads, vocab = int(layers), int(hidden), int(heads), int(vocab)
@@ -270,15 +288,29 @@ def _facts_from_config(config: Mapping[str, Any], parameters: float | None) -> M
     tie = bool(tie) if tie is not None else model_type not in _UNTIED_BY_DEFAULT
     positions = int(config.get("n_positions") or 0)
     counted = count_parameters(
-        layers=layers, hidden_size=hidden, vocab_size=vocab, num_attention_heads=heads,
-        num_key_value_heads=kv_heads, intermediate_size=intermediate, head_dim=head_dim,
-        tie_embeddings=tie, gated_mlp=gated, position_embeddings=positions,
+        layers=layers,
+        hidden_size=hidden,
+        vocab_size=vocab,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate,
+        head_dim=head_dim,
+        tie_embeddings=tie,
+        gated_mlp=gated,
+        position_embeddings=positions,
     )
     return ModelFacts(
         parameters=float(parameters) if parameters is not None else float(counted),
-        layers=layers, hidden_size=hidden, vocab_size=vocab, num_attention_heads=heads,
-        num_key_value_heads=kv_heads, intermediate_size=intermediate, head_dim=head_dim,
-        tie_embeddings=tie, gated_mlp=gated, basis=f"config.json ({model_type or 'unknown model_type'})",
+        layers=layers,
+        hidden_size=hidden,
+        vocab_size=vocab,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate,
+        head_dim=head_dim,
+        tie_embeddings=tie,
+        gated_mlp=gated,
+        basis=f"config.json ({model_type or 'unknown model_type'})",
     )
 
 
@@ -287,9 +319,13 @@ def _facts_from_config(config: Mapping[str, Any], parameters: float | None) -> M
 
 def reference_parameters(shape: _Shape) -> int:
     return count_parameters(
-        layers=shape.layers, hidden_size=shape.hidden_size, vocab_size=shape.vocab_size,
-        num_attention_heads=shape.num_attention_heads, num_key_value_heads=shape.num_key_value_heads,
-        intermediate_size=shape.intermediate_size, tie_embeddings=shape.tie_embeddings,
+        layers=shape.layers,
+        hidden_size=shape.hidden_size,
+        vocab_size=shape.vocab_size,
+        num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads,
+        intermediate_size=shape.intermediate_size,
+        tie_embeddings=shape.tie_embeddings,
     )
 
 
@@ -320,9 +356,14 @@ def infer_facts(
     intermediate_size: int | None = None,
 ) -> ModelFacts:
     """Complete a partial shape with the rules of thumb in the module docstring."""
-    given = {"layers": layers, "hidden_size": hidden_size, "vocab_size": vocab_size,
-             "num_attention_heads": num_attention_heads, "num_key_value_heads": num_key_value_heads,
-             "intermediate_size": intermediate_size}
+    given = {
+        "layers": layers,
+        "hidden_size": hidden_size,
+        "vocab_size": vocab_size,
+        "num_attention_heads": num_attention_heads,
+        "num_key_value_heads": num_key_value_heads,
+        "intermediate_size": intermediate_size,
+    }
     if parameters is None:
         unknown = [k for k, v in given.items() if v is None and k in ("layers", "hidden_size", "vocab_size")]
         if unknown:
@@ -342,9 +383,7 @@ def _complete(parameters: float, given: dict[str, int | None], *, count_from_sha
         snap = False
     else:
         ref, snap = nearest_reference(n)
-    hidden = given["hidden_size"] or (
-        ref.hidden_size if snap else _round_to(math.cbrt(128 * n / 13), 64)
-    )
+    hidden = given["hidden_size"] or (ref.hidden_size if snap else _round_to(math.cbrt(128 * n / 13), 64))
     same_width = snap and hidden == ref.hidden_size
     heads = given["num_attention_heads"] or (
         ref.num_attention_heads if same_width else _default_heads(hidden)
@@ -373,8 +412,13 @@ def _complete(parameters: float, given: dict[str, int | None], *, count_from_sha
 
     def count(layers: int) -> int:
         return count_parameters(
-            layers=layers, hidden_size=hidden, vocab_size=vocab, num_attention_heads=heads,
-            num_key_value_heads=kv_heads, intermediate_size=intermediate, head_dim=head_dim,
+            layers=layers,
+            hidden_size=hidden,
+            vocab_size=vocab,
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            intermediate_size=intermediate,
+            head_dim=head_dim,
             tie_embeddings=tie,
         )
 
@@ -396,7 +440,15 @@ def _complete(parameters: float, given: dict[str, int | None], *, count_from_sha
     else:
         basis = "LLaMA-3-like proportions (h = cbrt(128 N / 13))"
     return ModelFacts(
-        parameters=n, layers=layers, hidden_size=hidden, vocab_size=vocab, num_attention_heads=heads,
-        num_key_value_heads=kv_heads, intermediate_size=intermediate, head_dim=head_dim,
-        tie_embeddings=tie, basis=basis, inferred=inferred,
+        parameters=n,
+        layers=layers,
+        hidden_size=hidden,
+        vocab_size=vocab,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=intermediate,
+        head_dim=head_dim,
+        tie_embeddings=tie,
+        basis=basis,
+        inferred=inferred,
     )

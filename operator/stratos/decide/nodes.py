@@ -324,6 +324,12 @@ def gather_candidates(
 
 def _unknown_latency(facts: NodeFacts) -> NodeFacts:
     return NodeFacts(
-        facts.name, facts.gpu, facts.gpu_count, facts.gpu_memory_gib, facts.hourly_cost, 0.0,
-        facts.region, latency_known=False,
+        facts.name,
+        facts.gpu,
+        facts.gpu_count,
+        facts.gpu_memory_gib,
+        facts.hourly_cost,
+        0.0,
+        facts.region,
+        latency_known=False,
     )

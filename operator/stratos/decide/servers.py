@@ -296,7 +296,11 @@ def _column(nodes: list[NodeFacts], attr: str) -> FloatArray:
 
 
 def _build_grid(
-    nodes: list[NodeFacts], index: IntArray, cost: FloatArray, latency: FloatArray, hardware: FloatArray,
+    nodes: list[NodeFacts],
+    index: IntArray,
+    cost: FloatArray,
+    latency: FloatArray,
+    hardware: FloatArray,
     cost_window: float,
 ) -> _Grid:
     k = grid_size(float(cost.max() - cost.min()), cost_window)

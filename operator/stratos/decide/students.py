@@ -104,7 +104,10 @@ def hardware_fit(
     default (``gpu_memory_utilization``); with ``serving=False`` only training is checked.
     """
     train = training_memory_gib(
-        facts, sequence_length=sequence_length, micro_batch_size=micro_batch_size, lora_rank=lora_rank,
+        facts,
+        sequence_length=sequence_length,
+        micro_batch_size=micro_batch_size,
+        lora_rank=lora_rank,
         gradient_checkpointing=gradient_checkpointing,
     )
     serve = serving_memory_gib(facts, context_length=context_length, batch=serving_batch) if serving else 0.0
@@ -115,9 +118,7 @@ def hardware_fit(
         problems.append(f"LoRA training needs {need} GiB, has {have} GiB")
     if serving and serve > usable:
         need, have = _gib_pair(serve, usable)
-        problems.append(
-            f"serving needs {need} GiB, has {have} GiB usable of {gpu_memory_gib:.1f} GiB"
-        )
+        problems.append(f"serving needs {need} GiB, has {have} GiB usable of {gpu_memory_gib:.1f} GiB")
     if problems:
         reason = f"exceeds the selected server's memory ({'; '.join(problems)})"
     else:
@@ -195,10 +196,15 @@ class StudentVerdict:
     def status_fields(self) -> dict[str, Any]:
         """The fields status.student.candidates[] has (snake_case attribute names)."""
         return {
-            "name": self.name, "parameters": self.parameters, "accuracy": self.accuracy,
-            "training_time_hours": self.training_time_hours, "tokens_per_second": self.tokens_per_second,
-            "training_memory_gib": self.training_memory_gib, "serving_memory_gib": self.serving_memory_gib,
-            "score": self.score, "verdict": self.verdict,
+            "name": self.name,
+            "parameters": self.parameters,
+            "accuracy": self.accuracy,
+            "training_time_hours": self.training_time_hours,
+            "tokens_per_second": self.tokens_per_second,
+            "training_memory_gib": self.training_memory_gib,
+            "serving_memory_gib": self.serving_memory_gib,
+            "score": self.score,
+            "verdict": self.verdict,
         }
 
 
@@ -234,9 +240,7 @@ def _normalise(values: Sequence[float], *, constant: float) -> list[float]:
 def _requirement_problems(c: StudentAssessment, max_training_hours: float, min_tps: float) -> list[str]:
     problems = []
     if c.training_time_hours > max_training_hours + _EPS:
-        problems.append(
-            f"training time {_num(c.training_time_hours)} h exceeds {_num(max_training_hours)} h"
-        )
+        problems.append(f"training time {_num(c.training_time_hours)} h exceeds {_num(max_training_hours)} h")
     if c.tokens_per_second < min_tps - _EPS:
         problems.append(f"throughput {c.tokens_per_second:.0f} tok/s below {_num(min_tps)}")
     return problems
@@ -270,7 +274,8 @@ def select_student(
             dropped[c.name] = ("not-probed", "no probe accuracy (the student-probe did not report)")
         elif c.accuracy < min_accuracy - _EPS:
             dropped[c.name] = (
-                "accuracy", f"accuracy below threshold ({_num(c.accuracy)} < {_num(min_accuracy)})"
+                "accuracy",
+                f"accuracy below threshold ({_num(c.accuracy)} < {_num(min_accuracy)})",
             )
         elif problems := _requirement_problems(c, max_training_hours, min_tokens_per_second):
             dropped[c.name] = ("requirements", "; ".join(problems))
@@ -308,12 +313,20 @@ def select_student(
                 verdict = f"same score as {winner.name} ({score:.2f}); {_tie_reason(c, winner)}"
             else:
                 verdict = f"lower score ({score:.2f} vs {best:.2f})"
-        verdicts.append(StudentVerdict(
-            name=c.name, parameters=c.parameters, accuracy=c.accuracy,
-            training_time_hours=c.training_time_hours, tokens_per_second=c.tokens_per_second,
-            training_memory_gib=c.training_memory_gib, serving_memory_gib=c.serving_memory_gib,
-            score=score, verdict=verdict, outcome=outcome,
-        ))
+        verdicts.append(
+            StudentVerdict(
+                name=c.name,
+                parameters=c.parameters,
+                accuracy=c.accuracy,
+                training_time_hours=c.training_time_hours,
+                tokens_per_second=c.tokens_per_second,
+                training_memory_gib=c.training_memory_gib,
+                serving_memory_gib=c.serving_memory_gib,
+                score=score,
+                verdict=verdict,
+                outcome=outcome,
+            )
+        )
 
     if winner is None:
         if not cands:

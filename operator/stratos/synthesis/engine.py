@@ -368,9 +368,8 @@ class Progress:
     def line(target: int, kept: int, real: int, synthetic: int, rejected: Counter[str]) -> str:
         total = sum(rejected.values())
         reasons = ", ".join(f"{r} {n}" for r, n in rejected.most_common())
-        return (
-            f"synthesize: {kept}/{target} kept ({real} real, {synthetic} synthetic), {total} rejected"
-            + (f" ({reasons})" if reasons else "")
+        return f"synthesize: {kept}/{target} kept ({real} real, {synthetic} synthetic), {total} rejected" + (
+            f" ({reasons})" if reasons else ""
         )
 
     def tick(self, make_line: Callable[[], str], *, force: bool = False) -> None:

@@ -77,7 +77,7 @@ def answer_span(text: str) -> str | None:
     if hashes:
         candidates.append((hashes[-1].start(), _clean(hashes[-1].group(1))))
     for m in reversed(list(_PHRASE.finditer(plain))):
-        rest = plain[m.end():].lstrip()
+        rest = plain[m.end() :].lstrip()
         end = _SENTENCE_END.search(rest)
         span = _clean(rest[: end.start()] if end else rest)
         if span:
@@ -178,4 +178,4 @@ def answer_tails(text: str) -> list[str]:
     too tight; callers take the first tail that starts with an answer.
     """
     plain = strip_thinking(text).translate(_MARKDOWN)
-    return [plain[m.end():] for m in reversed(list(_PHRASE.finditer(plain)))]
+    return [plain[m.end() :] for m in reversed(list(_PHRASE.finditer(plain)))]

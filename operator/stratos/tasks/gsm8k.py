@@ -44,18 +44,38 @@ class GSM8KTask(JsonlTask):
     name = "gsm8k"
     system_prompt = SYSTEM_PROMPT
 
-    def __init__(self, *, train_uri: str = DEFAULT_TRAIN_URI, test_uri: str | None = DEFAULT_TEST_URI,
-                 data_root: str | None = None, seed: int = 0, question_field: str = "question",
-                 answer_field: str = "answer", holdout: float = 0.1):
-        super().__init__(train_uri=train_uri, test_uri=test_uri, prompt_field=question_field,
-                         answer_field=answer_field, verifier="numeric", data_root=data_root, seed=seed,
-                         holdout=holdout)
+    def __init__(
+        self,
+        *,
+        train_uri: str = DEFAULT_TRAIN_URI,
+        test_uri: str | None = DEFAULT_TEST_URI,
+        data_root: str | None = None,
+        seed: int = 0,
+        question_field: str = "question",
+        answer_field: str = "answer",
+        holdout: float = 0.1,
+    ):
+        super().__init__(
+            train_uri=train_uri,
+            test_uri=test_uri,
+            prompt_field=question_field,
+            answer_field=answer_field,
+            verifier="numeric",
+            data_root=data_root,
+            seed=seed,
+            holdout=holdout,
+        )
 
     def make_sample(self, uri: str, split: str, index: int, line: int, row: dict[str, Any]) -> Sample:
         for f in (self.prompt_field, self.answer_field):
             if f not in row:
-                raise DataSourceError(uri, f"row has no field {f!r} (fields: {', '.join(sorted(row))})",
-                                      line=line)
+                raise DataSourceError(
+                    uri, f"row has no field {f!r} (fields: {', '.join(sorted(row))})", line=line
+                )
         solution, answer = parse_solution(uri, line, row[self.answer_field])
-        return Sample(id=f"gsm8k-{split}-{index:05d}", question=str(row[self.prompt_field]).strip(),
-                      answer=answer, meta={"solution": solution, "line": line})
+        return Sample(
+            id=f"gsm8k-{split}-{index:05d}",
+            question=str(row[self.prompt_field]).strip(),
+            answer=answer,
+            meta={"solution": solution, "line": line},
+        )

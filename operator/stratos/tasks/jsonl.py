@@ -75,9 +75,19 @@ class JsonlTask(Task):
 
     name = "jsonl"
 
-    def __init__(self, *, train_uri: str, test_uri: str | None = None, prompt_field: str = "prompt",
-                 answer_field: str = "answer", verifier: str = "exact", pattern: str | None = None,
-                 data_root: str | None = None, seed: int = 0, holdout: float = 0.1):
+    def __init__(
+        self,
+        *,
+        train_uri: str,
+        test_uri: str | None = None,
+        prompt_field: str = "prompt",
+        answer_field: str = "answer",
+        verifier: str = "exact",
+        pattern: str | None = None,
+        data_root: str | None = None,
+        seed: int = 0,
+        holdout: float = 0.1,
+    ):
         if verifier not in VERIFIERS:
             raise ValueError(f"unknown verifier {verifier!r}; expected one of {', '.join(VERIFIERS)}")
         self.train_uri = train_uri
@@ -107,20 +117,27 @@ class JsonlTask(Task):
             prompt = field_value(row, self.prompt_field)
             answer = field_value(row, self.answer_field)
         except KeyError as e:
-            raise DataSourceError(uri, f"row has no field {e.args[0]!r} (fields: {', '.join(sorted(row))})",
-                                  line=line) from None
+            raise DataSourceError(
+                uri, f"row has no field {e.args[0]!r} (fields: {', '.join(sorted(row))})", line=line
+            ) from None
         text = _answer_text(answer).strip()
         if self.verifier == "numeric":
             value = parse_number(text.rpartition("####")[2])
             if value is None:
                 raise DataSourceError(uri, f"answer {text[:60]!r} is not a number", line=line)
             text = format_number(value)
-        return Sample(id=f"{self.name}-{split}-{index:05d}", question=str(prompt).strip(), answer=text,
-                      meta={"line": line})
+        return Sample(
+            id=f"{self.name}-{split}-{index:05d}",
+            question=str(prompt).strip(),
+            answer=text,
+            meta={"line": line},
+        )
 
     def _read(self, uri: str, split: str) -> list[Sample]:
-        samples = [self.make_sample(uri, split, i, line, row)
-                   for i, (line, row) in enumerate(iter_records(uri, data_root=self.data_root))]
+        samples = [
+            self.make_sample(uri, split, i, line, row)
+            for i, (line, row) in enumerate(iter_records(uri, data_root=self.data_root))
+        ]
         if not samples:
             raise DataSourceError(uri, "no rows")
         return samples
@@ -132,8 +149,9 @@ class JsonlTask(Task):
             if self.test_uri:
                 self._cache[split] = self._read(self.train_uri if split == "train" else self.test_uri, split)
             else:
-                train, test = split_holdout(self._read(self.train_uri, "train"), fraction=self.holdout,
-                                            seed=self.seed)
+                train, test = split_holdout(
+                    self._read(self.train_uri, "train"), fraction=self.holdout, seed=self.seed
+                )
                 self._cache.update(train=train, test=test)
         return list(self._cache[split])
 

@@ -266,7 +266,7 @@ def parse_new_hand(text: str) -> list[int] | None:
     m = _NEW_HAND.search(text or "")
     if not m:
         return None
-    tiles = _first_run(text[m.end():m.end() + 200])
+    tiles = _first_run(text[m.end() : m.end() + 200])
     if len(tiles) != 13 or max(counts_of(tiles)) > MAX_COPIES:
         return None
     return tiles if winning_tiles(tiles) else None

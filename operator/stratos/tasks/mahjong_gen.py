@@ -88,8 +88,13 @@ def generate_hand(rng: random.Random, *, bucket: int | None = None) -> tuple[lis
     return hand, waits
 
 
-def generate_hands(seed: int, stream: str, n: int, *, exclude: set[tuple[int, ...]] | None = None,
-                   ) -> list[tuple[list[int], list[int]]]:
+def generate_hands(
+    seed: int,
+    stream: str,
+    n: int,
+    *,
+    exclude: set[tuple[int, ...]] | None = None,
+) -> list[tuple[list[int], list[int]]]:
     """`n` distinct hands from the named stream ('train', 'test'), none of them in `exclude`.
 
     Each stream has its own generator seeded from (seed, stream), so growing one split never

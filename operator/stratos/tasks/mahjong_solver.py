@@ -53,7 +53,7 @@ def _suit_with_pair(c: SuitCounts) -> bool:
     """Whether 9 counts of one suit split into one pair plus melds."""
     for i in range(9):
         if c[i] >= 2:
-            rest = (*c[:i], c[i] - 2, *c[i + 1:])
+            rest = (*c[:i], c[i] - 2, *c[i + 1 :])
             if _suit_melds(rest):
                 return True
     return False
@@ -63,7 +63,7 @@ def is_complete(counts: Sequence[int]) -> bool:
     """Whether the tiles (3n+2 of them, normally 14) form melds plus exactly one pair."""
     pairs = 0
     for s in range(3):
-        c = tuple(counts[9 * s: 9 * s + 9])
+        c = tuple(counts[9 * s : 9 * s + 9])
         r = sum(c) % 3
         if r == 1:
             return False
@@ -91,7 +91,7 @@ def _suit_waits(c: SuitCounts) -> tuple[tuple[int, ...], tuple[int, ...]]:
     for r in range(9):
         if c[r] >= MAX_COPIES:
             continue
-        n = (*c[:r], c[r] + 1, *c[r + 1:])
+        n = (*c[:r], c[r] + 1, *c[r + 1 :])
         k = sum(n) % 3
         if k == 0 and _suit_melds(n):
             melds.append(r)
@@ -120,7 +120,7 @@ def winning_tiles(hand: Iterable[int]) -> list[int]:
     counts = counts_of(hand)
     if any(n > MAX_COPIES for n in counts):
         raise ValueError(f"more than {MAX_COPIES} copies of a tile in {format_tiles(tiles_of(counts))}")
-    suits = [tuple(counts[9 * s: 9 * s + 9]) for s in range(3)]
+    suits = [tuple(counts[9 * s : 9 * s + 9]) for s in range(3)]
     honour_states = {0: "m", 3: "m", 2: "p"}
     states = [_state(c) for c in suits] + [honour_states.get(counts[h], "x") for h in HONOURS]
     bad = states.count("x")

@@ -25,8 +25,15 @@ _DRAGONS = [chr(0x1F004), chr(0x1F005), chr(0x1F006)]  # 🀄🀅🀆 (red, gree
 
 GLYPHS: tuple[str, ...] = tuple(_MAN + _PIN + _SOU + _WINDS + _DRAGONS)
 _INDEX = {g: i for i, g in enumerate(GLYPHS)}
-_HONOUR_NAMES = ("East wind", "South wind", "West wind", "North wind",
-                 "Red dragon", "Green dragon", "White dragon")
+_HONOUR_NAMES = (
+    "East wind",
+    "South wind",
+    "West wind",
+    "North wind",
+    "Red dragon",
+    "Green dragon",
+    "White dragon",
+)
 # Compact notation some models fall back to: 1m..9m, 1p..9p, 1s..9s, 1z..7z (E S W N, red green white
 # in the order of our index layout).
 _COMPACT = re.compile(r"(?<![0-9A-Za-z])([1-9]+)([mpsz])(?![A-Za-z0-9])")
@@ -103,10 +110,12 @@ def canonical_answer(tiles: Iterable[int]) -> str:
 
 def legend() -> str:
     """One line per tile family, so a prompt can teach what the glyphs mean."""
-    return "\n".join([
-        f"- {''.join(_MAN)} are 1 to 9 of characters",
-        f"- {''.join(_PIN)} are 1 to 9 of dots",
-        f"- {''.join(_SOU)} are 1 to 9 of bamboo",
-        f"- {''.join(_WINDS)} are the East, South, West and North winds",
-        f"- {''.join(_DRAGONS)} are the red, green and white dragons",
-    ])
+    return "\n".join(
+        [
+            f"- {''.join(_MAN)} are 1 to 9 of characters",
+            f"- {''.join(_PIN)} are 1 to 9 of dots",
+            f"- {''.join(_SOU)} are 1 to 9 of bamboo",
+            f"- {''.join(_WINDS)} are the East, South, West and North winds",
+            f"- {''.join(_DRAGONS)} are the red, green and white dragons",
+        ]
+    )

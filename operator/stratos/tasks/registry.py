@@ -47,12 +47,14 @@ def build_task(task_spec: Any, *, data_root: str | None = None) -> Task:
     seed = int(_get(task_spec, "seed", 0))
     dataset = _get(task_spec, "dataset")
     if builtin == "mahjong":
-        return MahjongTask(seed=seed, train_size=_get(task_spec, "train_size"),
-                           test_size=_get(task_spec, "test_size"))
+        return MahjongTask(
+            seed=seed, train_size=_get(task_spec, "train_size"), test_size=_get(task_spec, "test_size")
+        )
     if builtin == "gsm8k":
         if dataset is None:
-            return GSM8KTask(train_uri=DEFAULT_TRAIN_URI, test_uri=DEFAULT_TEST_URI, data_root=data_root,
-                             seed=seed)
+            return GSM8KTask(
+                train_uri=DEFAULT_TRAIN_URI, test_uri=DEFAULT_TEST_URI, data_root=data_root, seed=seed
+            )
         prompt_field = _get(dataset, "prompt_field", "prompt")
         return GSM8KTask(
             train_uri=_get(dataset, "train"),

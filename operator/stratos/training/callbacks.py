@@ -52,29 +52,52 @@ class ProgressLogger(TrainerCallback):
         self.started = time.monotonic()
         self.first_step: int | None = None
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self.started = time.monotonic()
         self.first_step = state.global_step
         resumed = f", resuming at step {state.global_step}" if state.global_step else ""
-        log.info("%s: training %d steps (batch %d x %d accumulation)%s", self.algorithm, state.max_steps,
-                 args.per_device_train_batch_size, args.gradient_accumulation_steps, resumed)
+        log.info(
+            "%s: training %d steps (batch %d x %d accumulation)%s",
+            self.algorithm,
+            state.max_steps,
+            args.per_device_train_batch_size,
+            args.gradient_accumulation_steps,
+            resumed,
+        )
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not logs or "loss" not in logs or not state.is_world_process_zero:
             return
         elapsed = time.monotonic() - self.started
         done = state.global_step - (self.first_step or 0)
         remaining = state.max_steps - state.global_step
         eta = elapsed / done * remaining if done > 0 else 0.0
-        extra = "".join(f" {k} {logs[k]:.4g}" for k in ("reward", "grad_norm")
-                        if isinstance(logs.get(k), float))
+        extra = "".join(
+            f" {k} {logs[k]:.4g}" for k in ("reward", "grad_norm") if isinstance(logs.get(k), float)
+        )
         lr = logs.get("learning_rate")
         lr_text = f" lr {lr:.2e}" if isinstance(lr, float) else ""
         pct = 100 * state.global_step / state.max_steps if state.max_steps else 0.0
-        log.info("step %d/%d (%.0f%%) loss %.4f%s%s elapsed %s eta %s", state.global_step, state.max_steps,
-                 pct, float(logs["loss"]), lr_text, extra, _clock(elapsed), _clock(eta))
+        log.info(
+            "step %d/%d (%.0f%%) loss %.4f%s%s elapsed %s eta %s",
+            state.global_step,
+            state.max_steps,
+            pct,
+            float(logs["loss"]),
+            lr_text,
+            extra,
+            _clock(elapsed),
+            _clock(eta),
+        )
 
 
 class StopAndSave(TrainerCallback):
@@ -92,13 +115,15 @@ class StopAndSave(TrainerCallback):
         """Ask for a stop at the next step end (safe to call from a signal handler)."""
         self._stop_requested = True
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self._began = time.monotonic()
         self._steps = 0
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    **kwargs: Any) -> None:
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self._steps += 1
         now = time.monotonic()
         step_seconds = (now - (self._began or now)) / self._steps
@@ -111,7 +136,11 @@ class StopAndSave(TrainerCallback):
             self.stop_reason = "deadline"
         else:
             return
-        log.warning("stopping at step %d/%d (%s); saving a checkpoint to resume from", state.global_step,
-                    state.max_steps, self.stop_reason)
+        log.warning(
+            "stopping at step %d/%d (%s); saving a checkpoint to resume from",
+            state.global_step,
+            state.max_steps,
+            self.stop_reason,
+        )
         control.should_training_stop = True
         control.should_save = True

@@ -64,9 +64,13 @@ def read_rows(path: str | Path) -> list[Row]:
 
 def _messages(row: Row, where: str) -> list[Message]:
     msgs = row.get("messages")
-    well_formed = isinstance(msgs, list) and bool(msgs) and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-        for m in msgs
+    well_formed = (
+        isinstance(msgs, list)
+        and bool(msgs)
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in msgs
+        )
     )
     if not well_formed:
         raise DatasetError(f"{where}: expected 'messages', a list of {{role, content}} objects")
@@ -111,8 +115,9 @@ def _as_turn(value: Any, where: str) -> list[Message]:
     if isinstance(value, str):
         return [{"role": "assistant", "content": value}]
     if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-        return [{"role": str(m.get("role", "assistant")), "content": str(m.get("content", ""))}
-                for m in value]
+        return [
+            {"role": str(m.get("role", "assistant")), "content": str(m.get("content", ""))} for m in value
+        ]
     raise DatasetError(f"{where}: 'chosen'/'rejected' must be a string or a list of messages")
 
 

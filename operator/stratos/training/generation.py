@@ -80,8 +80,9 @@ def generate(
     tokenizer.padding_side = "left"
     model.eval()  # no dropout while answering (the DPO builder generates with a model about to train)
     try:
-        return _generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                         progress=progress)
+        return _generate(
+            model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
+        )
     finally:
         tokenizer.padding_side = side
         model.train(training)
@@ -111,7 +112,7 @@ def _generate(
     results: dict[int, Generation] = {}
     stats = GenerationStats()
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = {k: v.to(device) for k, v in enc.items()}
         _sync(device)
@@ -120,7 +121,7 @@ def _generate(
             out = model.generate(**enc, generation_config=config)
         _sync(device)
         stats.seconds += time.perf_counter() - began
-        new = out[:, enc["input_ids"].shape[1]:].cpu()
+        new = out[:, enc["input_ids"].shape[1] :].cpu()
         for row, i in zip(new, idx, strict=True):
             count = _count_new(row, set(stop), tokenizer.pad_token_id)
             text = str(tokenizer.decode(row[:count], skip_special_tokens=True))

@@ -46,8 +46,16 @@ def should_relaunch(gpus: int, env: Mapping[str, str] | None = None) -> bool:
 
 
 def torchrun_command(module: str, argv: Sequence[str], nproc: int, python: str | None = None) -> list[str]:
-    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={nproc}", "-m", module, *argv]
+    return [
+        python or sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        module,
+        *argv,
+    ]
 
 
 def result_path(argv: Sequence[str]) -> str:
@@ -100,6 +108,12 @@ def relaunch(module: str, argv: Sequence[str], nproc: int) -> int:
         except OSError:
             written = ""
         if not written:
-            write_result(target, {"ok": False, "kind": "DistributedLaunchFailed",
-                                  "error": f"torchrun with {nproc} processes exited with code {code}"})
+            write_result(
+                target,
+                {
+                    "ok": False,
+                    "kind": "DistributedLaunchFailed",
+                    "error": f"torchrun with {nproc} processes exited with code {code}",
+                },
+            )
     return code

@@ -111,7 +111,7 @@ def resolve_model_uri(uri: str, *, data_root: str | None = None) -> ModelRef:
     if not text:
         raise ModelLoadError("empty model URI")
     if text.startswith(HUB_SCHEME):
-        repo, _, revision = text[len(HUB_SCHEME):].strip("/").partition("@")
+        repo, _, revision = text[len(HUB_SCHEME) :].strip("/").partition("@")
         if repo.count("/") != 1 or not all(repo.split("/")):
             raise ModelLoadError(f"model URI {uri!r}: expected hf://ORG/NAME[@REVISION]")
         return ModelRef(uri, "hub", repo, revision or None)
@@ -200,8 +200,9 @@ def load_model(ref: ModelRef, *, rt: Runtime | None = None, for_training: bool =
     return model
 
 
-def load_adapter(model: PreTrainedModel, adapter_dir: str | os.PathLike[str], *,
-                 trainable: bool = False) -> Any:
+def load_adapter(
+    model: PreTrainedModel, adapter_dir: str | os.PathLike[str], *, trainable: bool = False
+) -> Any:
     """``model`` wrapped in the LoRA adapter saved at ``adapter_dir`` (a peft ``PeftModel``)."""
     from peft import PeftModel
 
@@ -217,8 +218,9 @@ def load_adapter(model: PreTrainedModel, adapter_dir: str | os.PathLike[str], *,
     return wrapped
 
 
-def write_adapter_metadata(adapter_dir: str | os.PathLike[str], *, base_model_uri: str, algorithm: str,
-                           **extra: Any) -> Path:
+def write_adapter_metadata(
+    adapter_dir: str | os.PathLike[str], *, base_model_uri: str, algorithm: str, **extra: Any
+) -> Path:
     """Record which base model (by URI) and algorithm produced the adapter in ``stratos.json``."""
     path = Path(adapter_dir) / ADAPTER_METADATA
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,8 +240,13 @@ def read_adapter_metadata(adapter_dir: str | os.PathLike[str]) -> dict[str, Any]
     return data if isinstance(data, dict) else {}
 
 
-def load_for_inference(model_uri: str | None, *, adapter: str | None = None, data_root: str | None = None,
-                       padding_side: str = "left") -> tuple[Any, PreTrainedTokenizerBase, ModelRef]:
+def load_for_inference(
+    model_uri: str | None,
+    *,
+    adapter: str | None = None,
+    data_root: str | None = None,
+    padding_side: str = "left",
+) -> tuple[Any, PreTrainedTokenizerBase, ModelRef]:
     """(model, tokenizer, base ref) ready for generation: the base model, plus the adapter when given.
 
     Without ``model_uri`` the base comes from the adapter's ``stratos.json``. The tokenizer is the

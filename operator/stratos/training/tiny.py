@@ -112,8 +112,9 @@ def default_corpus(extra: Iterable[str] = ()) -> list[str]:
     return texts
 
 
-def train_tokenizer(texts: Sequence[str], vocab_size: int = 1024,
-                    max_length: int = 4096) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    texts: Sequence[str], vocab_size: int = 1024, max_length: int = 4096
+) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on ``texts``, with ChatML special tokens and chat template."""
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -50,8 +50,14 @@ class LoraSettings:
 
     def peft_config(self) -> LoraConfig:
         # "all-linear": every linear projection of the blocks (attention q/k/v/o and the MLP), not lm_head.
-        return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
+        return LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules="all-linear",
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
 
 
 @dataclass
@@ -122,20 +128,35 @@ def _finish(trainer: Any) -> Any:
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
     if len(trainer.train_dataset) == 0:
-        raise StageError("no training rows left after tokenisation: every prompt fills sequenceLength; "
-                         "raise distillation.sequenceLength", kind="DatasetError")
+        raise StageError(
+            "no training rows left after tokenisation: every prompt fills sequenceLength; "
+            "raise distillation.sequenceLength",
+            kind="DatasetError",
+        )
     return trainer
 
 
-def build_sft(model: Any, tokenizer: PreTrainedTokenizerBase, dataset: Any, s: TrainSettings,
-              callbacks: list[TrainerCallback]) -> Any:
+def build_sft(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Any,
+    s: TrainSettings,
+    callbacks: list[TrainerCallback],
+) -> Any:
     from trl import SFTConfig, SFTTrainer
 
     total = estimated_steps(len(dataset), s)
-    args = SFTConfig(**common_args(s, total), max_length=s.sequence_length, packing=False,
-                     completion_only_loss=True)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=s.lora.peft_config(), callbacks=callbacks)
+    args = SFTConfig(
+        **common_args(s, total), max_length=s.sequence_length, packing=False, completion_only_loss=True
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=s.lora.peft_config(),
+        callbacks=callbacks,
+    )
     return _finish(trainer)
 
 
@@ -154,8 +175,14 @@ def verifier_reward(task: Task) -> Callable[..., list[float]]:
     return verifier
 
 
-def build_grpo(model: Any, tokenizer: PreTrainedTokenizerBase, dataset: Any, s: TrainSettings,
-               callbacks: list[TrainerCallback], task: Task) -> Any:
+def build_grpo(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Any,
+    s: TrainSettings,
+    callbacks: list[TrainerCallback],
+    task: Task,
+) -> Any:
     from trl import GRPOConfig, GRPOTrainer
 
     tokenizer.padding_side = "left"
@@ -163,23 +190,48 @@ def build_grpo(model: Any, tokenizer: PreTrainedTokenizerBase, dataset: Any, s: 
     # Each generation batch must hold whole groups of num_generations completions of one prompt.
     generation_batch = math.lcm(global_batch * s.gradient_accumulation_steps, s.num_generations)
     total = estimated_steps(len(dataset), s, per_row=s.num_generations)
-    args = GRPOConfig(**common_args(s, total), num_generations=s.num_generations,
-                      max_completion_length=s.max_completion_length, temperature=s.temperature,
-                      beta=s.kl_beta, generation_batch_size=generation_batch, remove_unused_columns=False)
+    args = GRPOConfig(
+        **common_args(s, total),
+        num_generations=s.num_generations,
+        max_completion_length=s.max_completion_length,
+        temperature=s.temperature,
+        beta=s.kl_beta,
+        generation_batch_size=generation_batch,
+        remove_unused_columns=False,
+    )
     reward: Any = verifier_reward(task)
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=s.lora.peft_config(), callbacks=callbacks)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=s.lora.peft_config(),
+        callbacks=callbacks,
+    )
     return _finish(trainer)
 
 
-def build_dpo(model: Any, tokenizer: PreTrainedTokenizerBase, dataset: Any, s: TrainSettings,
-              callbacks: list[TrainerCallback]) -> Any:
+def build_dpo(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Any,
+    s: TrainSettings,
+    callbacks: list[TrainerCallback],
+) -> Any:
     from trl import DPOConfig, DPOTrainer
 
     total = estimated_steps(len(dataset), s)
     args = DPOConfig(**common_args(s, total), max_length=s.sequence_length, beta=s.dpo_beta)
-    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=s.lora.peft_config(), callbacks=callbacks)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=s.lora.peft_config(),
+        callbacks=callbacks,
+    )
     return _finish(trainer)
 
 
@@ -201,7 +253,8 @@ def check_vocabularies(student: ModelRef, teacher: ModelRef) -> None:
     s_size, t_size = size(student), size(teacher)
     s_vocab, t_vocab = load_tokenizer(student).get_vocab(), load_tokenizer(teacher).get_vocab()
     differing = sum(1 for tok, i in s_vocab.items() if t_vocab.get(tok) != i) + sum(
-        1 for tok in t_vocab if tok not in s_vocab)
+        1 for tok in t_vocab if tok not in s_vocab
+    )
     if s_size != t_size or differing:
         raise VocabularyMismatch(
             f"white-box-kd needs the teacher and the student to share one vocabulary, but the student "
@@ -212,18 +265,39 @@ def check_vocabularies(student: ModelRef, teacher: ModelRef) -> None:
         )
 
 
-def build_kd(model: Any, tokenizer: PreTrainedTokenizerBase, dataset: Any, s: TrainSettings,
-             callbacks: list[TrainerCallback], teacher: Any) -> Any:
+def build_kd(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Any,
+    s: TrainSettings,
+    callbacks: list[TrainerCallback],
+    teacher: Any,
+) -> Any:
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
     if s.divergence not in DIVERGENCE_BETA:
-        raise StageError(f"unknown divergence {s.divergence!r}; expected one of {', '.join(DIVERGENCE_BETA)}",
-                         kind="ConfigError")
+        raise StageError(
+            f"unknown divergence {s.divergence!r}; expected one of {', '.join(DIVERGENCE_BETA)}",
+            kind="ConfigError",
+        )
     total = estimated_steps(len(dataset), s)
-    args = GKDConfig(**common_args(s, total), max_length=s.sequence_length,
-                     beta=DIVERGENCE_BETA[s.divergence], lmbda=s.on_policy_fraction,
-                     temperature=s.temperature, max_new_tokens=s.kd_max_new_tokens, disable_dropout=True,
-                     seq_kd=False)
-    trainer = GKDTrainer(model=model, teacher_model=teacher, args=args, train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=s.lora.peft_config(), callbacks=callbacks)
+    args = GKDConfig(
+        **common_args(s, total),
+        max_length=s.sequence_length,
+        beta=DIVERGENCE_BETA[s.divergence],
+        lmbda=s.on_policy_fraction,
+        temperature=s.temperature,
+        max_new_tokens=s.kd_max_new_tokens,
+        disable_dropout=True,
+        seq_kd=False,
+    )
+    trainer = GKDTrainer(
+        model=model,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=s.lora.peft_config(),
+        callbacks=callbacks,
+    )
     return _finish(trainer)

@@ -73,8 +73,9 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         samples = samples[: config.max_samples]
     if not samples:
         raise ConfigError(f"the task's {config.split} split is empty")
-    model, tokenizer, _ = load_for_inference(config.model_uri, adapter=config.adapter_path,
-                                             data_root=config.data_root)
+    model, tokenizer, _ = load_for_inference(
+        config.model_uri, adapter=config.adapter_path, data_root=config.data_root
+    )
     prompts = [task.messages(s) for s in samples]
     log.info("%s: evaluating on %d %s samples", config.student, len(samples), config.split)
 
@@ -84,8 +85,14 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
 
         context = model.disable_adapter() if adapter_off else nullcontext()
         with context:
-            return generate(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens,
-                            batch_size=config.batch_size, progress=progress)
+            return generate(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=config.max_new_tokens,
+                batch_size=config.batch_size,
+                progress=progress,
+            )
 
     answers, stats = run("student", adapter_off=False)
     graded = [_grade(task, s, a.text) for s, a in zip(samples, answers, strict=True)]
@@ -102,14 +109,25 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
     path = out_dir / PREDICTIONS_FILE
     with open(path, "w", encoding="utf-8") as fh:
         for i, (sample, answer, (ok, extracted)) in enumerate(zip(samples, answers, graded, strict=True)):
-            row = {"id": sample.id, "expected": sample.answer, "extracted": extracted, "correct": ok,
-                   "text": answer.text}
+            row = {
+                "id": sample.id,
+                "expected": sample.answer,
+                "extracted": extracted,
+                "correct": ok,
+                "text": answer.text,
+            }
             if base_graded:
                 row["baselineCorrect"] = base_graded[i][0]
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     n = len(samples)
-    log.info("%s: %d/%d correct (%.1f%%)%s", config.student, correct, n, 100 * correct / n,
-             f", baseline {baseline['correct']}/{n}" if baseline else "")
+    log.info(
+        "%s: %d/%d correct (%.1f%%)%s",
+        config.student,
+        correct,
+        n,
+        100 * correct / n,
+        f", baseline {baseline['correct']}/{n}" if baseline else "",
+    )
     return {
         "student": config.student,
         "accuracy": correct / n,

@@ -100,8 +100,12 @@ def probe(config: StudentProbeConfig) -> dict[str, Any]:
         traces = local_file(config.traces_path, data_root=config.data_root)
         reasoning = load_reasoning(traces, correct_only=config.correct_traces_only)
     with_reasoning = sum(1 for s in samples if s.id in reasoning)
-    log.info("student %s: %d probe samples, %d with the teacher's reasoning", config.student, len(samples),
-             with_reasoning)
+    log.info(
+        "student %s: %d probe samples, %d with the teacher's reasoning",
+        config.student,
+        len(samples),
+        with_reasoning,
+    )
 
     model, tokenizer, _ = load_for_inference(config.model_uri, data_root=config.data_root)
     prompts = [task.messages(s, reasoning=reasoning.get(s.id)) for s in samples]
@@ -109,8 +113,14 @@ def probe(config: StudentProbeConfig) -> dict[str, Any]:
     def progress(done: int, total: int) -> None:
         log.info("student %s: %d/%d answered", config.student, done, total)
 
-    answers, stats = generate(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens,
-                              batch_size=config.batch_size, progress=progress)
+    answers, stats = generate(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        progress=progress,
+    )
     out_dir = ensure_dir(Path(config.output_dir) / "student-probe" / config.student)
     answers_path = out_dir / ANSWERS_FILE
     correct = 0
@@ -119,10 +129,21 @@ def probe(config: StudentProbeConfig) -> dict[str, Any]:
             extracted = task.extract(answer.text) if answer.text else None
             ok = task.verify(extracted, sample)
             correct += ok
-            fh.write(json.dumps({"id": sample.id, "expected": sample.answer, "extracted": extracted,
-                                 "correct": ok, "withReasoning": sample.id in reasoning,
-                                 "newTokens": answer.new_tokens, "text": answer.text},
-                                ensure_ascii=False) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": sample.id,
+                        "expected": sample.answer,
+                        "extracted": extracted,
+                        "correct": ok,
+                        "withReasoning": sample.id in reasoning,
+                        "newTokens": answer.new_tokens,
+                        "text": answer.text,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     n = len(samples)
     log.info("student %s: %d/%d correct, %.1f tokens/s", config.student, correct, n, stats.tokens_per_second)
     return {

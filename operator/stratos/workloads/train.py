@@ -170,8 +170,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     out = Path(config.output_dir)
     checkpoints = out / "checkpoints"
     resume = last_checkpoint(checkpoints)
-    log.info("%s on %s (%s, %d rows)%s", config.algorithm, config.model_uri, rt.device, len(rows),
-             f", resuming from {resume}" if resume else "")
+    log.info(
+        "%s on %s (%s, %d rows)%s",
+        config.algorithm,
+        config.model_uri,
+        rt.device,
+        len(rows),
+        f", resuming from {resume}" if resume else "",
+    )
     tokenizer = load_tokenizer(ref)
     adapter_dir = out / "adapter"
     merged_dir = out / "merged" if config.merge else None
@@ -191,8 +197,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
     else:
         model = load_model(ref, rt=rt, for_training=True)
         dataset, dropped = _dataset(config, rows, model, tokenizer, task)
-        trainer = _build(config, model, tokenizer, dataset, task, teacher_ref, rt, str(checkpoints),
-                         [ProgressLogger(config.algorithm), stopper])
+        trainer = _build(
+            config,
+            model,
+            tokenizer,
+            dataset,
+            task,
+            teacher_ref,
+            rt,
+            str(checkpoints),
+            [ProgressLogger(config.algorithm), stopper],
+        )
         with stop_on_sigterm(stopper):
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         trainer.save_model(str(adapter_dir))
@@ -201,8 +216,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     if main_process:
         tokenizer.save_pretrained(str(adapter_dir))
-        write_adapter_metadata(adapter_dir, base_model_uri=config.model_uri, algorithm=config.algorithm,
-                               student=config.student, steps=steps)
+        write_adapter_metadata(
+            adapter_dir,
+            base_model_uri=config.model_uri,
+            algorithm=config.algorithm,
+            student=config.student,
+            steps=steps,
+        )
         if merged_dir is not None:
             _merge(trained, ref, rt, adapter_dir, merged_dir, tokenizer)
     if stopper.stop_reason == "terminated":
@@ -239,8 +259,9 @@ def _merge(trained: Any, ref: Any, rt: Any, adapter_dir: Path, merged_dir: Path,
     tokenizer.save_pretrained(str(merged_dir))
 
 
-def _dataset(config: TrainConfig, rows: list[dict[str, Any]], model: Any, tokenizer: Any,
-             task: Any) -> tuple[Any, int]:
+def _dataset(
+    config: TrainConfig, rows: list[dict[str, Any]], model: Any, tokenizer: Any, task: Any
+) -> tuple[Any, int]:
     from stratos.tasks import Sample
     from stratos.training import data
     from stratos.training.generation import generate
@@ -254,8 +275,13 @@ def _dataset(config: TrainConfig, rows: list[dict[str, Any]], model: Any, tokeni
 
     def student_answers(prompts: list[list[dict[str, str]]]) -> list[str]:
         log.info("dpo: generating the student's own answers to %d prompts (the rejected side)", len(prompts))
-        answers, _ = generate(model, tokenizer, prompts, max_new_tokens=config.dpo.max_new_tokens,
-                              batch_size=config.dpo.batch_size)
+        answers, _ = generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=config.dpo.max_new_tokens,
+            batch_size=config.dpo.batch_size,
+        )
         return [a.text for a in answers]
 
     def is_correct(answer: str, row: dict[str, Any]) -> bool:
@@ -270,8 +296,17 @@ def _dataset(config: TrainConfig, rows: list[dict[str, Any]], model: Any, tokeni
     return dataset, dropped
 
 
-def _build(config: TrainConfig, model: Any, tokenizer: Any, dataset: Any, task: Any, teacher_ref: Any,
-           rt: Any, checkpoints: str, callbacks: list[Any]) -> Any:
+def _build(
+    config: TrainConfig,
+    model: Any,
+    tokenizer: Any,
+    dataset: Any,
+    task: Any,
+    teacher_ref: Any,
+    rt: Any,
+    checkpoints: str,
+    callbacks: list[Any],
+) -> Any:
     from stratos.training import trainers
     from stratos.training.models import load_model
 
