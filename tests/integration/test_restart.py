@@ -120,3 +120,33 @@ def test_suspend_stops_running_stages_and_resume_finishes_the_job(
         control_plane.kubectl("get", "dj", "pause", "-n", namespace, "-o", "json").stdout
     )["status"]["conditions"]}  # fmt: skip
     assert conditions["Suspended"]["status"] == "False" and conditions["Suspended"]["reason"] == "Resumed"
+
+
+def test_the_budget_stops_the_job_before_a_stage_it_cannot_pay_for(
+    operator: OperatorProcess,
+    control_plane: ControlPlane,
+    namespace: str,
+    gpu_nodes: Callable[..., dict[str, Any]],
+    fake_kubelet: FakeKubelet,
+    bound_pvc: Callable[..., str],
+    api: Any,
+) -> None:
+    prepare(namespace, gpu_nodes, fake_kubelet, bound_pvc)
+    with ProgrammaticTeacher(accuracy=0.2) as teacher:
+        job = pipeline_job("budget", namespace, teacher.base_url)
+        job["spec"]["requirements"]["budget"] = 0.000001  # USD: less than the teacher evaluation costs
+        control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(job))
+        control_plane.kubectl(
+            "wait", "--for=condition=Failed", "dj/budget", "-n", namespace, "--timeout=180s"
+        )
+    status = json.loads(control_plane.kubectl("get", "dj", "budget", "-n", namespace, "-o", "json").stdout)[
+        "status"
+    ]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "BudgetExceeded" and "would exceed the budget" in failed["message"]
+    assert status["cost"]["spentUsd"] > 0.000001 and status["cost"]["teacherTokens"] > 0
+    stages = {
+        j["metadata"]["labels"]["stratos.io/stage"]
+        for j in rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs")["items"]
+    }
+    assert stages == {"teacher-eval"}  # nothing after the teacher evaluation was started
