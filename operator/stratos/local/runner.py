@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from stratos.controller.machine import Event, reconcile
 from stratos.controller.stages import Stage, parse_stage
@@ -97,7 +99,38 @@ def _render_events(console: Console, events: list[Event]) -> None:
         console.print(f"[{style}]{event.reason}[/]: {event.message}")
 
 
-def _progress(executor: LocalExecutor, seen: dict[str, str]) -> list[str]:
+class StageBars:
+    """Progress bars for stages whose log reports ``done/total`` (training steps, synthesised examples,
+    answered samples); other log lines are printed as they come."""
+
+    _COUNT = re.compile(r"\b(\d+)/(\d+)\b")
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console,
+        )  # fmt: skip
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> StageBars:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, name: str, line: str) -> bool:
+        match = self._COUNT.search(line)
+        if match is None or int(match.group(2)) == 0:
+            return False
+        done, total = int(match.group(1)), int(match.group(2))
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(name, total=total)
+        self.progress.update(self.tasks[name], completed=done, total=total)
+        return True
+
+
+def _progress(executor: LocalExecutor, seen: dict[str, str]) -> list[tuple[str, str]]:
     """The last log line of every running stage that has written a new one since the last tick."""
     lines = []
     for name in executor.running:
@@ -108,7 +141,7 @@ def _progress(executor: LocalExecutor, seen: dict[str, str]) -> list[str]:
             continue
         if seen.get(name) != tail:
             seen[name] = tail
-            lines.append(f"  {name}: {tail}")
+            lines.append((name, tail))
     return lines
 
 
@@ -134,6 +167,7 @@ def run_local(opts: RunOptions, console: Console | None = None) -> dict[str, Any
         stack.callback(executor.stop)
         last_stage, idle = None, 0
         seen: dict[str, str] = {}
+        bars = stack.enter_context(StageBars(console))
         while True:
             outcome = reconcile(job, nodes=opts.nodes, executor=executor)
             changed = outcome.status != job.get("status")
@@ -144,8 +178,9 @@ def run_local(opts: RunOptions, console: Console | None = None) -> dict[str, Any
             if stage != last_stage:
                 console.print(f"[bold]stage {stage.value}[/] ({outcome.status.get('phase')})")
                 last_stage = stage
-            for line in _progress(executor, seen):
-                console.print(line, highlight=False, overflow="ellipsis", no_wrap=True)
+            for name, line in _progress(executor, seen):
+                if not bars.update(name, line):
+                    console.print(f"  {name}: {line}", highlight=False, overflow="ellipsis", no_wrap=True)
             if outcome.status.get("phase") in TERMINAL_PHASES or stage is Stage.FAILED:
                 if outcome.status.get("phase") == "Serving":
                     ask_endpoint(job, outcome.status, console)
