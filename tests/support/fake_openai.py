@@ -274,9 +274,8 @@ class FakeOpenAI:
             messages = list(body.get("messages") or [])
             sample = self.find_sample(messages)
             record.sample_id = sample.id if sample is not None else None
-            text = self.reply(messages, body) if self.reply is not None else None
-            if text is None:
-                text = self._answer(sample, messages)
+            custom = self.reply(messages, body) if self.reply is not None else None
+            text = custom if custom is not None else self._answer(sample, messages)
             p_tokens, c_tokens = prompt_tokens(messages), count_tokens(text)
             with self._lock:
                 self.prompt_tokens += p_tokens
