@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
+import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,10 @@ CLUSTER_PERMISSIONS = {
     *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")),
 }
 KOPF_NAMESPACE_OBSERVATION = {("", "namespaces", "list"), ("", "namespaces", "watch")}
+# kopf peering: watch every peering object of the kind, write the keep-alive into the release's own
+# (the patch rule names it: resourceNames).
+CLUSTER_PEERING = {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch", "patch")}
+NAMESPACED_PEERING = {("kopf.dev", "kopfpeerings", v) for v in ("list", "watch", "patch")}
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -56,6 +63,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "image": {"digest": "sha256:" + "0" * 64},
         "workerImage": {"repository": "registry.local/worker", "tag": "1.2.3"},
     },
+    "peering-ha": {"peering": {"enabled": True}, "replicaCount": 3},
+    "peering-watched": {"peering": {"enabled": True}, "watchedNamespaces": ["team-a", "team-b"]},
 }
 
 
@@ -106,6 +115,18 @@ def permissions(role: dict[str, Any]) -> set[tuple[str, str, str]]:
         for resource in rule.get("resources", [])
         for verb in rule.get("verbs", [])
     }
+
+
+def named_rules(role: dict[str, Any]) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """Rules restricted to named objects, as (API group, resource, verb, resourceNames)."""
+    return [
+        (group, resource, verb, tuple(rule["resourceNames"]))
+        for rule in role.get("rules") or []
+        if rule.get("resourceNames")
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+    ]
 
 
 def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -182,6 +203,7 @@ def test_operator_command_ports_probes_and_environment() -> None:
     assert env["STRATOS_IMAGE_PULL_POLICY"] == "IfNotPresent"
     assert env["STRATOS_RECONCILE_INTERVAL"] == "1"
     assert env["STRATOS_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert "POD_ID" not in env  # kopf's peering identity: only with peering
     assert container["image"] == f"ghcr.io/stratos-io/stratos-operator:{app}"
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
@@ -210,12 +232,24 @@ def test_metrics_service_selects_the_operator_pod() -> None:
     "bad",
     [
         {"replicaCount": 2},
+        {"replicaCount": 2, "peering": {"enabled": False}},
+        {"peering": {"enabled": True, "name": "Not_A_Name"}},
+        {"peering": {"enabled": True, "lifetime": 30}},
         {"image": {"tag": "latest"}},
         {"logLevel": "chatty"},
         {"watchedNamespaces": ["Not_A_Namespace"]},
         {"unknownKey": True},
     ],
-    ids=["two-replicas", "latest-tag", "log-level", "namespace-name", "unknown-key"],
+    ids=[
+        "two-replicas",
+        "two-replicas-standalone",
+        "peering-name",
+        "peering-unknown-key",
+        "latest-tag",
+        "log-level",
+        "namespace-name",
+        "unknown-key",
+    ],
 )
 def test_schema_rejects_bad_values(bad: dict[str, Any], tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
@@ -294,10 +328,11 @@ def test_rbac_has_no_wildcards_and_no_secrets() -> None:
         for role in of_kind(objects, "ClusterRole") + of_kind(objects, "Role"):
             where = f"{scenario}:{role['kind']}/{role['metadata']['name']}"
             for rule in role["rules"]:
-                for key in ("apiGroups", "resources", "verbs"):
+                for key in ("apiGroups", "resources", "verbs", "resourceNames"):
                     assert "*" not in rule.get(key, []), f"{where}: wildcard in {key}"
                 assert not rule.get("nonResourceURLs"), where
-                assert not rule.get("resourceNames"), where
+                if rule.get("resourceNames"):  # only kopf's keep-alive into the release's peering object
+                    assert rule["apiGroups"] == ["kopf.dev"] and rule["verbs"] == ["patch"], where
                 assert not {"secrets", "serviceaccounts/token"} & set(rule["resources"]), where
                 assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), where
 
@@ -351,6 +386,138 @@ def test_rbac_and_service_account_can_be_left_out() -> None:
     kinds = {o["kind"] for o in objects}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"}
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
+
+
+# --- kopf peering ----------------------------------------------------------------------------------
+
+PEERING_KINDS = {"ClusterKopfPeering", "KopfPeering"}
+
+
+def test_peering_is_off_by_default() -> None:
+    objects = render()
+    assert not {o["kind"] for o in objects} & PEERING_KINDS
+    for role in of_kind(objects, "ClusterRole"):
+        assert not {group for group, _, _ in permissions(role)} & {"kopf.dev"}
+
+
+def test_peering_runs_kopf_with_a_priority_per_pod_and_rolling_updates() -> None:
+    objects = render(SCENARIOS["peering-ha"])
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    container = operator_container(objects)
+    assert container["command"][:2] == ["python", "-c"] and len(container["command"]) == 3
+    assert container["args"] == [
+        f"--peering={RELEASE}",
+        "--liveness=http://0.0.0.0:8081/healthz",
+        "-m",
+        "stratos.controller.operator",
+        "--all-namespaces",
+    ]
+    assert "--standalone" not in " ".join(container["command"] + container["args"])
+    assert env_of(container)["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_the_priority_wrapper_execs_kopf_run_older_pods_first(tmp_path: Path) -> None:
+    """The rendered command, run with a stand-in ``kopf`` that records its arguments: ``kopf run
+    --priority=-<start time in µs>`` plus the Deployment's args, so a later pod gets a lower one."""
+    container = operator_container(render(SCENARIOS["peering-ha"]))
+    fake = tmp_path / "kopf"
+    fake.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = [sys.executable, *container["command"][1:], *container["args"]]
+    runs = []
+    for _ in range(2):
+        before = time.time_ns() // 1000
+        out = subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=60).stdout
+        runs.append((before, json.loads(out)))
+    priorities = []
+    for before, argv in runs:
+        assert argv[0] == "run" and argv[2:] == container["args"], argv
+        flag, value = argv[1].split("=")
+        assert flag == "--priority"
+        assert -time.time_ns() // 1000 <= int(value) <= -before
+        priorities.append(int(value))
+    assert priorities[0] > priorities[1]
+
+
+def test_peering_all_namespaces_object_and_rbac() -> None:
+    objects = render(SCENARIOS["peering-ha"])
+    (peering,) = [o for o in objects if o["kind"] in PEERING_KINDS]
+    assert peering["apiVersion"] == "kopf.dev/v1" and peering["kind"] == "ClusterKopfPeering"
+    assert peering["metadata"]["name"] == RELEASE and "namespace" not in peering["metadata"]
+    assert peering["metadata"]["labels"]["app.kubernetes.io/part-of"] == "stratos"
+    roles = {r["metadata"]["name"]: r for r in of_kind(objects, "ClusterRole")}
+    assert permissions(roles[RELEASE]) == NAMESPACED_PERMISSIONS
+    assert permissions(roles[f"{RELEASE}-cluster"]) == CLUSTER_PERMISSIONS | CLUSTER_PEERING
+    assert named_rules(roles[f"{RELEASE}-cluster"]) == [
+        ("kopf.dev", "clusterkopfpeerings", "patch", (RELEASE,))
+    ]
+
+
+def test_peering_watched_namespaces_get_a_kopfpeering_each() -> None:
+    objects = render(SCENARIOS["peering-watched"])
+    peerings = [o for o in objects if o["kind"] in PEERING_KINDS]
+    assert sorted((o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in peerings) == [
+        ("KopfPeering", "team-a", RELEASE),
+        ("KopfPeering", "team-b", RELEASE),
+    ]
+    for role in of_kind(objects, "Role"):
+        assert permissions(role) == NAMESPACED_PERMISSIONS | NAMESPACED_PEERING
+        assert named_rules(role) == [("kopf.dev", "kopfpeerings", "patch", (RELEASE,))]
+    (cluster_role,) = of_kind(objects, "ClusterRole")
+    assert permissions(cluster_role) == CLUSTER_PERMISSIONS | KOPF_NAMESPACE_OBSERVATION
+    assert operator_container(objects)["args"][-2:] == ["--namespace=team-a", "--namespace=team-b"]
+
+
+def test_peering_name_is_used_everywhere() -> None:
+    objects = render({"peering": {"enabled": True, "name": "shared.stratos"}})
+    (peering,) = [o for o in objects if o["kind"] in PEERING_KINDS]
+    assert peering["metadata"]["name"] == "shared.stratos"
+    assert "--peering=shared.stratos" in operator_container(objects)["args"]
+    cluster_role = next(
+        r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-cluster")
+    )
+    assert named_rules(cluster_role) == [("kopf.dev", "clusterkopfpeerings", "patch", ("shared.stratos",))]
+
+
+def test_kopf_peering_crds_are_what_kopf_looks_for() -> None:
+    """crds/ holds the kopf.dev/v1 ClusterKopfPeering and KopfPeering that kopf's own selectors match."""
+    from kopf._cogs.structs import references
+
+    selectors = {"Cluster": references.CLUSTER_PEERINGS_K, "Namespaced": references.NAMESPACED_PEERINGS_K}
+    crds = [yaml.safe_load(path.read_text()) for path in sorted((CHART / "crds").glob("*.yaml"))]
+    assert sorted(c["spec"]["scope"] for c in crds) == sorted(selectors)
+    for crd in crds:
+        spec, names = crd["spec"], crd["spec"]["names"]
+        (version,) = spec["versions"]
+        assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
+        assert crd["metadata"]["name"] == f"{names['plural']}.{spec['group']}"
+        assert names["kind"] == {"Cluster": "ClusterKopfPeering", "Namespaced": "KopfPeering"}[spec["scope"]]
+        assert version["served"] is True and version["storage"] is True
+        served = references.Resource(
+            group=spec["group"],
+            version=version["name"],
+            plural=names["plural"],
+            kind=names["kind"],
+            singular=names["singular"],
+            namespaced=spec["scope"] == "Namespaced",
+        )
+        assert selectors[spec["scope"]].check(served), served
+        # Keep-alives go into .status of the object itself (no status subresource), in any shape.
+        assert "subresources" not in version
+        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+        assert status == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    # Helm applies crds/ itself, before the templates, and leaves it out of `helm template` output.
+    assert len(of_kind(render(SCENARIOS["peering-ha"]), "CustomResourceDefinition")) == 1
+    with_crds = helm("template", RELEASE, str(CHART), "--include-crds").stdout
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(with_crds) if d}
+    for crd in crds:
+        assert ("CustomResourceDefinition", crd["metadata"]["name"]) in kinds
 
 
 # --- CRD -------------------------------------------------------------------------------------------
@@ -449,5 +616,7 @@ def test_packaged_chart_carries_the_crd_schema_and_readme(tmp_path: Path) -> Non
         names = set(tar.getnames())
     for path in ("Chart.yaml", "values.yaml", "values.schema.json", "README.md", "templates/crds.yaml"):
         assert f"stratos/{path}" in names, path
+    for crd in (CHART / "crds").glob("*.yaml"):
+        assert f"stratos/crds/{crd.name}" in names
     for crd in (REPO / "crds").glob("*.yaml"):
         assert f"stratos/files/crds/{crd.name}" in names

@@ -45,6 +45,11 @@ app.kubernetes.io/part-of: stratos
 {{- end }}
 {{- end }}
 
+{{/* Name of the kopf peering object(s): peering.name, else the full name. */}}
+{{- define "stratos.peeringName" -}}
+{{- default (include "stratos.fullname" .) .Values.peering.name }}
+{{- end }}
+
 {{/*
 An image reference from {repository, tag, digest}: the digest wins, an empty tag means appVersion.
 Call with (dict "image" .Values.image "root" .).
