@@ -35,6 +35,12 @@ STALE_GRACE_SECONDS = 5.0
 
 _last_patch: dict[str, tuple[str, float]] = {}
 _last_patch_lock = threading.Lock()
+# uid -> when its DELETED event came. kopf spawns a job's timer before the finalizer it adds for it
+# lands; a job deleted in between goes without a deletionTimestamp and kopf never stops its timer. The
+# timer's filter is false for such a uid, so kopf stops it as a filter mismatch in the DELETED cycle
+# (after the on.event handler that records the uid). Kept a while for a tick still running then.
+_deleted: dict[str, float] = {}
+DELETED_MEMORY_SECONDS = 300.0
 
 
 @kopf.on.startup()
@@ -103,8 +109,13 @@ def serving_deployments(
     return {(namespace or "", name): deployment_view(body)}
 
 
+def not_deleted(uid: str | None = None, **_: Any) -> bool:
+    with _last_patch_lock:
+        return uid not in _deleted
+
+
 # A reconcile that raises (an API hiccup) is retried after `backoff` seconds, not kopf's default minute.
-@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.reconcile_interval, backoff=5)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.reconcile_interval, backoff=5, when=not_deleted)
 def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
     """Reconcile one job. kopf passes the indexes by name (``nodes``, ``stage_jobs``, ...)."""
     nodes: kopf.Index[str, Any] = kwargs["nodes"]
@@ -135,12 +146,20 @@ def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> Non
             _last_patch[uid] = (version, time.monotonic())
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    metrics.JOB_PHASES.set(uid, str(outcome.status.get("phase", "Pending")))
+    with _last_patch_lock:
+        if uid in _deleted:  # deleted while this tick ran: keep nothing of it
+            _last_patch.pop(uid, None)
+            return
+        metrics.JOB_PHASES.set(uid, str(outcome.status.get("phase", "Pending")))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def forget_deleted(event: Mapping[str, Any], uid: str, **_: Any) -> None:
     if event.get("type") == "DELETED":
-        metrics.JOB_PHASES.forget(uid)
+        now = time.monotonic()
         with _last_patch_lock:
+            metrics.JOB_PHASES.forget(uid)
             _last_patch.pop(uid, None)
+            _deleted[uid] = now
+            for old in [u for u, seen in _deleted.items() if now - seen > DELETED_MEMORY_SECONDS]:
+                del _deleted[old]
