@@ -548,15 +548,9 @@ def test_specs_the_api_server_accepts_are_stopped_by_the_operator_without_a_loop
     )
 
 
-# ------------------------------------------------------------------------------------------- gaps (xfail)
+# ---------------------------------------------------- gaps found by this corpus, since fixed in the operator
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a name over 63 characters is accepted, but every child carries it as the stratos.io/job label "
-    "value: each create answers 422, the tick raises every 5 s and the job never gets a status "
-    "(needs a CEL rule on metadata.name or InvalidSpec from the operator)",
-)
 def test_a_job_name_too_long_for_a_label_is_refused_naming_the_name(
     operator: OperatorProcess,
     control_plane: ControlPlane,
@@ -583,11 +577,6 @@ def test_a_job_name_too_long_for_a_label_is_refused_naming_the_name(
         assert b"Traceback" not in log.read()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tolerations[].key/value have no pattern: the API server accepts 'bad key!', the probe Job that "
-    "carries it is refused (422) and the tick raises every 5 s with the job stuck at EvaluatingTeachers",
-)
 def test_a_toleration_no_pod_can_carry_is_refused_naming_the_field(
     operator: OperatorProcess,
     control_plane: ControlPlane,
@@ -610,11 +599,6 @@ def test_a_toleration_no_pod_can_carry_is_refused_naming_the_field(
     assert cond["reason"] == "InvalidSpec" and "tolerations[0].key" in cond["message"], cond
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec.serving.resources accepts negative quantities ('-1'): the serving Deployment is refused "
-    "(422) at Deploy and the tick raises every 5 s with the status stuck at Evaluating",
-)
 def test_a_negative_resource_quantity_is_refused_naming_the_field(
     operator: OperatorProcess,
     control_plane: ControlPlane,
@@ -641,11 +625,6 @@ def test_a_negative_resource_quantity_is_refused_naming_the_field(
     assert "resources" in cond["message"], cond
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="configmap://NAME/KEY datasets are accepted and read from /etc/stratos/configmaps/NAME/KEY by the "
-    "stage programs, but the stage Jobs do not mount the ConfigMap there",
-)
 def test_a_configmap_dataset_is_mounted_into_the_stage_pods(
     operator: OperatorProcess,
     control_plane: ControlPlane,
@@ -738,12 +717,6 @@ def test_garbage_nodes_are_skipped_with_their_reasons_counted(
     assert rejected == expected, server["rejected"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a GPU count label of 10^20 on a node that can allocate 1 is believed: the node is chosen, the "
-    "API server refuses the status patch carrying the count (not an int64), and kopf then stops ticking "
-    "the job: no status at all and nothing in the operator's log",
-)
 def test_a_node_claiming_absurdly_many_gpus_is_skipped(
     operator: OperatorProcess,
     control_plane: ControlPlane,

@@ -161,6 +161,14 @@ def openapi_schema() -> dict[str, Any]:
             "spec": spec,
             "status": status,
         },
+        # Every child carries the job's name as a label value, which Kubernetes limits to 63 characters.
+        "x-kubernetes-validations": [
+            {
+                "rule": "size(self.metadata.name) <= 63",
+                "message": "metadata.name must be at most 63 characters: the job's children carry it "
+                "as a label",
+            }
+        ],
     }
 
 

@@ -32,12 +32,21 @@ class Toleration(ApiModel):
     model_config = cel_config(EXISTS_HAS_NO_VALUE, EMPTY_KEY_NEEDS_EXISTS)
 
     key: str | None = Field(
-        None, max_length=317, description="Taint key; empty with operator Exists matches all."
+        None,
+        max_length=317,
+        pattern=r"^((([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)/)?"
+        r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        description="Taint key (a qualified name, like a label key); empty with operator Exists matches all.",
     )
     operator: Literal["Exists", "Equal"] = Field(
         "Equal", description="Exists or Equal (the value must match)."
     )
-    value: str | None = Field(None, max_length=63, description="Taint value for operator Equal.")
+    value: str | None = Field(
+        None,
+        max_length=63,
+        pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
+        description="Taint value for operator Equal (a label value).",
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         None, description="Taint effect to match; unset matches every effect."
     )

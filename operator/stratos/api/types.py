@@ -34,7 +34,7 @@ MODEL_URI_PATTERN = r"^(/[^\s]*|(file|s3|hf)://[^\s]+)$"
 STORAGE_URI_PATTERN = r"^(/[^\s]*|(file|s3|gs)://[^\s]+)$"
 #: Kubernetes resource quantity (k8s.io/apimachinery/pkg/api/resource), e.g. 500m, 4Gi, 1.
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 

@@ -17,7 +17,9 @@ from stratos.controller.config import OperatorConfig
 from stratos.controller.machine import StageRun
 from stratos.controller.naming import child_labels, child_name, owner_reference
 
-CONFIG_DIR = "/etc/stratos"
+CONFIG_DIR = "/etc/stratos/config"
+# configmap://NAME/KEY datasets: each ConfigMap is mounted at CONFIGMAP_ROOT/NAME (stratos.data.sources).
+CONFIGMAP_ROOT = "/etc/stratos/configmaps"
 CONFIG_FILE = "config.json"
 STORAGE_DIR = "/var/lib/stratos"
 TERMINATION_LOG = "/dev/termination-log"
@@ -76,6 +78,10 @@ def stage_job(
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "storage", "mountPath": STORAGE_DIR, **_sub_path(spec)},
             {"name": "tmp", "mountPath": "/tmp"},
+            *(
+                {"name": f"data-{i}", "mountPath": f"{CONFIGMAP_ROOT}/{cm}", "readOnly": True}
+                for i, cm in enumerate(dataset_configmaps(spec))
+            ),
         ],
         "securityContext": container_security(),
     }
@@ -91,6 +97,10 @@ def stage_job(
             {"name": "config", "configMap": {"name": name}},
             storage_volume(spec),
             {"name": "tmp", "emptyDir": {}},
+            *(
+                {"name": f"data-{i}", "configMap": {"name": cm}}
+                for i, cm in enumerate(dataset_configmaps(spec))
+            ),
         ],
     }
     if run.node:
@@ -109,6 +119,18 @@ def stage_job(
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
+
+
+def dataset_configmaps(spec: DistillationJobSpec) -> list[str]:
+    """Names of the ConfigMaps that ``configmap://NAME/KEY`` dataset URIs point at, in order, once each."""
+    dataset = spec.task.dataset
+    uris = [dataset.train, dataset.test] if dataset is not None else []
+    names = [
+        uri.removeprefix("configmap://").split("/", 1)[0]
+        for uri in uris
+        if uri and uri.startswith("configmap://")
+    ]
+    return list(dict.fromkeys(names))
 
 
 def container_security() -> dict[str, Any]:

@@ -17,7 +17,14 @@ from kubernetes.client.exceptions import ApiException
 from stratos.api.spec import DistillationJobSpec
 from stratos.controller.children import STORAGE_DIR, stage_configmap, stage_job
 from stratos.controller.config import OperatorConfig
-from stratos.controller.machine import EndpointRequest, EndpointState, ProbeOutcome, RunStatus, StageRun
+from stratos.controller.machine import (
+    ChildRejected,
+    EndpointRequest,
+    EndpointState,
+    ProbeOutcome,
+    RunStatus,
+    StageRun,
+)
 from stratos.controller.naming import LABEL_JOB, child_name
 from stratos.serving.manifests import desired_serving, service_name, serving_name
 from stratos.serving.probe import probe_endpoint
@@ -322,8 +329,17 @@ class KubeExecutor:
         try:
             creators[kind](self.namespace, manifest)
         except ApiException as err:
+            if err.status in (400, 422):  # invalid: the spec produced something Kubernetes refuses
+                raise ChildRejected(kind, _api_message(err)) from err
             if err.status != 409:  # 409: created before, e.g. by an operator that has since restarted
                 raise
+
+
+def _api_message(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body or "{}").get("message") or err.reason)
+    except (TypeError, ValueError):
+        return str(err.reason)
 
 
 def probe(url: str, model: str) -> ProbeOutcome:

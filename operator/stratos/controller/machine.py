@@ -63,6 +63,13 @@ class RunStatus:
     message: str = ""
 
 
+class ChildRejected(Exception):
+    """The API server refused (400/422) a child the spec asked for: no retry can fix it."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"the API server refused the {kind}: {message}")
+
+
 @dataclass(frozen=True)
 class EndpointRequest:
     """The serving endpoint the Deploy stage asks for."""
@@ -295,7 +302,10 @@ def _run(ctx: Context) -> None:
             status["stage"] = fail(ctx, "BudgetExceeded", over).value
             status["phase"] = PHASE[Stage.FAILED]
             return
-        nxt = fn(ctx)
+        try:
+            nxt = fn(ctx)
+        except ChildRejected as err:
+            nxt = fail(ctx, "InvalidSpec", str(err)[:2000])
         if nxt is None or nxt is stage:
             return
         status["stage"] = nxt.value

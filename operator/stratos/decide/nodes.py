@@ -83,6 +83,9 @@ REASON_MALFORMED_COST = "malformed stratos.io/hourly-cost"
 REASON_MALFORMED_LATENCY = "malformed stratos.io/latency-ms"
 REASON_MALFORMED_REGION_LATENCY = "malformed regionLatencyMs entry"
 REASON_NO_LATENCY = "no latency known"
+REASON_GPU_COUNT_ABOVE_ALLOCATABLE = "GPU count label above allocatable nvidia.com/gpu"
+#: No node has more GPUs than this; a larger count is a typo or a lie, not hardware.
+MAX_GPUS_PER_NODE = 1024
 
 _BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
 
@@ -228,14 +231,20 @@ class _Node:
         return [t for t in taints if t.get("effect") in _BLOCKING_EFFECTS]
 
     def gpu_count(self) -> int:
+        """The label's count, checked against what the device plugin says the node can allocate."""
+        allocatable = None
+        for block in ("allocatable", "capacity"):
+            resources = _mapping(self.status.get(block))
+            if GPU_RESOURCE in resources:
+                allocatable = _count(resources[GPU_RESOURCE])
+                break
         raw = self.explicit(ANN_GPU_COUNT, GFD_GPU_COUNT)
-        if raw is None:
-            for block in ("allocatable", "capacity"):
-                resources = _mapping(self.status.get(block))
-                if GPU_RESOURCE in resources:
-                    raw = resources[GPU_RESOURCE]
-                    break
-        return 0 if raw is None else _count(raw)
+        count = allocatable or 0 if raw is None else _count(raw)
+        if count > MAX_GPUS_PER_NODE:
+            raise _Reject(REASON_MALFORMED_GPU_COUNT)
+        if allocatable is not None and count > allocatable:
+            raise _Reject(REASON_GPU_COUNT_ABOVE_ALLOCATABLE)
+        return count
 
     def region(self) -> str | None:
         region = self.labels.get(REGION_LABEL, self.labels.get(LEGACY_REGION_LABEL))
