@@ -88,10 +88,12 @@ def crd_installed(control_plane: ControlPlane) -> Path:
     control_plane.kubectl("apply", "--server-side", "-f", str(crds))
     # `kubectl wait` fails outright (instead of waiting) while the new CRD has no conditions yet.
     wait_for(
-        lambda: control_plane.kubectl(
-            "wait", "--for=condition=Established", "--timeout=20s", "-f", str(crds), check=False
-        ).returncode
-        == 0,
+        lambda: (
+            control_plane.kubectl(
+                "wait", "--for=condition=Established", "--timeout=20s", "-f", str(crds), check=False
+            ).returncode
+            == 0
+        ),
         timeout=60,
         what="the CRDs to be Established",
     )

@@ -27,16 +27,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import yaml
 
 from stratos.decide import nodes as reasons
 from support.controlplane import ControlPlane, rest, wait_for
+from support.djs import apply, condition, get_dj
 from support.kubelet import FakeKubelet, Outcome
 from support.operator import OperatorProcess
 
 pytest_plugins = ["support.operator"]
 
-DJ_PATH = "/apis/stratos.io/v1alpha1/namespaces/{ns}/distillationjobs/{name}"
 TEACHER = {"name": "t1", "endpoint": {"baseURL": "http://teacher:8000/v1", "model": "m"}}
 STUDENT = {"name": "s1", "model": {"uri": "hf://org/s1", "parameters": 1.0e9}}
 
@@ -417,26 +416,11 @@ OPERATOR_STOPS = [
 ]
 
 
-def get_dj(api: Any, namespace: str, name: str) -> dict[str, Any]:
-    return dict(rest(api, "GET", DJ_PATH.format(ns=namespace, name=name)))
-
-
-def condition(dj: Mapping[str, Any], ctype: str) -> dict[str, Any]:
-    for cond in (dj.get("status") or {}).get("conditions") or []:
-        if cond["type"] == ctype:
-            return dict(cond)
-    return {}
-
-
 def stopped_as_expected(api: Any, namespace: str, case: Stopped) -> dict[str, Any] | None:
     cond = condition(get_dj(api, namespace, case.id), case.condition)
     if (cond.get("status"), cond.get("reason")) != (case.status, case.reason):
         return None
     return cond if all(t in cond.get("message", "") for t in case.texts) else None
-
-
-def apply(cp: ControlPlane, namespace: str, manifest: Mapping[str, Any]) -> None:
-    cp.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(dict(manifest)))
 
 
 def reconcile_errors(operator: OperatorProcess) -> float:

@@ -21,11 +21,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
-import yaml
 
 from stratos.controller.config import OperatorConfig
 from stratos.controller.executor import run_state
 from support.controlplane import ControlPlane, rest, wait_for
+from support.djs import apply, condition, events_for, get_dj
 from support.fake_openai import FakeOpenAI
 from support.kubelet import FakeKubelet, Outcome
 from support.operator import OperatorProcess
@@ -34,7 +34,6 @@ pytest_plugins = ["support.operator"]
 
 LABEL_STAGE = "stratos.io/stage"
 LABEL_CANDIDATE = "stratos.io/candidate"
-DJ_PATH = "/apis/stratos.io/v1alpha1/namespaces/{ns}/distillationjobs/{name}"
 RESTRICTED = {
     "allowPrivilegeEscalation": False,
     "runAsNonRoot": True,
@@ -155,21 +154,6 @@ def small_job(
     }
 
 
-def apply(cp: ControlPlane, namespace: str, manifest: dict[str, Any]) -> None:
-    cp.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
-
-
-def get_dj(api: Any, namespace: str, name: str) -> dict[str, Any]:
-    return dict(rest(api, "GET", DJ_PATH.format(ns=namespace, name=name)))
-
-
-def condition(dj: Mapping[str, Any], ctype: str) -> dict[str, Any]:
-    for cond in (dj.get("status") or {}).get("conditions") or []:
-        if cond["type"] == ctype:
-            return dict(cond)
-    return {}
-
-
 def wait_condition(
     api: Any,
     namespace: str,
@@ -200,11 +184,6 @@ def assert_settled(api: Any, namespace: str, name: str, seconds: float = 3.0) ->
     before = get_dj(api, namespace, name)["metadata"]["resourceVersion"]
     time.sleep(seconds)
     assert get_dj(api, namespace, name)["metadata"]["resourceVersion"] == before
-
-
-def events_for(api: Any, namespace: str, name: str) -> list[dict[str, Any]]:
-    found = rest(api, "GET", f"/api/v1/namespaces/{namespace}/events")
-    return [e for e in found["items"] if e["involvedObject"].get("name") == name]
 
 
 def gpu_node(

@@ -13,9 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import yaml
-
 from support.controlplane import ControlPlane, rest, wait_for
+from support.djs import apply, events_for
 from support.operator import OperatorProcess
 
 pytest_plugins = ["support.operator"]  # the `operator` fixture
@@ -38,10 +37,6 @@ def dj_manifest(name: str, pool: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def apply(cp: ControlPlane, namespace: str, manifest: dict[str, Any]) -> None:
-    cp.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
-
-
 def get_dj(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
     return dict(json.loads(cp.kubectl("get", "dj", name, "-n", namespace, "-o", "json").stdout))
 
@@ -62,11 +57,6 @@ def pool_nodes(gpu_nodes: Callable[..., dict[str, Any]], pool: str) -> None:
             },
             annotations={"stratos.io/hourly-cost": cost, "stratos.io/latency-ms": latency},
         )
-
-
-def events_for(api: Any, namespace: str, name: str) -> list[dict[str, Any]]:
-    found = rest(api, "GET", f"/api/v1/namespaces/{namespace}/events")
-    return [e for e in found["items"] if e["involvedObject"].get("name") == name]
 
 
 def test_operator_selects_a_node_and_kubectl_shows_the_decision(

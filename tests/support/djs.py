@@ -1,0 +1,33 @@
+"""DistillationJobs on the test API server: apply one, read it back, its conditions and Events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from support.controlplane import ControlPlane, rest
+
+DJ_PATH = "/apis/stratos.io/v1alpha1/namespaces/{ns}/distillationjobs/{name}"
+
+
+def apply(cp: ControlPlane, namespace: str, manifest: Mapping[str, Any]) -> None:
+    cp.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(dict(manifest)))
+
+
+def get_dj(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    return dict(rest(api, "GET", DJ_PATH.format(ns=namespace, name=name)))
+
+
+def condition(dj: Mapping[str, Any], ctype: str) -> dict[str, Any]:
+    """The job's condition of this type, or {} if it has none."""
+    for cond in (dj.get("status") or {}).get("conditions") or []:
+        if cond["type"] == ctype:
+            return dict(cond)
+    return {}
+
+
+def events_for(api: Any, namespace: str, name: str) -> list[dict[str, Any]]:
+    found = rest(api, "GET", f"/api/v1/namespaces/{namespace}/events")
+    return [e for e in found["items"] if e["involvedObject"].get("name") == name]
