@@ -94,7 +94,9 @@ def serving_step(ctx: Context) -> Stage | None:
     endpoint["ready"] = state.state == "Ready"
     if state.state == "Ready":
         cond = c.get_condition(ctx.status.get("conditions"), c.READY) or {}
-        ctx.condition(c.READY, c.TRUE, "Serving", str(cond.get("message") or f"served at {state.url}"))
+        # Keep the Deploy step's message (URL and probe figures), not that of an outage in between.
+        kept = cond.get("message") if cond.get("reason") == "Serving" else None
+        ctx.condition(c.READY, c.TRUE, "Serving", str(kept or f"served at {state.url}"))
     else:
         ctx.condition(c.READY, c.FALSE, "EndpointNotReady", state.message or "the endpoint is not ready")
     return None
