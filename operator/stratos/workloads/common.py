@@ -203,10 +203,10 @@ def setup_logging(level: str | int = "INFO", log_format: str | None = None) -> N
     chosen = formatter(log_format or os.environ.get("STRATOS_LOG_FORMAT") or "text")
     ours: list[logging.Handler] = [h for h in root.handlers if getattr(h, "_stratos", False)]
     if not ours:
-        handler = logging.StreamHandler(sys.stdout)
-        handler._stratos = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-        ours = [handler]
+        stdout = logging.StreamHandler(sys.stdout)
+        stdout._stratos = True  # type: ignore[attr-defined]
+        root.addHandler(stdout)
+        ours = [stdout]
     for handler in ours:
         handler.setFormatter(chosen)
     root.setLevel(level if isinstance(level, int) else level.upper())
