@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -24,8 +25,11 @@ from stratos.local.teacher import ProgrammaticTeacher
 from support.controlplane import ControlPlane, rest, wait_for
 from support.health import StatusRecorder, collapse
 from support.kubelet import FakeKubelet
+from support.monitoring import referenced_metrics, rule_expressions, usage
 from support.operator import OperatorProcess
 from support.pipeline import CLAIM, pipeline_job, prepare
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "stratos"
 
 pytest_plugins = ["support.operator"]
 pytestmark = pytest.mark.slow
@@ -43,6 +47,7 @@ def test_the_operator_runs_every_stage_and_records_every_decision(
     node = prepare(namespace, gpu_nodes, fake_kubelet, bound_pvc)
 
     # Every version of the job the operator writes, for the Argo CD health check (support.health).
+    exported: set[str] = set()  # every metric name the operator's /metrics showed during the run
     with StatusRecorder(api, namespace, "chain") as recorder:
         with ProgrammaticTeacher(accuracy=0.2) as teacher:
             control_plane.kubectl(
@@ -55,6 +60,7 @@ def test_the_operator_runs_every_stage_and_records_every_decision(
             )
 
             def finished() -> dict[str, Any] | None:
+                exported.update(metric_names(operator.metrics()))
                 dj = json.loads(
                     control_plane.kubectl("get", "dj", "chain", "-n", namespace, "-o", "json").stdout
                 )
@@ -69,7 +75,33 @@ def test_the_operator_runs_every_stage_and_records_every_decision(
             operator.log_tail(),
         )
         check_health_while_training(recorder, dj)
-        run_the_chain_checks(control_plane, namespace, dj, fake_kubelet, api, node, recorder)
+        run_the_chain_checks(
+            control_plane,
+            namespace,
+            dj,
+            fake_kubelet,
+            api,
+            node,
+            recorder,
+            lambda: exported.update(metric_names(operator.metrics())),
+        )
+    # The chart's dashboard and alerts read only series this run's operator really served (the
+    # budget's only with a budget, which this job has not).
+    rule = control_plane.helm(
+        "template", "stratos", str(CHART), "--set", "prometheusRule.enabled=true",
+        "--show-only", "templates/prometheusrule.yaml",
+    ).stdout  # fmt: skip
+    rules = set().union(*(usage(e).metrics for _, e in rule_expressions(yaml.safe_load(rule))))
+    missing = (referenced_metrics() | rules) - exported - {"stratos_distillationjob_budget_usd"}
+    assert not missing, f"{sorted(missing)} never appeared on the operator's /metrics"
+
+
+def metric_names(exposition: str) -> set[str]:
+    """Names of the samples, and of the families declared (a labelled counter with no sample yet)."""
+    samples = {
+        re.split(r"[{ ]", line, maxsplit=1)[0] for line in exposition.splitlines() if line[:1].isalpha()
+    }
+    return samples | set(re.findall(r"^# HELP (\S+) ", exposition, re.M))
 
 
 def check_health_while_training(recorder: StatusRecorder, dj: dict[str, Any]) -> None:
@@ -99,6 +131,7 @@ def run_the_chain_checks(
     api: Any,
     node: str,
     recorder: StatusRecorder,
+    scrape: Callable[[], None],
 ) -> None:
     status = dj["status"]
     conditions = {c["type"]: c for c in status["conditions"]}
@@ -137,7 +170,7 @@ def run_the_chain_checks(
     adapter = storage / status["training"]["adapterUri"].removeprefix("/var/lib/stratos/")
     assert (adapter / "adapter_config.json").exists()
 
-    serve_then_clean_up(control_plane, api, namespace, dj, fake_kubelet, node, recorder)
+    serve_then_clean_up(control_plane, api, namespace, dj, fake_kubelet, node, recorder, scrape)
 
 
 def _healthy(url: str) -> bool:
@@ -166,6 +199,7 @@ def serve_then_clean_up(
     kubelet: FakeKubelet,
     node: str,
     recorder: StatusRecorder,
+    scrape: Callable[[], None],
 ) -> None:
     """Serving is switched on after training: the trained student is deployed without retraining,
     answers through the openai client, follows spec.serving, and everything goes with the job."""
@@ -182,6 +216,7 @@ def serve_then_clean_up(
     healths = recorder.healths(mark)
     assert collapse(h["status"] for h in healths) == ["Progressing", "Healthy"], healths
     assert "Waiting for the operator to act on generation 2" in [h["message"] for h in healths]
+    scrape()  # the endpoint's series exist now
     status = json.loads(cp.kubectl("get", "dj", "chain", "-n", namespace, "-o", "json").stdout)["status"]
     assert status["phase"] == "Serving" and status["training"]["steps"] == trained_steps
     endpoint = status["endpoint"]
