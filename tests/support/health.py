@@ -16,6 +16,7 @@ from kubernetes.client.rest import ApiException
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARGOCD_HEALTH_LUA = REPO_ROOT / "charts" / "stratos" / "files" / "argocd-health.lua"
+FLUX_HEALTH_CHECK = REPO_ROOT / "charts" / "stratos" / "files" / "flux-health-check.yaml"
 # Argo CD (gopher-lua) opens the base, table, string and math libraries for health checks, not these.
 UNAVAILABLE = ("os", "io", "debug", "package", "require", "dofile", "loadfile", "load", "loadstring")
 HEALTH_STATUSES = ("Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown")
@@ -48,6 +49,42 @@ def argocd_health(obj: Mapping[str, Any]) -> dict[str, str]:
     if health.get("status") not in HEALTH_STATUSES:
         raise AssertionError(f"the health check returned {health} for {obj.get('status')}")
     return health
+
+
+@functools.cache
+def _flux_programs() -> list[tuple[str, Any]]:
+    import celpy
+    import yaml
+
+    (entry,) = yaml.safe_load(FLUX_HEALTH_CHECK.read_text())
+    env = celpy.Environment()
+    return [
+        (key, env.program(env.compile(entry[key])))
+        for key in ("inProgress", "failed", "current")
+        if key in entry
+    ]
+
+
+def flux_health(obj: Mapping[str, Any]) -> str:
+    """What a Flux Kustomization's healthCheckExprs make of ``obj`` (cel-python evaluating the chart's
+    expressions as Flux orders them: inProgress, failed, current; none true means in progress). The
+    object's top-level fields are the variables; one without a status is given an empty one here."""
+    import celpy
+
+    variables = {key: celpy.json_to_cel(obj.get(key) or {}) for key in ("metadata", "spec", "status")}
+    for name, program in _flux_programs():
+        if bool(program.evaluate(variables)):
+            return {"inProgress": "InProgress", "failed": "Failed", "current": "Current"}[name]
+    return "InProgress"
+
+
+# The Flux verdict each Argo CD health corresponds to (Flux has no "suspended": it counts as current).
+ARGO_TO_FLUX = {
+    "Progressing": "InProgress",
+    "Healthy": "Current",
+    "Degraded": "Failed",
+    "Suspended": "Current",
+}
 
 
 def collapse(values: Iterable[str]) -> list[str]:
@@ -91,6 +128,12 @@ class StatusRecorder:
 
     def healths(self, start: int = 0) -> list[dict[str, str]]:
         return [argocd_health(o) for o in self.snapshot()[start:]]
+
+    def agree(self) -> None:
+        """Flux's expressions agree with the Argo CD check on every recorded version."""
+        for obj in self.snapshot():
+            argo = argocd_health(obj)["status"]
+            assert flux_health(obj) == ARGO_TO_FLUX[argo], (argo, obj.get("metadata"), obj.get("status"))
 
     def latest_health(self) -> dict[str, str] | None:
         objects = self.snapshot()

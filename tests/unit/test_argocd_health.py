@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 import yaml
 
-from support.health import ARGOCD_HEALTH_LUA, REPO_ROOT, argocd_health
+from support.health import (
+    ARGO_TO_FLUX,
+    ARGOCD_HEALTH_LUA,
+    FLUX_HEALTH_CHECK,
+    REPO_ROOT,
+    argocd_health,
+    flux_health,
+)
 
 PATCH = REPO_ROOT / "charts" / "stratos" / "files" / "argocd-cm-patch.yaml"
 
@@ -90,6 +97,8 @@ def test_health_of_each_kind_of_status(status: dict[str, Any] | None, health: st
     result = argocd_health(dj(status))
     assert result["status"] == health
     assert result["message"].startswith(message)
+    # Flux's healthCheckExprs (CEL) reach the same verdict.
+    assert flux_health(dj(status)) == ARGO_TO_FLUX[health]
 
 
 @pytest.mark.parametrize("phase", ["Serving", "Failed", "Succeeded", "Suspended"])
@@ -98,6 +107,7 @@ def test_a_generation_the_operator_has_not_seen_is_progressing_whatever_the_phas
         dj({"phase": phase, "conditions": [cond("Ready", "True", "Serving")]}, generation=4)
     )
     assert result == {"status": "Progressing", "message": "Waiting for the operator to act on generation 4"}
+    assert flux_health(dj({"phase": phase}, generation=4)) == "InProgress"
 
 
 def test_the_argocd_cm_patch_carries_the_script_verbatim() -> None:
@@ -105,3 +115,14 @@ def test_the_argocd_cm_patch_carries_the_script_verbatim() -> None:
     assert patch == {
         "data": {"resource.customizations.health.stratos.io_DistillationJob": ARGOCD_HEALTH_LUA.read_text()}
     }
+
+
+def test_the_readme_shows_the_flux_expressions_that_are_tested() -> None:
+    readme = (REPO_ROOT / "charts" / "stratos" / "README.md").read_text()
+    entry = "".join(
+        line for line in FLUX_HEALTH_CHECK.read_text().splitlines(True) if not line.startswith("#")
+    )
+    shown = "\n".join("    " + line if line else "" for line in entry.rstrip("\n").split("\n"))
+    assert shown in readme, (
+        "charts/stratos/README.md must show files/flux-health-check.yaml under healthCheckExprs"
+    )
