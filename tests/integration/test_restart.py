@@ -120,9 +120,9 @@ def test_suspend_stops_running_stages_and_resume_finishes_the_job(
         wait_for(lambda: (recorder.latest_health() or {}).get("status") == "Healthy", what="Healthy")
     # Argo CD health of every version the operator wrote: suspended in between, nothing Degraded.
     healths = recorder.healths()
-    assert collapse(h["status"] for h in healths) == ["Progressing", "Suspended", "Progressing", "Healthy"], (
-        healths
-    )
+    expected = ["Progressing", "Suspended", "Progressing", "Healthy"]
+    assert collapse(h["status"] for h in healths) == expected, healths
+    recorder.agree()  # and Flux's healthCheckExprs say the same
     conditions = {c["type"]: c for c in json.loads(
         control_plane.kubectl("get", "dj", "pause", "-n", namespace, "-o", "json").stdout
     )["status"]["conditions"]}  # fmt: skip
@@ -150,6 +150,7 @@ def test_the_budget_stops_the_job_before_a_stage_it_cannot_pay_for(
     healths = recorder.healths()
     assert collapse(h["status"] for h in healths) == ["Progressing", "Degraded"], healths
     assert healths[-1]["message"].startswith("BudgetExceeded: spent"), healths[-1]
+    recorder.agree()
     status = json.loads(control_plane.kubectl("get", "dj", "budget", "-n", namespace, "-o", "json").stdout)[
         "status"
     ]
