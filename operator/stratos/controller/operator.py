@@ -138,7 +138,8 @@ def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> Non
     except Exception as err:
         metrics.RECONCILE_ERRORS.labels(kind=type(err).__name__).inc()
         # The job is still this replica's: keep exporting what its status says while retries fail.
-        metrics.JOBS.observe(body, body.get("status") or {})
+        if not_deleted(uid=uid):
+            metrics.JOBS.observe(body, body.get("status") or {})
         raise
     finally:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
