@@ -37,7 +37,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            entry["exception"] = record.exc_text
+            entry["exc_info"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False)
 
 

@@ -190,7 +190,7 @@ def test_stage_logs_are_one_json_object_per_line_with_secrets_masked(tmp_path):
     assert [(e["severity"], e["message"]) for e in logs[:1]] == [("info", "x: starting")]
     assert {"timestamp", "severity", "logger", "message"} <= set(logs[0])
     assert any(e["message"] == "calling with ***" for e in logs), logs
-    assert any("RuntimeError" in e.get("exception", "") for e in logs), logs
+    assert any("RuntimeError" in e.get("exc_info", "") for e in logs), logs
     assert "sk-planted" not in proc.stdout + proc.stderr
     assert all(line.startswith("{") for line in proc.stdout.splitlines()), proc.stdout
 
