@@ -142,8 +142,12 @@ class StatusRecorder:
     def _loop(self) -> None:
         custom = client.CustomObjectsApi(self.api)
         selector = f"metadata.name={self.name}" if self.name else None
+        version: str | None = None  # go on from the last event: no version is missed between streams
         while not self._stop.is_set():
             stream = watch.Watch()
+            kwargs: dict[str, Any] = {"field_selector": selector, "timeout_seconds": 2}
+            if version:
+                kwargs["resource_version"] = version
             try:
                 for event in stream.stream(
                     custom.list_namespaced_custom_object,
@@ -151,15 +155,21 @@ class StatusRecorder:
                     "v1alpha1",
                     self.namespace,
                     "distillationjobs",
-                    field_selector=selector,
-                    timeout_seconds=2,
+                    **kwargs,
                 ):
+                    obj = event["object"]
+                    if event["type"] == "ERROR":  # e.g. 410 Gone: the version expired, list again
+                        self.errors.append(str(obj.get("message")))
+                        version = None
+                        break
+                    version = obj.get("metadata", {}).get("resourceVersion") or version
                     if event["type"] in ("ADDED", "MODIFIED"):
-                        self._record(event["object"])
+                        self._record(obj)
                     if self._stop.is_set():
                         stream.stop()
             except ApiException as err:  # an expired resourceVersion: list again
                 self.errors.append(f"{err.status}: {err.reason}")
+                version = None
             except Exception as err:  # keep watching; the test sees what was recorded
                 self.errors.append(repr(err))
                 self._stop.wait(0.2)
