@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     fresh = render_readme(readme, (args.chart / "values.yaml").read_text())
     if args.check:
         if fresh != readme:
-            print(f"{readme_path} is stale: run python charts/tools/values_doc.py {args.chart}", file=sys.stderr)
+            print(
+                f"{readme_path} is stale: run python charts/tools/values_doc.py {args.chart}", file=sys.stderr
+            )
             return 1
         return 0
     if fresh != readme:
