@@ -34,6 +34,7 @@ crds: venv
 
 docs: venv
 	$(BIN)/python -m stratos.api.reference --readme README.md
+	$(BIN)/python charts/tools/values_doc.py charts/stratos
 
 lint: venv
 	$(BIN)/ruff check operator tests

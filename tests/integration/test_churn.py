@@ -8,8 +8,8 @@ and its ConfigMap exist. Afterwards:
 * no Job, Pod, ConfigMap, Deployment or Service that belonged to one is left: the controller
   manager's garbage collector removes the children through their ownerReferences (waited for with a
   bounded poll);
-* the operator forgot them: its ``stratos_jobs`` gauge is back to zero in every phase, and no timer
-  keeps reconciling a deleted job (kopf leaves one running for a job deleted before its finalizer
+* the operator forgot them: its ``stratos_distillationjobs`` gauge is back to zero in every phase, and
+  no timer keeps reconciling a deleted job (kopf leaves one running for a job deleted before its finalizer
   lands; the operator's timer filter stops it);
 * its memory is flat: VmRSS after the second hundred jobs is within a bound of VmRSS after the first
   hundred, and the thread count does not grow.
@@ -175,7 +175,7 @@ def test_two_hundred_jobs_created_and_deleted_leave_nothing_behind(
     except TimeoutError:
         raise AssertionError(f"children left behind: {leftovers(api, namespace, uids)}") from None
     collected_seconds = time.monotonic() - collected
-    gauges = re.findall(r"^stratos_jobs\{phase=\"(\w+)\"\} (\S+)$", operator.metrics(), re.M)
+    gauges = re.findall(r"^stratos_distillationjobs\{phase=\"(\w+)\"\} (\S+)$", operator.metrics(), re.M)
     assert gauges and all(float(value) == 0 for _, value in gauges), gauges
     # No timer outlives its job (kopf leaves one running for a job deleted before its finalizer
     # lands unless the operator stops it): the reconcile count stands still.

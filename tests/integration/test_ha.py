@@ -80,6 +80,26 @@ class ChartOperator(OperatorProcess):
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def job_series(self) -> list[str]:
+        """The per-DistillationJob lines of its metrics (stratos_distillationjob* samples)."""
+        return [line for line in self.metrics().splitlines() if line.startswith("stratos_distillationjob")]
+
+    def active(self) -> float:
+        found = re.search(r"^stratos_operator_active (\S+)$", self.metrics(), re.M)
+        assert found, "no stratos_operator_active"
+        return float(found.group(1))
+
+
+def acts_and_exports(operator: ChartOperator, job: str) -> bool:
+    """It says it acts, and exports the job's series (the acting replica's metrics)."""
+    return operator.active() == 1 and any(f'name="{job}"' in line for line in operator.job_series())
+
+
+def stands_by_silently(operator: ChartOperator) -> None:
+    """A standby says so and exports nothing about any job (no zeros that would read as facts)."""
+    assert operator.active() == 0
+    assert operator.job_series() == [], operator.job_series()[:5]
+
 
 @pytest.fixture(scope="module")
 def ha_release(control_plane: ControlPlane, crd_installed: Path) -> Iterator[dict[str, Any]]:
@@ -192,6 +212,9 @@ def test_two_peered_operators_one_acts_and_a_stop_hands_over(
         assert second.reconciles() == 0, second.log_tail()
         assert "Resuming operations" not in second.log_text()
         assert node_selected_events(api, namespace, "before") == 1
+        # Metrics: the acting replica exports the job, the standby nothing about jobs.
+        wait_for(lambda: acts_and_exports(first, "before"), what="the first operator's job metrics")
+        stands_by_silently(second)
 
         # A graceful stop takes the first one's record out of the peering object: the second resumes.
         first.stop()
@@ -201,6 +224,11 @@ def test_two_peered_operators_one_acts_and_a_stop_hands_over(
         handed = create_and_select(control_plane, api, namespace, "after")
         assert handed["status"]["server"]["node"] == f"{namespace}-l20"
         assert second.reconciles() > 0
+        # The replica that took over exports both jobs (the one decided before the hand-over too).
+        wait_for(
+            lambda: acts_and_exports(second, "before") and acts_and_exports(second, "after"),
+            what="the second operator's job metrics",
+        )
         jobs = rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs")["items"]
         assert sorted(j["metadata"]["name"] for j in jobs) == [
             "after-teacher-eval-t1",
@@ -215,6 +243,7 @@ def test_two_peered_operators_one_acts_and_a_stop_hands_over(
         assert records["stratos-ha-second"]["priority"] > records["stratos-ha-again"]["priority"]
         time.sleep(6 * again.interval)
         assert again.reconciles() == 0, again.log_tail()
+        stands_by_silently(again)
         for name in ("before", "after"):
             assert node_selected_events(api, namespace, name) == 1, name
         delete_jobs(api, namespace)
@@ -247,6 +276,7 @@ def test_a_killed_operator_is_replaced_once_its_peering_record_expires(
         l20_node(gpu_nodes, namespace)
         create_and_select(control_plane, api, namespace, "before")
 
+        stands_by_silently(second)
         lastseen = peers(api)["stratos-ha-killed"]["lastseen"]
         first.stop(kill=True)
         killed = time.monotonic()
@@ -257,6 +287,7 @@ def test_a_killed_operator_is_replaced_once_its_peering_record_expires(
         wait_for(lambda: list(peers(api)) == ["stratos-ha-standby"], what="the dead record to be cleaned")
         create_and_select(control_plane, api, namespace, "after")
         assert second.reconciles() > 0
+        wait_for(lambda: acts_and_exports(second, "after"), what="the standby's job metrics once it acts")
         assert node_selected_events(api, namespace, "before") == 1
         delete_jobs(api, namespace)
     finally:

@@ -184,3 +184,99 @@ def test_chart_crd_is_accepted_by_the_api_server(control_plane: ControlPlane) ->
     control_plane.kubectl(
         "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-", input=rendered
     )
+
+
+def test_editor_and_viewer_roles_reach_users_of_edit_and_view(
+    control_plane: ControlPlane, namespace: str, crd_installed: Path, api: Any
+) -> None:
+    """The controller manager aggregates the chart's editor/viewer ClusterRoles into the built-in
+    edit/view roles: a user bound to edit in a namespace manages its DistillationJobs, one bound to view
+    reads them, neither writes status (the operator's)."""
+    ns = ["-n", namespace]
+    for user, role in (("alice", "edit"), ("bob", "view")):
+        rest(
+            api,
+            "POST",
+            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+            body={
+                "metadata": {"name": f"{user}-{role}"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+            },
+        )
+    if not control_plane.with_controller_manager:
+        pytest.skip("role aggregation is the controller manager's")
+    with installed(control_plane, namespace):
+        wait_for(
+            lambda: can_i(control_plane, "alice", "create", "distillationjobs.stratos.io", *ns),
+            timeout=60,
+            what="edit to aggregate the editor role",
+        )
+        wait_for(
+            lambda: can_i(control_plane, "bob", "list", "distillationjobs.stratos.io", *ns),
+            timeout=60,
+            what="view to aggregate the viewer role",
+        )
+        for verb in ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"):
+            assert can_i(control_plane, "alice", verb, "distillationjobs.stratos.io", *ns), verb
+        for verb in ("get", "list", "watch"):
+            assert can_i(control_plane, "bob", verb, "distillationjobs.stratos.io", *ns), verb
+        for verb in ("create", "patch", "delete"):
+            assert not can_i(control_plane, "bob", verb, "distillationjobs.stratos.io", *ns), verb
+        for user in ("alice", "bob"):
+            assert not can_i(
+                control_plane, user, "patch", "distillationjobs.stratos.io", "--subresource=status", *ns
+            )
+            assert not can_i(control_plane, user, "list", "distillationjobs.stratos.io", "-n", "default")
+    # Uninstalled: the aggregated rules go with the roles.
+    wait_for(
+        lambda: not can_i(control_plane, "alice", "create", "distillationjobs.stratos.io", *ns),
+        timeout=60,
+        what="edit to drop the editor role's rules",
+    )
+
+
+def test_install_with_the_operational_values(control_plane: ControlPlane, namespace: str) -> None:
+    """PodDisruptionBudget, spread constraints, extra volumes, envFrom, common labels, JSON logs and the
+    dashboard ConfigMap, accepted by the API server, the pod still admitted as restricted."""
+    control_plane.kubectl(
+        "label", "namespace", namespace, "--overwrite", "pod-security.kubernetes.io/warn=restricted"
+    )
+    release = release_name(namespace)
+    values = [
+        "peering.enabled=true",
+        "replicaCount=2",
+        "commonLabels.team=ml-platform",
+        "logFormat=json",
+        "podDisruptionBudget.enabled=true",
+        "topologySpreadConstraints[0].maxSkew=1",
+        "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname",
+        "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+        "envFrom[0].configMapRef.name=proxy",
+        "envFrom[0].configMapRef.optional=true",
+        "extraVolumes[0].name=ca",
+        "extraVolumes[0].configMap.name=ca-bundle",
+        "extraVolumes[0].configMap.optional=true",
+        "extraVolumeMounts[0].name=ca",
+        "extraVolumeMounts[0].mountPath=/etc/ssl/extra",
+        "grafanaDashboard.enabled=true",
+    ]
+    with installed(control_plane, namespace, *values) as output:
+        assert "PodSecurity" not in output, output
+        pdb = json.loads(control_plane.kubectl("get", "pdb", release, "-n", namespace, "-o", "json").stdout)
+        assert pdb["spec"]["maxUnavailable"] == 1 and pdb["metadata"]["labels"]["team"] == "ml-platform"
+        dashboard = json.loads(
+            control_plane.kubectl(
+                "get", "configmap", f"{release}-dashboard", "-n", namespace, "-o", "json"
+            ).stdout
+        )
+        assert (
+            json.loads(dashboard["data"]["stratos-distillationjobs.json"])["uid"]
+            == "stratos-distillationjobs"
+        )
+        deployment = json.loads(
+            control_plane.kubectl("get", "deployment", release, "-n", namespace, "-o", "json").stdout
+        )
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert "--log-format=json" in container["args"]
+        assert deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["labelSelector"]

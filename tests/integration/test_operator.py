@@ -84,8 +84,9 @@ def test_operator_selects_a_node_and_kubectl_shows_the_decision(
 
     table = control_plane.kubectl("get", "dj", "mahjong", "-n", namespace).stdout
     header, row = table.splitlines()[:2]
-    assert re.split(r"\s{2,}", header.strip())[:5] == ["NAME", "PHASE", "NODE", "GPU", "TEACHER"]
+    assert re.split(r"\s{2,}", header.strip())[:6] == ["NAME", "PHASE", "READY", "NODE", "GPU", "TEACHER"]
     assert f"{namespace}-a-4090" in row and "RTX 4090" in row
+    assert re.split(r"\s{2,}", row.strip())[2] == "Unknown"  # the pipeline is still running
     wide = control_plane.kubectl("get", "dj", "mahjong", "-n", namespace, "-o", "wide").stdout
     assert "ENDPOINT" in wide.splitlines()[0]
 
@@ -171,9 +172,23 @@ def test_metrics_and_restart_without_duplicates_or_changed_decisions(
     before = get_dj(control_plane, namespace, "restart")["status"]
 
     metrics = operator.metrics()
-    assert re.search(r'^stratos_jobs\{phase="EvaluatingTeachers"\} [1-9]', metrics, re.M)
+    assert re.search(r'^stratos_distillationjobs\{phase="EvaluatingTeachers"\} [1-9]', metrics, re.M)
     assert re.search(r'^stratos_decision_duration_seconds_count\{decision="server"\} [1-9]', metrics, re.M)
     assert "stratos_reconcile_errors_total" in metrics
+    # Per-job series, named apart from batch Jobs, from the status the operator wrote.
+    job = f'namespace="{namespace}",name="restart"'
+    assert re.search(r"^stratos_operator_active 1\.0$", metrics, re.M)
+    infos = re.findall(r"^stratos_distillationjob_info\{([^}]*)\} 1\.0$", metrics, re.M)
+    assert [i for i in infos if job in i and f'node="{namespace}-a-4090"' in i], metrics
+    assert re.search(
+        rf'^stratos_distillationjob_status_phase\{{{job},phase="EvaluatingTeachers"\}} 1\.0$', metrics, re.M
+    )
+    assert re.search(
+        rf'^stratos_distillationjob_stage_duration_seconds\{{{job},stage="SelectServer"\}}', metrics, re.M
+    )
+    assert re.search(
+        rf'^stratos_distillationjob_stage_running_seconds\{{{job},stage="EvaluateTeachers"\}}', metrics, re.M
+    )
 
     operator.restart(kill=True)
     # A cheaper node appears while the operator is down: the recorded decision must not change.

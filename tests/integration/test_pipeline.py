@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -22,9 +23,13 @@ from openai import OpenAI
 
 from stratos.local.teacher import ProgrammaticTeacher
 from support.controlplane import ControlPlane, rest, wait_for
+from support.health import StatusRecorder, collapse
 from support.kubelet import FakeKubelet
+from support.monitoring import referenced_metrics, rule_expressions, usage
 from support.operator import OperatorProcess
 from support.pipeline import CLAIM, pipeline_job, prepare
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "stratos"
 
 pytest_plugins = ["support.operator"]
 pytestmark = pytest.mark.slow
@@ -41,25 +46,95 @@ def test_the_operator_runs_every_stage_and_records_every_decision(
 ) -> None:
     node = prepare(namespace, gpu_nodes, fake_kubelet, bound_pvc)
 
-    with ProgrammaticTeacher(accuracy=0.2) as teacher:
-        control_plane.kubectl(
-            "apply",
-            "-n",
-            namespace,
-            "-f",
-            "-",
-            input=yaml.safe_dump(pipeline_job("chain", namespace, teacher.base_url)),
+    # Every version of the job the operator writes, for the Argo CD health check (support.health).
+    exported: set[str] = set()  # every metric name the operator's /metrics showed during the run
+    with StatusRecorder(api, namespace, "chain") as recorder:
+        with ProgrammaticTeacher(accuracy=0.2) as teacher:
+            control_plane.kubectl(
+                "apply",
+                "-n",
+                namespace,
+                "-f",
+                "-",
+                input=yaml.safe_dump(pipeline_job("chain", namespace, teacher.base_url)),
+            )
+
+            def finished() -> dict[str, Any] | None:
+                exported.update(metric_names(operator.metrics()))
+                dj = json.loads(
+                    control_plane.kubectl("get", "dj", "chain", "-n", namespace, "-o", "json").stdout
+                )
+                phase = dj.get("status", {}).get("phase")
+                return dj if phase in ("Succeeded", "Failed") else None
+
+            dj = wait_for(finished, timeout=600, interval=2, what="the pipeline to finish")
+        status = dj["status"]
+        assert status["phase"] == "Succeeded", (
+            status.get("message"),
+            fake_kubelet.errors,
+            operator.log_tail(),
         )
+        check_health_while_training(recorder, dj)
+        run_the_chain_checks(
+            control_plane,
+            namespace,
+            dj,
+            fake_kubelet,
+            api,
+            node,
+            recorder,
+            lambda: exported.update(metric_names(operator.metrics())),
+        )
+    # The chart's dashboard and alerts read only series this run's operator really served (the
+    # budget's only with a budget, which this job has not).
+    rule = control_plane.helm(
+        "template", "stratos", str(CHART), "--set", "prometheusRule.enabled=true",
+        "--show-only", "templates/prometheusrule.yaml",
+    ).stdout  # fmt: skip
+    rules = set().union(*(usage(e).metrics for _, e in rule_expressions(yaml.safe_load(rule))))
+    missing = (referenced_metrics() | rules) - exported - {"stratos_distillationjob_budget_usd"}
+    assert not missing, f"{sorted(missing)} never appeared on the operator's /metrics"
 
-        def finished() -> dict[str, Any] | None:
-            dj = json.loads(control_plane.kubectl("get", "dj", "chain", "-n", namespace, "-o", "json").stdout)
-            phase = dj.get("status", {}).get("phase")
-            return dj if phase in ("Succeeded", "Failed") else None
 
-        dj = wait_for(finished, timeout=600, interval=2, what="the pipeline to finish")
+def metric_names(exposition: str) -> set[str]:
+    """Names of the samples, and of the families declared (a labelled counter with no sample yet)."""
+    samples = {
+        re.split(r"[{ ]", line, maxsplit=1)[0] for line in exposition.splitlines() if line[:1].isalpha()
+    }
+    return samples | set(re.findall(r"^# HELP (\S+) ", exposition, re.M))
+
+
+def check_health_while_training(recorder: StatusRecorder, dj: dict[str, Any]) -> None:
+    """Up to Succeeded: Progressing (Ready Unknown, never False) on every version, then Healthy."""
+    version = dj["metadata"]["resourceVersion"]
+    wait_for(
+        lambda: any(o["metadata"]["resourceVersion"] == version for o in recorder.snapshot()),
+        what="the recorder to see the finished job",
+    )
+    objects = recorder.snapshot()
+    objects = objects[
+        : 1 + next(i for i, o in enumerate(objects) if o["metadata"]["resourceVersion"] == version)
+    ]
+    assert len(objects) >= 5, f"only {len(objects)} versions recorded ({recorder.errors})"
+    healths = [h["status"] for h in recorder.healths()[: len(objects)]]
+    assert collapse(healths) == ["Progressing", "Healthy"], list(zip(healths, objects, strict=True))
+    for obj in objects[:-1]:
+        ready = next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"), None)
+        assert ready is None or ready["status"] == "Unknown", ready  # in progress: Unknown, not False
+
+
+def run_the_chain_checks(
+    control_plane: ControlPlane,
+    namespace: str,
+    dj: dict[str, Any],
+    fake_kubelet: FakeKubelet,
+    api: Any,
+    node: str,
+    recorder: StatusRecorder,
+    scrape: Callable[[], None],
+) -> None:
     status = dj["status"]
     conditions = {c["type"]: c for c in status["conditions"]}
-    assert status["phase"] == "Succeeded", (status.get("message"), fake_kubelet.errors, operator.log_tail())
     for ctype in (
         "ServerSelected",
         "TeacherSelected",
@@ -95,7 +170,7 @@ def test_the_operator_runs_every_stage_and_records_every_decision(
     adapter = storage / status["training"]["adapterUri"].removeprefix("/var/lib/stratos/")
     assert (adapter / "adapter_config.json").exists()
 
-    serve_then_clean_up(control_plane, api, namespace, dj, fake_kubelet, node)
+    serve_then_clean_up(control_plane, api, namespace, dj, fake_kubelet, node, recorder, scrape)
 
 
 def _healthy(url: str) -> bool:
@@ -108,8 +183,23 @@ def patch_serving(cp: ControlPlane, namespace: str, serving: dict[str, Any]) -> 
     cp.kubectl("patch", "dj", "chain", "-n", namespace, "--type", "merge", "-p", body)
 
 
+def latest_health(recorder: StatusRecorder, health: str, phase: str) -> dict[str, str] | None:
+    objects = recorder.snapshot()
+    if not objects or objects[-1].get("status", {}).get("phase") != phase:
+        return None
+    found = recorder.latest_health()
+    return found if found is not None and found["status"] == health else None
+
+
 def serve_then_clean_up(
-    cp: ControlPlane, api: Any, namespace: str, dj: dict[str, Any], kubelet: FakeKubelet, node: str
+    cp: ControlPlane,
+    api: Any,
+    namespace: str,
+    dj: dict[str, Any],
+    kubelet: FakeKubelet,
+    node: str,
+    recorder: StatusRecorder,
+    scrape: Callable[[], None],
 ) -> None:
     """Serving is switched on after training: the trained student is deployed without retraining,
     answers through the openai client, follows spec.serving, and everything goes with the job."""
@@ -117,8 +207,16 @@ def serve_then_clean_up(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1"
     )
     trained_steps = dj["status"]["training"]["steps"]
+    mark = len(recorder.snapshot())
     patch_serving(cp, namespace, {"enabled": True})
     cp.kubectl("wait", "--for=condition=Ready", "dj/chain", "-n", namespace, "--timeout=300s")
+    # Argo CD health: the new generation is Progressing until the operator acts on it, then while it
+    # deploys; Healthy once it serves.
+    wait_for(lambda: latest_health(recorder, "Healthy", "Serving"), what="a Healthy serving version")
+    healths = recorder.healths(mark)
+    assert collapse(h["status"] for h in healths) == ["Progressing", "Healthy"], healths
+    assert "Waiting for the operator to act on generation 2" in [h["message"] for h in healths]
+    scrape()  # the endpoint's series exist now
     status = json.loads(cp.kubectl("get", "dj", "chain", "-n", namespace, "-o", "json").stdout)["status"]
     assert status["phase"] == "Serving" and status["training"]["steps"] == trained_steps
     endpoint = status["endpoint"]
@@ -148,6 +246,25 @@ def serve_then_clean_up(
     )
     assert reply.choices[0].message.content and reply.usage is not None and reply.usage.completion_tokens > 0
 
+    # The endpoint goes down (its process killed until the kubelet's back-off keeps it down long enough
+    # for the Deployment to show it): Degraded, naming why; back up, Healthy again.
+    mark = len(recorder.snapshot())
+
+    def endpoint_down() -> dict[str, str] | None:
+        for run in kubelet.runs():
+            alive = run.process is not None and run.process.poll() is None
+            if run.namespace == namespace and run.name.startswith("chain-serve-") and alive:
+                assert run.process is not None
+                run.process.kill()
+        return latest_health(recorder, "Degraded", "Serving")
+
+    down = wait_for(
+        endpoint_down, timeout=120, interval=0.2, what="the health check to see the endpoint down"
+    )
+    assert down["message"].startswith("EndpointNotReady"), down
+    wait_for(lambda: latest_health(recorder, "Healthy", "Serving"), timeout=120, what="the endpoint back up")
+    assert collapse(h["status"] for h in recorder.healths(mark))[-2:] == ["Degraded", "Healthy"]
+
     patch_serving(cp, namespace, {"replicas": 2})
     wait_for(
         lambda: (
@@ -170,6 +287,8 @@ def serve_then_clean_up(
     )
     status = json.loads(cp.kubectl("get", "dj", "chain", "-n", namespace, "-o", "json").stdout)["status"]
     assert status["phase"] == "Succeeded" and "endpoint" not in status
+    wait_for(lambda: latest_health(recorder, "Healthy", "Succeeded"), what="Healthy once serving is off")
+    recorder.agree()  # Flux's healthCheckExprs say the same on every version
 
     # Deleting the job removes everything it created (the controller manager's garbage collector).
     cp.kubectl("delete", "dj", "chain", "-n", namespace, "--wait=true", "--timeout=60s")

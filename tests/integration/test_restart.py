@@ -14,6 +14,7 @@ import yaml
 
 from stratos.local.teacher import ProgrammaticTeacher
 from support.controlplane import ControlPlane, rest, wait_for
+from support.health import StatusRecorder, collapse
 from support.kubelet import FakeKubelet
 from support.operator import OperatorProcess
 from support.pipeline import pipeline_job, prepare
@@ -95,7 +96,7 @@ def test_suspend_stops_running_stages_and_resume_finishes_the_job(
         patch = json.dumps({"spec": {"suspend": value}})
         control_plane.kubectl("patch", "dj", "pause", "-n", namespace, "--type", "merge", "-p", patch)
 
-    with ProgrammaticTeacher(accuracy=0.2) as teacher:
+    with StatusRecorder(api, namespace, "pause") as recorder, ProgrammaticTeacher(accuracy=0.2) as teacher:
         job = pipeline_job("pause", namespace, teacher.base_url)
         control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(job))
         # No kubelet serves the node yet: the teacher-eval pod stays Pending, its Job unfinished.
@@ -116,6 +117,12 @@ def test_suspend_stops_running_stages_and_resume_finishes_the_job(
         control_plane.kubectl(
             "wait", "--for=jsonpath={.status.phase}=Succeeded", "dj/pause", "-n", namespace, "--timeout=300s"
         )
+        wait_for(lambda: (recorder.latest_health() or {}).get("status") == "Healthy", what="Healthy")
+    # Argo CD health of every version the operator wrote: suspended in between, nothing Degraded.
+    healths = recorder.healths()
+    expected = ["Progressing", "Suspended", "Progressing", "Healthy"]
+    assert collapse(h["status"] for h in healths) == expected, healths
+    recorder.agree()  # and Flux's healthCheckExprs say the same
     conditions = {c["type"]: c for c in json.loads(
         control_plane.kubectl("get", "dj", "pause", "-n", namespace, "-o", "json").stdout
     )["status"]["conditions"]}  # fmt: skip
@@ -132,13 +139,18 @@ def test_the_budget_stops_the_job_before_a_stage_it_cannot_pay_for(
     api: Any,
 ) -> None:
     prepare(namespace, gpu_nodes, fake_kubelet, bound_pvc)
-    with ProgrammaticTeacher(accuracy=0.2) as teacher:
+    with StatusRecorder(api, namespace, "budget") as recorder, ProgrammaticTeacher(accuracy=0.2) as teacher:
         job = pipeline_job("budget", namespace, teacher.base_url)
         job["spec"]["requirements"]["budget"] = 0.000001  # USD: less than the teacher evaluation costs
         control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(job))
         control_plane.kubectl(
             "wait", "--for=condition=Failed", "dj/budget", "-n", namespace, "--timeout=180s"
         )
+        wait_for(lambda: (recorder.latest_health() or {}).get("status") == "Degraded", what="Degraded")
+    healths = recorder.healths()
+    assert collapse(h["status"] for h in healths) == ["Progressing", "Degraded"], healths
+    assert healths[-1]["message"].startswith("BudgetExceeded: spent"), healths[-1]
+    recorder.agree()
     status = json.loads(control_plane.kubectl("get", "dj", "budget", "-n", namespace, "-o", "json").stdout)[
         "status"
     ]

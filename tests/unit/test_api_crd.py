@@ -85,6 +85,7 @@ def test_printer_columns(crd: dict[str, Any]) -> None:
     assert columns == PRINTER_COLUMNS
     assert [(c["name"], c["jsonPath"]) for c in columns] == [
         ("Phase", ".status.phase"),
+        ("Ready", '.status.conditions[?(@.type=="Ready")].status'),
         ("Node", ".status.server.node"),
         ("GPU", ".status.server.gpu.model"),
         ("Teacher", ".status.teacher.selected"),
@@ -103,8 +104,10 @@ def test_printer_columns(crd: dict[str, Any]) -> None:
 def test_every_printer_column_path_exists_in_the_schema(schema: dict[str, Any]) -> None:
     paths = {path for path, _ in walk(schema)}
     for column in PRINTER_COLUMNS:
-        if column["jsonPath"] != ".metadata.creationTimestamp":
-            assert column["jsonPath"] in paths, column
+        # The Ready column filters the conditions list by type (a JSONPath filter expression).
+        path = column["jsonPath"].replace('[?(@.type=="Ready")]', "[]")
+        if path != ".metadata.creationTimestamp":
+            assert path in paths, column
 
 
 def test_spec_is_required_and_status_optional(schema: dict[str, Any]) -> None:

@@ -65,6 +65,23 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "peering-ha": {"peering": {"enabled": True}, "replicaCount": 3},
     "peering-watched": {"peering": {"enabled": True}, "watchedNamespaces": ["team-a", "team-b"]},
+    "everything": {
+        "peering": {"enabled": True},
+        "replicaCount": 2,
+        "commonLabels": {"team": "ml-platform"},
+        "logFormat": "json",
+        "podDisruptionBudget": {"enabled": True},
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}
+        ],
+        "envFrom": [{"configMapRef": {"name": "proxy"}}],
+        "extraVolumes": [{"name": "ca", "configMap": {"name": "ca-bundle"}}],
+        "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/extra", "readOnly": True}],
+        "crds": {"annotations": {"argocd.argoproj.io/sync-options": "Prune=false"}},
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "additionalAlertLabels": {"team": "ml-platform"}},
+        "grafanaDashboard": {"enabled": True},
+    },
 }
 
 
@@ -129,6 +146,16 @@ def named_rules(role: dict[str, Any]) -> list[tuple[str, str, str, tuple[str, ..
     ]
 
 
+USER_ROLE_SUFFIXES = ("-editor", "-viewer")
+
+
+def operator_cluster_roles(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ClusterRoles bound to the operator (not the editor/viewer roles for users)."""
+    return [
+        r for r in of_kind(objects, "ClusterRole") if not r["metadata"]["name"].endswith(USER_ROLE_SUFFIXES)
+    ]
+
+
 def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     containers = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     return next(c for c in containers if c["name"] == "operator")
@@ -160,6 +187,8 @@ def test_defaults_render_the_expected_objects() -> None:
     assert kinds == sorted(
         [
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",  # the editor and viewer roles for users (rbac.userRoles)
             "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
@@ -368,7 +397,7 @@ def test_watched_namespaces_get_a_role_each_and_no_cluster_wide_namespaced_right
         }
         assert binding["subjects"][0]["namespace"] == NAMESPACE
     # Cluster-wide: only nodes and kopf's observation, never the namespaced permissions.
-    cluster_roles = of_kind(objects, "ClusterRole")
+    cluster_roles = operator_cluster_roles(objects)
     assert [r["metadata"]["name"] for r in cluster_roles] == [f"{RELEASE}-cluster"]
     assert permissions(cluster_roles[0]) == CLUSTER_PERMISSIONS | KOPF_NAMESPACE_OBSERVATION
     args = operator_container(objects)["args"]
@@ -382,7 +411,9 @@ def test_duplicate_watched_namespaces_render_once() -> None:
 
 
 def test_rbac_and_service_account_can_be_left_out() -> None:
-    objects = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "mine"}})
+    objects = render(
+        {"rbac": {"create": False, "userRoles": False}, "serviceAccount": {"create": False, "name": "mine"}}
+    )
     kinds = {o["kind"] for o in objects}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"}
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
@@ -469,7 +500,7 @@ def test_peering_watched_namespaces_get_a_kopfpeering_each() -> None:
     for role in of_kind(objects, "Role"):
         assert permissions(role) == NAMESPACED_PERMISSIONS | NAMESPACED_PEERING
         assert named_rules(role) == [("kopf.dev", "kopfpeerings", "patch", (RELEASE,))]
-    (cluster_role,) = of_kind(objects, "ClusterRole")
+    (cluster_role,) = operator_cluster_roles(objects)
     assert permissions(cluster_role) == CLUSTER_PERMISSIONS | KOPF_NAMESPACE_OBSERVATION
     assert operator_container(objects)["args"][-2:] == ["--namespace=team-a", "--namespace=team-b"]
 
@@ -585,27 +616,87 @@ def test_service_monitor_needs_the_metrics_service(tmp_path: Path) -> None:
 # --- documentation ---------------------------------------------------------------------------------
 
 
-def _leaf_keys(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
-    for key, value in values.items():
-        path = f"{prefix}{key}"
-        # Maps of free-form content (resources, annotations, ...) are documented as one value.
-        if isinstance(value, dict) and value and key != "resources":
-            yield from _leaf_keys(value, path + ".")
-        else:
-            yield path
+@functools.cache
+def _values_doc() -> Any:
+    """charts/tools/values_doc.py, the generator of the README's values table."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("values_doc", REPO / "charts" / "tools" / "values_doc.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("values_doc", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_readme_documents_every_value() -> None:
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
+def test_readme_values_table_is_generated_from_values_yaml() -> None:
+    """Fix with `python charts/tools/values_doc.py charts/stratos`."""
+    values_doc = _values_doc()
     readme = (CHART / "README.md").read_text()
-    missing = [key for key in _leaf_keys(values) if f"`{key}`" not in readme]
-    assert not missing, f"charts/stratos/README.md does not document {missing}"
+    assert values_doc.render_readme(readme, (CHART / "values.yaml").read_text()) == readme, (
+        "charts/stratos/README.md is stale: run python charts/tools/values_doc.py charts/stratos"
+    )
+    assert values_doc.main([str(CHART), "--check"]) == 0
 
 
-def test_schema_names_every_top_level_value() -> None:
+def test_every_value_has_a_description_and_every_leaf_a_row() -> None:
+    values_doc = _values_doc()
+    text = (CHART / "values.yaml").read_text()
+    rows = values_doc.rows(text)
+    assert not [r.key for r in rows if not r.description], "values without a '# --' description"
+    documented = {r.key for r in rows}
+
+    def leaves(node: dict[str, Any], prefix: str = "") -> Iterator[str]:
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    for leaf in leaves(yaml.safe_load(text)):
+        parts = leaf.split(".")
+        assert any(".".join(parts[:n]) in documented for n in range(1, len(parts) + 1)), leaf
+
+
+def test_values_doc_follows_helm_docs_conventions() -> None:
+    rows = _values_doc().rows(
+        "# -- One\n# two.\na: 1\nb:\n  # -- (duration) Wait.\n  c: 5s\n  d: [x]\n# -- Whole.\ne:\n  f: true\n"
+    )
+    assert [(r.key, r.type, r.default, r.description) for r in rows] == [
+        ("a", "int", "`1`", "One two."),
+        ("b.c", "duration", '`"5s"`', "Wait."),
+        ("b.d", "list", '`["x"]`', ""),
+        ("e", "object", '`{"f":true}`', "Whole."),
+    ]
+
+
+def _schema_node(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    return _schema_node(schema, schema["definitions"][ref.rsplit("/", 1)[-1]]) if ref else node
+
+
+def test_values_and_schema_name_the_same_keys() -> None:
+    """Every key of values.yaml is in values.schema.json and every schema property in values.yaml,
+    down to where the schema stops listing properties (free-form maps such as annotations)."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
-    assert set(values) <= set(schema["properties"])
+    problems: list[str] = []
+
+    def compare(value: dict[str, Any], node: dict[str, Any], path: str) -> None:
+        node = _schema_node(schema, node)
+        properties = node.get("properties")
+        if properties is None:
+            return
+        for key in set(value) - set(properties):
+            problems.append(f"{path}{key}: in values.yaml, not in the schema")
+        for key in set(properties) - set(value) - {"global"}:
+            problems.append(f"{path}{key}: in the schema, not in values.yaml")
+        for key in set(value) & set(properties):
+            if isinstance(value[key], dict):
+                compare(value[key], properties[key], f"{path}{key}.")
+
+    compare(values, schema, "")
+    assert not problems, problems
 
 
 def test_packaged_chart_carries_the_crd_schema_and_readme(tmp_path: Path) -> None:
@@ -620,3 +711,132 @@ def test_packaged_chart_carries_the_crd_schema_and_readme(tmp_path: Path) -> Non
         assert f"stratos/crds/{crd.name}" in names
     for crd in (REPO / "crds").glob("*.yaml"):
         assert f"stratos/files/crds/{crd.name}" in names
+
+
+# --- chart polish ----------------------------------------------------------------------------------
+
+
+def test_common_labels_reach_every_object_and_the_pod() -> None:
+    objects = render(SCENARIOS["everything"])
+    for obj in objects:
+        assert obj["metadata"]["labels"]["team"] == "ml-platform", (obj["kind"], obj["metadata"]["name"])
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["template"]["metadata"]["labels"]["team"] == "ml-platform"
+    assert "team" not in deployment["spec"]["selector"]["matchLabels"]  # selectors stay immutable
+
+
+def test_security_contexts_default_to_restricted_and_can_be_changed() -> None:
+    pod = one(render(), "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert operator_container(render())["securityContext"]["readOnlyRootFilesystem"] is True
+    # OpenShift assigns the user: a null drops the key, the rest stays restricted.
+    objects = render(
+        {"podSecurityContext": {"runAsUser": None, "fsGroup": None}, "securityContext": {"runAsUser": None}}
+    )
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert "runAsUser" not in pod["securityContext"] and "fsGroup" not in pod["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = operator_container(objects)["securityContext"]
+    assert "runAsUser" not in container and container["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_pod_disruption_budget() -> None:
+    assert not of_kind(render(), "PodDisruptionBudget")
+    objects = render(SCENARIOS["everything"])
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": one(objects, "Deployment")["spec"]["selector"]["matchLabels"]},
+    }
+    pdb = one(
+        render({"podDisruptionBudget": {"enabled": True, "minAvailable": "50%", "maxUnavailable": ""}}),
+        "PodDisruptionBudget",
+    )
+    assert pdb["spec"]["minAvailable"] == "50%" and "maxUnavailable" not in pdb["spec"]
+
+
+@pytest.mark.parametrize(
+    "pdb", [{"minAvailable": 1, "maxUnavailable": 1}, {"minAvailable": "", "maxUnavailable": ""}]
+)
+def test_pod_disruption_budget_needs_exactly_one_bound(pdb: dict[str, Any], tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(json.dumps({"podDisruptionBudget": {"enabled": True, **pdb}}))
+    result = helm("template", RELEASE, str(CHART), "-f", str(values), check=False)
+    assert result.returncode != 0 and "exactly one of minAvailable and maxUnavailable" in result.stderr
+
+
+def test_topology_spread_constraints_get_the_selector_labels() -> None:
+    objects = render(SCENARIOS["everything"])
+    deployment = one(objects, "Deployment")
+    (constraint,) = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert constraint == {
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]},
+    }
+    own = {"matchLabels": {"app": "x"}}
+    spread = [
+        {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule", "labelSelector": own}
+    ]
+    pod = one(render({"topologySpreadConstraints": spread}), "Deployment")["spec"]["template"]["spec"]
+    assert pod["topologySpreadConstraints"] == spread
+
+
+def test_env_from_and_extra_volumes() -> None:
+    objects = render(SCENARIOS["everything"])
+    container = operator_container(objects)
+    assert container["envFrom"] == [{"configMapRef": {"name": "proxy"}}]
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp", "/etc/ssl/extra"]
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "ca", "configMap": {"name": "ca-bundle"}} in pod["volumes"]
+    assert "envFrom" not in operator_container(render())
+
+
+def test_json_logs_for_kopf_and_the_stage_programs() -> None:
+    container = operator_container(render(SCENARIOS["everything"]))
+    assert "--log-format=json" in container["args"]
+    assert env_of(container)["STRATOS_LOG_FORMAT"] == "json"
+    default = operator_container(render())
+    assert not [a for a in default["args"] if a.startswith("--log-format")]
+    assert env_of(default)["STRATOS_LOG_FORMAT"] == "text"
+
+
+def test_crd_annotations() -> None:
+    (crd,) = of_kind(render(SCENARIOS["everything"]), "CustomResourceDefinition")
+    assert crd["metadata"]["annotations"]["argocd.argoproj.io/sync-options"] == "Prune=false"
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    (crd,) = of_kind(render({"crds": {"keep": False}}), "CustomResourceDefinition")
+    assert "annotations" not in crd["metadata"]
+
+
+def test_editor_and_viewer_roles_aggregate_to_the_built_in_roles() -> None:
+    roles = {r["metadata"]["name"]: r for r in of_kind(render(), "ClusterRole")}
+    editor, viewer = roles[f"{RELEASE}-editor"], roles[f"{RELEASE}-viewer"]
+    assert {k: v for k, v in editor["metadata"]["labels"].items() if k.startswith("rbac.")} == {
+        "rbac.authorization.k8s.io/aggregate-to-admin": "true",
+        "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+    }
+    assert {k: v for k, v in viewer["metadata"]["labels"].items() if k.startswith("rbac.")} == {
+        "rbac.authorization.k8s.io/aggregate-to-view": "true"
+    }
+    write = ("create", "update", "patch", "delete", "deletecollection")
+    read = ("get", "list", "watch")
+    assert permissions(editor) == {
+        *(("stratos.io", "distillationjobs", v) for v in read + write),
+        *(("stratos.io", "distillationjobs/status", v) for v in read),
+    }
+    assert permissions(viewer) == {
+        ("stratos.io", resource, v)
+        for resource in ("distillationjobs", "distillationjobs/status")
+        for v in read
+    }
+    # Nobody bound to them may write status (the operator's) or touch anything else.
+    bindings = of_kind(render(), "ClusterRoleBinding")
+    assert not [b for b in bindings if b["roleRef"]["name"] in (f"{RELEASE}-editor", f"{RELEASE}-viewer")]
+    assert not [
+        r
+        for r in of_kind(render({"rbac": {"userRoles": False}}), "ClusterRole")
+        if r["metadata"]["name"].endswith(USER_ROLE_SUFFIXES)
+    ]

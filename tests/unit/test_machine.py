@@ -28,6 +28,9 @@ def test_selects_the_node_in_the_dominating_cell_and_records_why() -> None:
     assert out.status["observedGeneration"] == 1
     assert out.status["stage"] == "EvaluateTeachers"
     assert [(e.type, e.reason) for e in out.events] == [("Normal", "NodeSelected")]
+    # In progress: whether the job will be Ready is not known yet (Unknown, not False).
+    ready = conditions(out.status)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("Unknown", "EvaluatingTeachers")
 
 
 def test_reconciling_the_written_status_again_changes_nothing() -> None:
@@ -89,3 +92,7 @@ def test_suspended_job_does_not_start() -> None:
     assert out.status["phase"] == "Suspended"
     assert "server" not in out.status
     assert conditions(out.status)["Suspended"]["status"] == "True"
+    assert (conditions(out.status)["Ready"]["status"], conditions(out.status)["Ready"]["reason"]) == (
+        "False",
+        "Suspended",
+    )

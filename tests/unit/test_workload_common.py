@@ -151,3 +151,52 @@ def test_sigterm_still_writes_a_result(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert proc.returncode == 143
     assert json.loads(res.read_text())["kind"] == "Terminated"
+
+
+def test_stage_logs_are_one_json_object_per_line_with_secrets_masked(tmp_path):
+    """STRATOS_LOG_FORMAT=json (the chart's logFormat, passed to every stage Job): each stdout line
+    is a JSON object with kopf's field names, tracebacks included, the teacher's key masked."""
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"name": "a"}')
+    program = textwrap.dedent(
+        """
+        import logging, sys
+        from stratos.llm import register_secret
+        from stratos.workloads.common import WorkloadConfig, run_stage
+
+        class Cfg(WorkloadConfig):
+            name: str
+
+        register_secret("sk-planted-0123456789")
+
+        def body(c):
+            logging.getLogger("stratos.workloads.x").info("calling with sk-planted-0123456789")
+            raise RuntimeError("refused key sk-planted-0123456789")
+
+        sys.exit(run_stage("x", Cfg, body, sys.argv[1:]))
+        """
+    )
+    env = {"PATH": "/usr/bin:/bin", "STRATOS_LOG_FORMAT": "json", "PYTHONPATH": ":".join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", program, "--config", str(cfg), "--result", "-", "--log-level", "DEBUG"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    logs = [json.loads(line) for line in lines if '"severity"' in line]
+    assert [(e["severity"], e["message"]) for e in logs[:1]] == [("info", "x: starting")]
+    assert {"timestamp", "severity", "logger", "message"} <= set(logs[0])
+    assert any(e["message"] == "calling with ***" for e in logs), logs
+    assert any("RuntimeError" in e.get("exc_info", "") for e in logs), logs
+    assert "sk-planted" not in proc.stdout + proc.stderr
+    assert all(line.startswith("{") for line in proc.stdout.splitlines()), proc.stdout
+
+
+def test_an_unknown_log_format_is_refused():
+    from stratos.logs import formatter
+
+    with pytest.raises(ValueError, match="text, json"):
+        formatter("yaml")

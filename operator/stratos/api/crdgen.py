@@ -38,6 +38,8 @@ HEADER = (
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    # True when serving (or done), Unknown while the pipeline runs, False when failed or suspended.
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Node", "type": "string", "jsonPath": ".status.server.node"},
     {"name": "GPU", "type": "string", "jsonPath": ".status.server.gpu.model"},
     {"name": "Teacher", "type": "string", "jsonPath": ".status.teacher.selected"},

@@ -66,6 +66,7 @@ def stage_job(
         "env": [
             {"name": "HOME", "value": "/tmp"},
             {"name": "STRATOS_STORAGE_DIR", "value": STORAGE_DIR},
+            {"name": "STRATOS_LOG_FORMAT", "value": cfg.log_format},
             *[
                 {"name": s.env, "valueFrom": {"secretKeyRef": {"name": s.secret, "key": s.key}}}
                 for s in run.secret_env

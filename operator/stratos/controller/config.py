@@ -13,6 +13,7 @@ class OperatorConfig:
     worker_image: str = "ghcr.io/stratos-io/stratos-worker:0.1.0"
     serving_image: str = "ghcr.io/stratos-io/stratos-serving:0.1.0"
     image_pull_policy: str = "IfNotPresent"
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -23,4 +24,5 @@ class OperatorConfig:
             worker_image=env.get("STRATOS_WORKER_IMAGE", cls.worker_image),
             serving_image=env.get("STRATOS_SERVING_IMAGE", cls.serving_image),
             image_pull_policy=env.get("STRATOS_IMAGE_PULL_POLICY", cls.image_pull_policy),
+            log_format=env.get("STRATOS_LOG_FORMAT", cls.log_format),
         )

@@ -367,4 +367,8 @@ def _roll_up_ready(ctx: Context) -> None:
         ctx.condition(c.READY, c.FALSE, str(cond.get("reason", "Failed")), str(cond.get("message", "")))
         return
     phase = str(ctx.status.get("phase"))
-    ctx.condition(c.READY, c.FALSE, phase, f"the pipeline is at stage {stage.value}")
+    if phase == "Suspended":
+        ctx.condition(c.READY, c.FALSE, phase, f"suspended at stage {stage.value}")
+        return
+    # In progress: not known yet whether it will be Ready (API conventions: Unknown, not False).
+    ctx.condition(c.READY, c.UNKNOWN, phase, f"the pipeline is at stage {stage.value}")

@@ -59,6 +59,9 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     except config.ConfigException:
         config.load_kube_config()
     memo.api = client.ApiClient()
+    # Per-job metrics come from a replica that acts; under peering a standby exports none of them.
+    metrics.JOBS.stale_after = max(60.0, 20 * CONFIG.reconcile_interval)
+    metrics.track_activity(mandatory_peering=settings.peering.mandatory)
     metrics.serve(CONFIG.metrics_port)
     logger.info("stratos operator started; metrics on :%s", CONFIG.metrics_port)
 
@@ -134,6 +137,9 @@ def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> Non
         outcome = reconcile(body, nodes=list(nodes.get(NODES_KEY, [])), executor=executor)
     except Exception as err:
         metrics.RECONCILE_ERRORS.labels(kind=type(err).__name__).inc()
+        # The job is still this replica's: keep exporting what its status says while retries fail.
+        if not_deleted(uid=uid):
+            metrics.JOBS.observe(body, body.get("status") or {})
         raise
     finally:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
@@ -150,7 +156,7 @@ def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> Non
         if uid in _deleted:  # deleted while this tick ran: keep nothing of it
             _last_patch.pop(uid, None)
             return
-        metrics.JOB_PHASES.set(uid, str(outcome.status.get("phase", "Pending")))
+        metrics.JOBS.observe(body, outcome.status)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -158,7 +164,7 @@ def forget_deleted(event: Mapping[str, Any], uid: str, **_: Any) -> None:
     if event.get("type") == "DELETED":
         now = time.monotonic()
         with _last_patch_lock:
-            metrics.JOB_PHASES.forget(uid)
+            metrics.JOBS.forget(uid)
             _last_patch.pop(uid, None)
             _deleted[uid] = now
             for old in [u for u, seen in _deleted.items() if now - seen > DELETED_MEMORY_SECONDS]:

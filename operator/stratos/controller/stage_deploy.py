@@ -44,7 +44,7 @@ def deploy_step(ctx: Context) -> Stage | None:
         return Stage.SUCCEEDED
     ensured = _ensure(ctx)
     if ensured is None:
-        ctx.condition(c.READY, c.FALSE, "Deploying", "no executor: the endpoint cannot be created here")
+        ctx.condition(c.READY, c.UNKNOWN, "Deploying", "no executor: the endpoint cannot be created here")
         return None
     request, state = ensured
     if state.state == "Failed":
@@ -54,7 +54,7 @@ def deploy_step(ctx: Context) -> Stage | None:
         ctx.status["endpoint"] = EndpointStatus(
             model=request.model_name, engine=request.engine, ready=False
         ).to_api()
-        ctx.condition(c.READY, c.FALSE, "Deploying", state.message or "waiting for the endpoint")
+        ctx.condition(c.READY, c.UNKNOWN, "Deploying", state.message or "waiting for the endpoint")
         return None
     assert ctx.executor is not None
     probe = ctx.executor.probe_endpoint(state.url, request.model_name)
@@ -94,7 +94,9 @@ def serving_step(ctx: Context) -> Stage | None:
     endpoint["ready"] = state.state == "Ready"
     if state.state == "Ready":
         cond = c.get_condition(ctx.status.get("conditions"), c.READY) or {}
-        ctx.condition(c.READY, c.TRUE, "Serving", str(cond.get("message") or f"served at {state.url}"))
+        # Keep the Deploy step's message (URL and probe figures), not that of an outage in between.
+        kept = cond.get("message") if cond.get("reason") == "Serving" else None
+        ctx.condition(c.READY, c.TRUE, "Serving", str(kept or f"served at {state.url}"))
     else:
         ctx.condition(c.READY, c.FALSE, "EndpointNotReady", state.message or "the endpoint is not ready")
     return None

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from stratos.llm.redact import install_redaction, redact
+from stratos.logs import LOG_FORMATS, formatter
 
 log = logging.getLogger("stratos.workloads")
 
@@ -195,14 +196,19 @@ def load_config(path: str | os.PathLike[str], model: type[C]) -> C:
         raise ConfigError(f"invalid config: {problems}") from None
 
 
-def setup_logging(level: str | int = "INFO") -> None:
-    """Log lines to stdout (what ``kubectl logs`` shows), with secrets masked."""
+def setup_logging(level: str | int = "INFO", log_format: str | None = None) -> None:
+    """Log lines to stdout (what ``kubectl logs`` shows), with secrets masked; ``log_format`` is
+    ``text`` or ``json`` (default: ``STRATOS_LOG_FORMAT``, else text)."""
     root = logging.getLogger()
-    if not any(getattr(h, "_stratos", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler._stratos = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
+    chosen = formatter(log_format or os.environ.get("STRATOS_LOG_FORMAT") or "text")
+    ours: list[logging.Handler] = [h for h in root.handlers if getattr(h, "_stratos", False)]
+    if not ours:
+        stdout = logging.StreamHandler(sys.stdout)
+        stdout._stratos = True  # type: ignore[attr-defined]
+        root.addHandler(stdout)
+        ours = [stdout]
+    for handler in ours:
+        handler.setFormatter(chosen)
     root.setLevel(level if isinstance(level, int) else level.upper())
     # Libraries' request chatter stays out of INFO logs.
     for name in ("httpx", "httpx2", "httpcore", "openai"):
@@ -225,8 +231,11 @@ def run_stage(name: str, config_model: type[C], body: Body[C], argv: list[str] |
         "--result", default=DEFAULT_RESULT_PATH, help="where the JSON result goes ('-' for stdout)"
     )
     parser.add_argument("--log-level", default=os.environ.get("STRATOS_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default=os.environ.get("STRATOS_LOG_FORMAT") or "text"
+    )
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         config = load_config(args.config, config_model)
