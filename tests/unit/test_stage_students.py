@@ -24,6 +24,7 @@ def table2_job() -> dict[str, Any]:
         requirements={"minAccuracy": 0.58, "maxTrainingTime": "2h", "minTokensPerSecond": 30},
         students=STUDENTS,
         distillation={"targetSamples": 10000},
+        servers={"costWindow": 0.2, "rule": "paper"},  # the paper's greedy rule (Table 2)
     )
 
 

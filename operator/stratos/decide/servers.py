@@ -107,6 +107,17 @@ class ServerChoice:
     reason: str
     distance: float | None = None
     cost_window: float = 0.0
+    #: Every feasible node in a Pareto-front cell, by (hourly cost, latency, -hardware, name): the
+    #: shortlist the joint (node, student) choice of :mod:`stratos.decide.joint` ranges over.
+    front: tuple[NodeFacts, ...] = ()
+    front_cells: tuple[Cell, ...] = ()
+
+    def cell_of(self, name: str) -> Cell | tuple[()]:
+        """The grid cell of a shortlisted node (empty when it is not in the shortlist)."""
+        for node, cell in zip(self.front, self.front_cells, strict=True):
+            if node.name == name:
+                return cell
+        return ()
 
 
 def grid_size(cost_span: float, cost_window: float) -> int:
@@ -430,6 +441,7 @@ def select_server(
         for i in order[1:]
     ]
     pareto = sorted((int(a), int(b), int(c)) for a, b, c in grid.pfg_cells)
+    front = sorted(np.flatnonzero(grid.in_pfg).tolist(), key=lambda i: _node_order(grid.node(i)))
     winner = grid.node(w)
     cell = grid.cell(w)
     in_cheapest = int(np.count_nonzero(grid.in_pfg & (grid.coords[:, 0] == cell[0])))
@@ -457,4 +469,10 @@ def select_server(
         reason=reason + ".",
         distance=float(grid.distance[w]),
         cost_window=cost_window,
+        front=tuple(grid.node(i) for i in front),
+        front_cells=tuple(grid.cell(i) for i in front),
     )
+
+
+def _node_order(node: NodeFacts) -> tuple[float, float, float, str]:
+    return (node.hourly_cost, node.latency_ms, -node.hardware, node.name)
