@@ -33,6 +33,7 @@ from stratos.decide.joint import (
     select_pair,
 )
 from stratos.decide.nodes import NodeFacts
+from stratos.decide.servers import shortlist
 
 G1 = GPUSpec("G1", 24, 100, 1000, 1.0)
 G2 = GPUSpec("G2", 80, 400, 2000, 4.0)
@@ -214,3 +215,25 @@ def test_large_inventories_stay_fast_enough_to_decide_in_a_tick() -> None:
     choice = choose(students, nodes)
     assert choice.chosen is not None and choice.pairs > 5000
     assert len(choice.runners_up) <= 15 + 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(nodes_st, students_st, weights_st)
+def test_the_node_shortlist_keeps_every_pareto_optimal_pair(raw_nodes, raw_students, raw_weights) -> None:  # type: ignore[no-untyped-def]
+    # The choice over the shortlist is Pareto-optimal among the pairs on *all* feasible nodes. (It need
+    # not be the same pair: the normalisation ranges of U depend on which pairs are in the set.)
+    nodes, students = _world(raw_nodes, raw_students)
+    limits = Limits(max_training_hours=50.0, min_tokens_per_second=20.0, budget=500.0)
+    pairs, costs = _all_feasible_pairs(students, nodes, limits)
+    kw = {"weights": JointWeights(*raw_weights), "costs": costs, "limits": limits, "probe_margin": 0.2}
+    everything = select_pair(students, nodes, **kw)  # type: ignore[arg-type]
+    short = select_pair(students, shortlist(nodes), **kw)  # type: ignore[arg-type]
+    assert (everything.chosen is None) == (short.chosen is None)
+    if short.chosen is None:
+        return
+    kept = {v.name for v in short.students if v.kept}
+    mine = _objectives(short.chosen)
+    for p in pairs:
+        theirs = _objectives(p)
+        if p.student in kept:
+            assert not (all(t >= m for t, m in zip(theirs, mine, strict=True)) and theirs != mine)

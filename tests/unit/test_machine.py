@@ -39,7 +39,8 @@ def test_the_joint_rule_shortlists_the_pareto_front_and_leaves_the_node_to_the_s
     assert "node" not in server and "runnersUp" not in server
     assert server["gridSize"] == 5 and server["paretoCells"] == [[0, 0, 0]]
     assert server["candidates"] == 3 and server["feasible"] == 3
-    assert "1 of 3 feasible node(s)" in server["reason"]  # only a-4090 lies in the front cell
+    # c-3090 is cheapest, b-h20 nearest and has the most memory, a-4090 the most compute: none dominates
+    assert "3 of 3 feasible node(s) are not dominated" in server["reason"]
     cond = conditions(out.status)["ServerSelected"]
     assert (cond["status"], cond["reason"]) == ("Unknown", "Shortlisted")
     assert out.status["stage"] == "EvaluateTeachers"

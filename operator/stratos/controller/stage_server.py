@@ -48,9 +48,10 @@ def select_server_step(ctx: Context) -> Stage | None:
 
 def shortlist_reason(choice: ServerChoice) -> str:
     return (
-        f"{len(choice.front)} of {choice.feasible} feasible node(s) lie in the {len(choice.pareto_cells)} "
-        f"Pareto-front cell(s) of the grid (K={choice.grid_size}); the node is chosen together with the "
-        f"student after the probes (servers.rule joint); {choice.candidates} candidate(s)"
+        f"{len(choice.front)} of {choice.feasible} feasible node(s) are not dominated in cost, latency, "
+        f"compute, GPU memory and bandwidth (the grid has K={choice.grid_size} and "
+        f"{len(choice.pareto_cells)} Pareto-front cell(s)); the node is chosen together with the student "
+        f"after the probes (servers.rule joint); {choice.candidates} candidate(s)"
         + (
             f", rejected: {', '.join(f'{v} {k}' for k, v in sorted(choice.rejected.items()))}"
             if choice.rejected

@@ -4,8 +4,12 @@ The paper chooses the server first and the student on it afterwards. The node de
 student trains, how fast it serves and what the run costs, and the student decides which nodes it fits,
 so the two are chosen together here, over every feasible (node, student) pair:
 
-1. Nodes. The feasible nodes in Pareto-front cells of the server grid (:mod:`stratos.decide.servers`:
-   hard constraints, then the grid as a filter).
+1. Nodes. The feasible nodes (:mod:`stratos.decide.servers`: hard constraints; the Pareto Front Grid is
+   still computed and recorded) that no other feasible node dominates in hourly cost, latency, compute,
+   per-GPU memory and memory bandwidth (:func:`stratos.decide.servers.shortlist`). This filter keeps
+   every Pareto-optimal pair; the grid's cells do not (a node in a dominated cell can be the best
+   partner of some student; with the grid as the filter the benchmark's Stratos reached 0.946 of the
+   oracle's utility, with this one 0.977).
 2. Probes. Every student that fits some shortlisted node is probed once, on one GPU of the cheapest
    node where it fits (:func:`probe_plan`; ties: latency, then name).
 3. Probe rule. Of the probed students, those whose probe accuracy is within ``probe_margin`` (delta) of
