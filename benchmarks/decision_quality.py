@@ -843,6 +843,7 @@ def run_config(
     grid_oracle = np.zeros((seeds, len(vectors)))
     grid_vals = np.zeros((seeds, len(vectors), 2, n_m))  # Stratos (both rules) per weight vector
     grid_del = np.zeros((seeds, len(vectors), 2), dtype=bool)
+    grid_meets = np.zeros((seeds, len(vectors), n_s), dtype=bool)  # A, T, R and budget all met
     picks: dict[str, Counter[str]] = {s: Counter() for s in STRATEGIES}
     notes: dict[str, Counter[str]] = {s: Counter() for s in STRATEGIES}
     for seed in range(seeds):
@@ -872,11 +873,13 @@ def run_config(
                 base = norm[seed] @ wmat  # strategies x vectors
                 base[~delivered[seed]] = 0.0
                 grid_u[seed] = base.T
+                grid_meets[seed] = (delivered[seed] & meets[seed].all(axis=1))[None, :]
                 for v, vec in enumerate(vectors):  # Stratos (both rules) decide with these weights
                     for k, runner in ((0, stratos), (1, stratos_paper)):
                         out = runner(job, world, vec)
                         grid_vals[seed, v, k] = out.metrics()
                         grid_del[seed, v, k] = out.delivered
+                        grid_meets[seed, v, k] = out.delivered and all(out.meets)
                         grid_u[seed, v, k] = (
                             float(space.normalise(np.array(out.metrics())) @ wmat[:, v])
                             if out.delivered
@@ -936,6 +939,7 @@ def run_config(
             grid_rel[:, v] = np.where(dels, normalised(vals, dels, method="minmax") @ np.array(vec), 0.0)
         result["weightGrid"] = {
             "utility": grid_summary(vectors, grid_u, grid_oracle),
+            "strict": grid_summary(vectors, np.where(grid_meets, grid_u, 0.0), grid_oracle),
             "relative": grid_summary(vectors, grid_rel, None),
         }
     return result
