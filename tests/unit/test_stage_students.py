@@ -142,6 +142,16 @@ def test_joint_rule_probes_each_student_on_the_cheapest_node_it_fits_and_records
     # Every kept student other than the winner with a feasible pair on the chosen node is a fallback.
     assert student["ranking"][0] == pair["student"]
     assert "fallback" in pair and pair["fallback"].startswith("if the chosen student misses minAccuracy")
+    # The training stage reads each ranked student's time on the chosen node from the candidates.
+    on_node = {(r["node"], r["student"]): r for r in pair["runnersUp"]}
+    for name in student["ranking"]:
+        hours = (
+            pair["trainingTimeHours"]
+            if name == pair["student"]
+            else on_node[(pair["node"], name)]["trainingTimeHours"]
+        )
+        assert verdicts[name]["trainingTimeHours"] == pytest.approx(hours, abs=1e-3)
+    assert verdicts["llama-3-2-1b"].get("trainingTimeHours") is None  # dropped: never trained
     conds = conditions(out.status)
     assert (conds["ServerSelected"]["status"], conds["ServerSelected"]["reason"]) == ("True", "NodeSelected")
     assert conds["StudentSelected"]["status"] == "True"

@@ -34,7 +34,7 @@ from stratos.controller.machine import Context, RunStatus, StageRun, fail, step
 from stratos.controller.stage_server import decide_server, reselect_server, server_block, shortlist_reason
 from stratos.controller.stage_teachers import teacher_traces
 from stratos.controller.stages import Stage
-from stratos.decide.estimate import tokens_for
+from stratos.decide.estimate import decode_tokens_per_second, tokens_for, training_time_hours
 from stratos.decide.joint import JointChoice, JointStudent, PairRow, probe_plan, select_pair
 from stratos.decide.models import ModelFacts
 from stratos.decide.placement import (
@@ -198,7 +198,7 @@ def select_pair_step(ctx: Context) -> Stage | None:
         probe_nodes=plan,
     )
     ctx.timings["student"] = perf_counter() - started
-    ctx.status["student"] = joint_student_block(choice, students, failed)
+    ctx.status["student"] = joint_student_block(choice, students, failed, _fallback_estimates(ctx, choice))
     if choice.chosen is None:
         ctx.condition(c.STUDENT_SELECTED, c.FALSE, "NoFeasibleStudent", choice.reason, event="Warning")
         ctx.condition(c.SERVER_SELECTED, c.FALSE, "NoFeasiblePair", choice.reason)
@@ -269,11 +269,40 @@ def _pair_candidate(row: PairRow) -> PairCandidate:
     )
 
 
+def _fallback_estimates(ctx: Context, choice: JointChoice) -> dict[str, tuple[float, float]]:
+    """(t, r) of every student of the ranking on the chosen node: the training stage's budget check and
+    the fallback read a student's training time from ``status.student.candidates``."""
+    if choice.chosen is None:
+        return {}
+    node, dist = choice.chosen.node, ctx.spec.distillation
+    tokens = tokens_for(dist.target_samples, dist.epochs, dist.sequence_length)
+    out = {}
+    for s in ctx.spec.students:
+        if s.name in choice.ranking:
+            facts = ModelFacts.from_spec(s.model)
+            t = training_time_hours(
+                facts,
+                node.gpu,
+                node.gpu_count,
+                tokens=tokens,
+                mfu=dist.mfu,
+                gradient_checkpointing=dist.gradient_checkpointing,
+            )
+            out[s.name] = (t, decode_tokens_per_second(facts, node.gpu))
+    return out
+
+
 def joint_student_block(
-    choice: JointChoice, students: list[JointStudent], failed: dict[str, str]
+    choice: JointChoice,
+    students: list[JointStudent],
+    failed: dict[str, str],
+    on_node: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
-    """``status.student`` for the joint rule: every student's verdict, the chosen pair and runners-up."""
+    """``status.student`` for the joint rule: every student's verdict, the chosen pair and runners-up.
+
+    ``on_node``: (training hours, tokens/s) on the chosen node of the students in the ranking."""
     pair = choice.chosen
+    on_node = on_node or {}
     by_name = {s.name: s for s in students}
     candidates = []
     for v in choice.students:
@@ -287,8 +316,8 @@ def joint_student_block(
                 name=v.name,
                 parameters=v.parameters,
                 accuracy=v.accuracy,
-                training_time_hours=pair.training_hours if pair and v.name == pair.student else None,
-                tokens_per_second=_r(pair.tokens_per_second, 1) if pair and v.name == pair.student else None,
+                training_time_hours=on_node[v.name][0] if v.name in on_node else None,
+                tokens_per_second=_r(on_node[v.name][1], 1) if v.name in on_node else None,
                 serving_memory_gib=None,
                 training_memory_gib=_r(by_name[v.name].memory_gib, 2),
                 score=_r(v.best_utility) if v.best_utility is not None else None,
