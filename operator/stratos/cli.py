@@ -79,7 +79,13 @@ def plan(
         Path | None, typer.Option("--picture", help="write the nodes on the cost/latency plane as SVG")
     ] = None,
 ) -> None:
-    """The decisions that need no workloads: server selection over an inventory of nodes."""
+    """The decisions that need no workloads: server selection over an inventory of nodes.
+
+    With servers.rule joint (default) it also prints the (node, student) pair table the joint choice
+    would rank before any probe has run (probe accuracies unknown, so accuracy counts the same for
+    every student; teacher synthesis cost unknown) and where each student would be probed.
+    """
+    from stratos.api.spec import DistillationJobSpec
     from stratos.controller.machine import reconcile
 
     body = load_job(job)
@@ -88,10 +94,96 @@ def plan(
     inventory = load_inventory(nodes)
     outcome = reconcile(body, nodes=inventory, executor=None)
     emit(outcome.status, output)
+    spec = DistillationJobSpec.model_validate(body.get("spec") or {})
+    pair = None
+    if spec.servers.rule == "joint" and outcome.status.get("phase") != "Failed":
+        choice = joint_plan(spec, inventory)
+        typer.echo(pair_table(choice), err=output != "text")
+        if choice.chosen is not None:
+            pair = (choice.chosen.node.name, choice.chosen.student)
     if picture is not None:
-        write_picture(body, inventory, picture)
+        write_picture(body, inventory, picture, pair=pair)
     if outcome.status.get("phase") == "Failed":
         raise typer.Exit(1)
+
+
+def joint_plan(spec: Any, inventory: list[dict[str, Any]]) -> Any:
+    """The joint choice before any probe: every student's accuracy counted equal, synthesis unknown."""
+    from stratos.controller.stage_server import gather_options
+    from stratos.decide.joint import probe_plan, select_pair
+    from stratos.decide.nodes import gather_candidates
+    from stratos.decide.placement import (
+        joint_costs,
+        joint_limits,
+        joint_student,
+        joint_weights,
+        probes_usd,
+        required_gpu_memory_gib,
+    )
+    from stratos.decide.servers import select_server
+
+    candidates, rejected = gather_candidates(inventory, **gather_options(spec))
+    server = select_server(
+        candidates,
+        cost_window=spec.servers.cost_window,
+        min_gpu_memory_gib=required_gpu_memory_gib(spec),
+        max_hourly_cost=spec.requirements.max_hourly_cost,
+        max_latency_ms=spec.requirements.max_latency_ms,
+        rejected=rejected,
+    )
+    nodes = list(server.front)
+    students = [joint_student(spec, s.name, accuracy=1.0) for s in spec.students]
+    where = probe_plan(students, nodes)
+    costs = joint_costs(
+        spec, synthesis_usd=0.0, teacher_evaluation_usd=0.0, probes=probes_usd(spec, students, where)
+    )
+    return select_pair(
+        students,
+        nodes,
+        weights=joint_weights(spec),
+        costs=costs,
+        limits=joint_limits(spec),
+        probe_margin=spec.requirements.probe_margin,
+        runners_up=spec.servers.runners_up,
+        probe_nodes=where,
+    )
+
+
+def pair_table(choice: Any) -> str:
+    """The joint choice as text: the ranked pairs and where each student would be probed."""
+    lines = [
+        "Joint (node, student) choice before the probes (accuracy unknown: counted equal; teacher synthesis "
+        f"cost unknown): {choice.feasible_pairs} feasible of {choice.pairs} pairs on {choice.nodes} node(s)"
+    ]
+    head = ("", "node", "student", "U", "train h", "tok/s", "lat ms", "cost $", "why not")
+    rows = []
+    if choice.chosen is not None:
+        rows.append(("*", *_pair_cells(choice.chosen), "chosen"))
+    rows += [(" ", *_pair_cells(r), r.reason) for r in choice.runners_up]
+    widths = [max(len(str(r[i])) for r in (head, *rows)) for i in range(len(head) - 1)]
+    for r in (head, *rows):
+        lines.append("  ".join(str(v).ljust(w) for v, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+    for v in choice.students:
+        # Before the probes every accuracy is a placeholder: say only where it is probed and why it can't win.
+        why = v.verdict.split(", but ", 1)[1] if ", but " in v.verdict else v.verdict
+        if v.kept and ", but " not in v.verdict:
+            why = f"best pair on {v.best_node}, U {v.best_utility:.3f}"
+        lines.append(f"probe {v.name}: on {v.probe_node or '-'} ({why})")
+    if choice.chosen is None:
+        lines.append(f"no pair: {choice.reason}")
+    return "\n".join(lines)
+
+
+def _pair_cells(row: Any) -> tuple[str, ...]:
+    return (
+        row.node.name,
+        row.student,
+        f"{row.utility:.3f}",
+        f"{row.training_hours:.3g}",
+        f"{row.tokens_per_second:.0f}",
+        f"{row.latency_ms:.3g}",
+        f"{row.cost.total:.2f}",
+    )
 
 
 @app.command()
@@ -134,8 +226,11 @@ def run(
         raise typer.Exit(1)
 
 
-def write_picture(body: dict[str, Any], inventory: list[dict[str, Any]], path: Path) -> None:
-    """The server decision as SVG: every candidate, the grid, the Pareto cells and the chosen node."""
+def write_picture(
+    body: dict[str, Any], inventory: list[dict[str, Any]], path: Path, *, pair: tuple[str, str] | None = None
+) -> None:
+    """The server decision as SVG: every candidate, the grid, the Pareto cells and the chosen node (with
+    ``pair``, the node of the chosen (node, student) pair, labelled with the student)."""
     from stratos.api.spec import DistillationJobSpec
     from stratos.controller.stage_server import gather_options
     from stratos.decide.nodes import gather_candidates
@@ -154,7 +249,8 @@ def write_picture(body: dict[str, Any], inventory: list[dict[str, Any]], path: P
         runners_up=len(candidates),
         rejected=rejected,
     )
-    path.write_text(plan_svg(candidates, choice, title=f"Server selection for {body['metadata']['name']}"))
+    title = f"Server selection for {body['metadata']['name']}"
+    path.write_text(plan_svg(candidates, choice, title=title, pair=pair))
     typer.echo(f"wrote {path}", err=True)
 
 

@@ -153,6 +153,18 @@ def run_the_chain_checks(
         "reason": status["strategy"]["reason"],
     }
     assert status["student"]["selected"] in ("tiny-a", "tiny-b")
+    # servers.rule joint (the default): node and student were chosen together after the probes, with
+    # every student's verdict, the chosen pair's expected cost by term, runners-up and the fallback.
+    student = status["student"]
+    assert student["rule"] == "joint"
+    pair = student["pair"]
+    assert (pair["node"], pair["student"]) == (node, student["selected"])
+    assert pair["cost"]["totalUsd"] > 0 and pair["costBreakdown"].startswith("$")
+    assert all(c["probeNode"] == node and c["kept"] for c in student["candidates"])
+    other = next(n for n in ("tiny-a", "tiny-b") if n != student["selected"])
+    assert [(r["node"], r["student"]) for r in pair["runnersUp"]] == [(node, other)]
+    assert student["ranking"] == [student["selected"], other] and other in pair["fallback"]
+    assert "not dominated" in status["server"]["reason"] and status["server"]["gridSize"] == 1
     data = status["data"]
     assert data["samples"] == 32 and data["real"] + data["synthetic"] == 32
     assert status["training"]["steps"] > 0 and status["training"]["adapterUri"].endswith("/adapter")

@@ -260,7 +260,8 @@ def test_examples_carry_the_papers_numbers() -> None:
     assert mahjong.distillation.strategy == "injection" and mahjong.distillation.algorithm == "sft-lora"
     assert (mahjong.task.builtin, mahjong.task.train_size, mahjong.task.test_size) == ("mahjong", 4260, 100)
     gsm8k = jobs["gsm8k-alignment.yaml"].spec
-    assert gsm8k.requirements.min_accuracy == 0.58 and gsm8k.distillation.target_samples == 10000
+    assert gsm8k.requirements.min_accuracy == 0.65 and gsm8k.distillation.target_samples == 10000
+    assert gsm8k.requirements.probe_margin == 0.10 and gsm8k.servers.rule == "joint"
     assert [t.name for t in gsm8k.teachers] == ["gpt-4o", "qwen-72b", "llama-405b"]
     assert all(t.endpoint.api_key_secret_ref is not None for t in gsm8k.teachers)
     assert [s.model.parameters for s in gsm8k.students] == [1.24e9, 1.54e9, 3.21e9, 8.03e9]

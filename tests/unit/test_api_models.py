@@ -74,9 +74,10 @@ def test_defaults_follow_the_contract() -> None:
     assert r.max_training_seconds == 7200
     assert (r.max_hourly_cost, r.max_latency_ms, r.budget) == (None, None, None)
     assert (r.weights.accuracy, r.weights.training_time, r.weights.throughput) == (0.5, 0.2, 0.3)
+    assert (r.weights.latency, r.weights.cost, r.probe_margin) == (0.1, 0.2, 0.10)
     s = spec.servers
     assert (s.node_selector, s.cost_window, s.region_latency_ms, s.tolerations) == ({}, 0.2, {}, [])
-    assert (s.min_gpu_memory_gib, s.runners_up) == (None, 3)
+    assert (s.min_gpu_memory_gib, s.runners_up, s.rule) == (None, 3, "joint")
     t = spec.teachers[0]
     assert (t.cost_per_million_tokens, t.max_concurrency, t.endpoint.api_key_secret_ref) == (0.0, 8, None)
     d = spec.distillation
@@ -86,6 +87,7 @@ def test_defaults_follow_the_contract() -> None:
     assert (d.lora.rank, d.lora.alpha, d.lora.dropout) == (16, 32, 0.05)
     v = spec.serving
     assert (v.enabled, v.engine, v.replicas, v.max_model_len, v.resources) == (True, "vllm", 1, 4096, None)
+    assert v.expected_hours == 0.0
     assert spec.storage is None and spec.retries.backoff_limit == 2 and spec.suspend is False
 
 
@@ -278,8 +280,11 @@ def test_alignment_allows_grpo() -> None:
 
 
 def test_weights_must_not_all_be_zero() -> None:
-    message = rejected(with_("requirements.weights", {"accuracy": 0, "trainingTime": 0, "throughput": 0}))
-    assert "spec.requirements.weights: at least one of accuracy, trainingTime, throughput" in message
+    zero = {"accuracy": 0, "trainingTime": 0, "throughput": 0, "latency": 0, "cost": 0}
+    message = rejected(with_("requirements.weights", zero))
+    assert "spec.requirements.weights: at least one of accuracy, trainingTime, throughput, latency" in message
+    old = with_("requirements.weights", {"accuracy": 0, "trainingTime": 0, "throughput": 0})
+    assert DistillationJobSpec.model_validate(old).requirements.weights.cost == 0.2  # defaults fill in
     one = with_("requirements.weights", {"accuracy": 0, "trainingTime": 0, "throughput": 1})
     assert DistillationJobSpec.model_validate(one).requirements.weights.throughput == 1
 

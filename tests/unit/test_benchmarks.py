@@ -4,7 +4,7 @@ well-formed figures. No timing is asserted: the benchmarks measure, they do not 
 from __future__ import annotations
 
 import json
-import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -59,20 +59,25 @@ def test_selection_speed_smoke() -> None:
 
 def test_decision_quality_smoke() -> None:
     config = decision_quality.configs()[0]
-    result = decision_quality.run_config(config, 3, cluster=300)
+    result = decision_quality.run_config(config, 3, cluster=300, grid=False)
     assert list(result["rows"]) == list(decision_quality.STRATEGIES)
     for row in result["rows"].values():
-        assert 0.0 <= row["score"] <= 1.0 and 0.0 <= row["delivered"] <= 1.0
+        assert 0.0 <= row["utility"] <= 1.0 and 0.0 <= row["delivered"] <= 1.0
+        assert row["utilityStrict"] <= row["utility"] + 1e-12
         if row["delivered"]:
             assert 0 < row["accuracy"] <= 1 and row["costUsd"] > 0 and row["trainingHours"] > 0
     assert result["rows"]["cost-first"]["delivered"] == 1.0
-    assert result["weightSensitivity"]["weightVectors"] == len(decision_quality.weight_grid()) == 286
-    improvement = result["improvementOverBestBaseline"]
-    assert math.isnan(improvement) or improvement >= -1.0
+    assert result["rows"]["cost-first"]["meets"]["A"] == 0.0  # the 1B misses A = 0.65 after training
+    for mode in ("lenient", "strict", "relative"):
+        mean = result[mode]["mean"]["Stratos"]
+        assert mean["ci95"][0] <= mean["value"] <= mean["ci95"][1]
+    assert 0 < result["strict"]["ofOracle"]["value"] <= 1.0 + 1e-9
+    assert set(result["winRates"]) == set(decision_quality.BASELINES)
+    assert len(decision_quality.weight_grid()) == 286
     assert "Stratos" in decision_quality.render({"configs": [result]})
 
 
-def test_decision_quality_normalisation() -> None:
+def test_decision_quality_scores_by_hand() -> None:
     # One seed, two strategies, metrics (accuracy, latency, cost, time): the first is better everywhere.
     values = np.array([[[0.8, 10.0, 5.0, 1.0], [0.4, 20.0, 10.0, 2.0]]])
     delivered = np.array([[True, True]])
@@ -83,6 +88,35 @@ def test_decision_quality_normalisation() -> None:
     assert decision_quality.final_accuracy("llama-3-2-3b", "qwen-72b", "sft-lora", "scaled") == pytest.approx(
         0.7195
     )
+    # The configuration space normalises absolutely: accuracy 0.4..0.8, latency 10..30, cost 5..15, time 1..3.
+    lo, hi = np.array([0.4, 10.0, 5.0, 1.0]), np.array([0.8, 30.0, 15.0, 3.0])
+    space = decision_quality.Space(np.zeros((0, 4)), np.zeros(0, bool), lo, hi, *[np.zeros(0, np.int64)] * 3,
+                                   np.zeros(0, bool), np.zeros(0, bool))  # fmt: skip
+    assert space.normalise(np.array([0.6, 20.0, 15.0, 0.5])).tolist() == pytest.approx([0.5, 0.5, 0.0, 1.0])
+    # Paired bootstrap: a strategy twice as good everywhere is +100%, with a degenerate interval.
+    utility = np.tile(np.array([0.8, 0.0, 0.4, 0.2, 0.2, 0.2, 0.2]), (5, 1))
+    boot = decision_quality.bootstrap(utility, np.ones(5), np.random.default_rng(0), resamples=50)
+    assert boot["bestBaseline"] == "accuracy-first"
+    assert boot["improvementOverBestBaseline"] == {"improvement": 1.0, "ci95": [1.0, 1.0]}
+    assert boot["ofOracle"]["value"] == pytest.approx(0.8)
+
+
+def test_committed_decision_quality_results_come_from_the_committed_code() -> None:
+    data = json.loads((REPO_ROOT / "benchmarks" / "results" / "decision_quality.json").read_text())
+    revision = data["machine"]["revision"]
+    assert not revision.endswith("+dirty"), "results were measured on uncommitted code"
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+
+    if git("cat-file", "-e", f"{revision}^{{commit}}").returncode != 0:
+        pytest.skip(f"revision {revision} is not in this clone's history (shallow clone?)")
+    assert git("merge-base", "--is-ancestor", revision, "HEAD").returncode == 0
+    # The code the figures depend on has not changed since they were measured.
+    changed = git(
+        "diff", "--name-only", revision, "HEAD", "--", *decision_quality.MEASURED_CODE
+    ).stdout.split()
+    assert changed == [], f"re-run the benchmark: {changed} changed since {revision}"
 
 
 def test_operator_scale_helpers() -> None:

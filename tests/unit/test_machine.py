@@ -9,9 +9,11 @@ from stratos.controller.machine import reconcile
 from stratos.controller.status_patch import status_patch
 from support.jobs import NODES, NOW, conditions, job, node
 
+PAPER = {"costWindow": 0.2, "rule": "paper"}  # the grid alone picks the node (the paper's greedy rule)
+
 
 def test_selects_the_node_in_the_dominating_cell_and_records_why() -> None:
-    out = reconcile(job(), nodes=NODES, executor=None, now=NOW)
+    out = reconcile(job(servers=PAPER), nodes=NODES, executor=None, now=NOW)
     DistillationJobStatus.model_validate(out.status)  # every field is one the CRD's schema keeps
     server = out.status["server"]
     assert server["node"] == "a-4090"
@@ -33,6 +35,20 @@ def test_selects_the_node_in_the_dominating_cell_and_records_why() -> None:
     assert (ready["status"], ready["reason"]) == ("Unknown", "EvaluatingTeachers")
 
 
+def test_the_joint_rule_shortlists_the_pareto_front_and_leaves_the_node_to_the_student_stage() -> None:
+    out = reconcile(job(), nodes=NODES, executor=None, now=NOW)
+    DistillationJobStatus.model_validate(out.status)
+    server = out.status["server"]
+    assert "node" not in server and "runnersUp" not in server
+    assert server["gridSize"] == 5 and server["paretoCells"] == [[0, 0, 0]]
+    assert server["candidates"] == 3 and server["feasible"] == 3
+    # c-3090 is cheapest, b-h20 nearest and has the most memory, a-4090 the most compute: none dominates
+    assert "3 of 3 feasible node(s) are not dominated" in server["reason"]
+    cond = conditions(out.status)["ServerSelected"]
+    assert (cond["status"], cond["reason"]) == ("Unknown", "Shortlisted")
+    assert out.status["stage"] == "EvaluateTeachers"
+
+
 def test_reconciling_the_written_status_again_changes_nothing() -> None:
     body = job()
     first = reconcile(body, nodes=NODES, executor=None, now=NOW)
@@ -43,7 +59,7 @@ def test_reconciling_the_written_status_again_changes_nothing() -> None:
 
 
 def test_a_recorded_decision_survives_node_changes_and_restarts() -> None:
-    body = job()
+    body = job(servers=PAPER)
     body["status"] = reconcile(body, nodes=NODES, executor=None, now=NOW).status
     cheaper = [*NODES, node("z-h20-cheap", "NVIDIA-H20", 0.01, 1)]
     again = reconcile(body, nodes=cheaper, executor=None, now=NOW)
@@ -51,7 +67,7 @@ def test_a_recorded_decision_survives_node_changes_and_restarts() -> None:
 
 
 def test_no_feasible_node_counts_rejections_and_retries_when_nodes_change() -> None:
-    body = job(requirements={"minAccuracy": 0.15, "maxHourlyCost": 0.1})
+    body = job(requirements={"minAccuracy": 0.15, "maxHourlyCost": 0.1}, servers=PAPER)
     cordoned = node("d-cordoned", "NVIDIA-L20", 0.05, 10, unschedulable=True)
     out = reconcile(body, nodes=[*NODES, cordoned], executor=None, now=NOW)
     cond = conditions(out.status)["ServerSelected"]
@@ -69,7 +85,7 @@ def test_no_feasible_node_counts_rejections_and_retries_when_nodes_change() -> N
 
 
 def test_invalid_spec_fails_with_a_message_naming_the_field() -> None:
-    body = job(requirements={"minAccuracy": 1.5})
+    body = job(requirements={"minAccuracy": 1.5}, servers=PAPER)
     out = reconcile(body, nodes=NODES, executor=None, now=NOW)
     cond = conditions(out.status)["Failed"]
     assert (cond["status"], cond["reason"]) == ("True", "InvalidSpec")
@@ -79,7 +95,7 @@ def test_invalid_spec_fails_with_a_message_naming_the_field() -> None:
     body["status"] = out.status
     assert reconcile(body, nodes=NODES, executor=None, now=NOW).events == []  # no event storm
 
-    fixed = job()
+    fixed = job(servers=PAPER)
     fixed["metadata"]["generation"] = 2
     fixed["status"] = out.status
     recovered = reconcile(fixed, nodes=NODES, executor=None, now=NOW)

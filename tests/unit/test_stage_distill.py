@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from stratos.api.status import DistillationJobStatus
 from stratos.controller.machine import RunStatus, reconcile
 from support.jobs import NOW, ScriptedExecutor, conditions, job, node, ok
@@ -65,12 +67,15 @@ def test_a_student_that_passes_ends_the_job_succeeded_with_serving_off() -> None
     assert status["training"]["adapterUri"] == "/data/jobs/dj1-u-1/train/a/adapter"
     # teacher-eval tokens 2000 + synthesis 4000; USD: 0.01 + 0.5 + one hour of training at 0.5 USD/h
     hours = next(c["trainingTimeHours"] for c in status["student"]["candidates"] if c["name"] == "a")
-    estimate = round(0.01 + hours * 0.5, 6)  # at student selection: spent so far + estimated training
-    assert status["cost"] == {
+    pair = status["student"]["pair"]["cost"]
+    assert pair["trainingUsd"] == pytest.approx(hours * 0.5, abs=1e-4)
+    # at student selection: spent so far + the chosen pair's training, evaluation and synthesis
+    estimate = 0.01 + pair["trainingUsd"] + pair["evaluationUsd"] + pair["synthesisUsd"]
+    assert status["cost"]["estimateUsd"] == pytest.approx(estimate, abs=1e-3)
+    assert {k: v for k, v in status["cost"].items() if k != "estimateUsd"} == {
         "teacherTokens": 6000,
         "spentUsd": 1.01,
         "gpuHours": 1.0,
-        "estimateUsd": estimate,
     }
     assert conditions(status)["Ready"]["status"] == "True"
 

@@ -170,3 +170,28 @@ def test_from_result_parses_stage_output():
     )
     assert bad.error == "TeacherUnavailable: authentication failed"
     assert TeacherEval.from_result("t", None, cost_per_million_tokens=1).error == "no result"
+
+
+def test_the_joint_rule_picks_the_lowest_expected_synthesis_cost_not_the_list_price() -> None:
+    # cheap: $1 per 1M tokens, 100 samples with 40,000 tokens (400 per answer), accuracy 0.5
+    #   -> 1 x 400 / 1e6 / 0.5 = $0.0008 per verified answer
+    # dear:  $2 per 1M tokens, 100 samples with 10,000 tokens (100 per answer), accuracy 0.8
+    #   -> 2 x 100 / 1e6 / 0.8 = $0.00025 per verified answer
+    cheap = TeacherEval("cheap", 0.5, 100, 50, 20000, 20000, 0.04, cost_per_million_tokens=1.0)
+    dear = TeacherEval("dear", 0.8, 100, 80, 5000, 5000, 0.02, cost_per_million_tokens=2.0)
+    assert cheap.expected_usd_per_answer() == pytest.approx(0.0008)
+    assert dear.expected_usd_per_answer() == pytest.approx(0.00025)
+    assert dear.synthesis_usd(10000) == pytest.approx(2.5)
+    assert select_teacher([cheap, dear], min_accuracy=0.4).selected == "cheap"  # the paper: list price
+    joint = select_teacher([cheap, dear], min_accuracy=0.4, by="expected")
+    assert joint.selected == "dear"
+    assert "cheapest per verified answer of 2 teachers meeting 40%" in joint.reason
+    assert verdicts(joint)["cheap"].startswith("higher expected synthesis cost than dear ($0.800 vs $0.250")
+    # Below the bar nobody qualifies: the most accurate wins, whatever the rule.
+    assert select_teacher([cheap, dear], min_accuracy=0.9, by="expected").selected == "dear"
+    # Without token counts the list price decides (the evaluation reported none).
+    blind = [
+        TeacherEval("a", 0.9, cost_per_million_tokens=3.0),
+        TeacherEval("b", 0.9, cost_per_million_tokens=1.0),
+    ]
+    assert select_teacher(blind, min_accuracy=0.5, by="expected").selected == "b"

@@ -83,6 +83,13 @@ class ServersSpec(ApiModel):
         description="Extra floor on memory per GPU (GiB), on top of what the students need.",
     )
     runners_up: int = Field(3, ge=0, le=20, description="How many runner-up nodes status records.")
+    rule: Literal["joint", "paper"] = Field(
+        "joint",
+        description="joint: probe every student that fits some feasible node, then choose the (node, "
+        "student) pair with the highest weighted utility (requirements.weights) among the pairs that fit, "
+        "meet T, R and the budget. paper: the node with the lowest cost coordinate of the Pareto Front "
+        "Grid first, then the student by the paper's Eq. 2 on that node (reproduces the paper).",
+    )
     node_loss_policy: Literal["Reselect", "Fail"] = Field(
         "Reselect",
         description="What happens when the chosen node disappears or stops taking work during training: "
@@ -124,6 +131,13 @@ class ServingSpec(ApiModel):
     )
     resources: ResourceRequirements | None = Field(
         None, description="Resources of the serving container; unset: derived from the chosen node."
+    )
+    expected_hours: float = Field(
+        0.0,
+        ge=0,
+        le=1_000_000,
+        description="Hours the served model is expected to run on the chosen node; with servers.rule joint "
+        "its node cost counts in the expected total cost of each (node, student) pair.",
     )
 
 

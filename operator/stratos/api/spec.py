@@ -151,13 +151,20 @@ class TaskSpec(ApiModel):
 # ------------------------------------------------------------------------------------- requirements
 
 WEIGHTS_POSITIVE = CelRule(
-    rule="self.accuracy + self.trainingTime + self.throughput > 0.0",
-    message="at least one of accuracy, trainingTime, throughput must be greater than zero",
+    rule="self.accuracy + self.trainingTime + self.throughput + self.latency + self.cost > 0.0",
+    message="at least one of accuracy, trainingTime, throughput, latency, cost must be greater than zero",
 )
 
 
 class Weights(ApiModel):
-    """Weights of the student score M = alpha*accuracy + beta*(1 - trainingTime) + theta*throughput."""
+    """Weights of the objectives the user cares about.
+
+    With ``servers.rule: joint`` (default) every feasible (node, student) pair gets the utility
+    U = sum of weight x normalised objective over accuracy, trainingTime, throughput, latency and cost
+    (each normalised over the feasible pairs, 1 best, 0 worst; weights divided by their sum). With
+    ``servers.rule: paper`` only accuracy, trainingTime and throughput count, in the paper's student score
+    M = alpha*accuracy + beta*(1 - trainingTime) + theta*throughput on the node the grid chose.
+    """
 
     model_config = cel_config(WEIGHTS_POSITIVE)
 
@@ -168,10 +175,26 @@ class Weights(ApiModel):
     throughput: float = Field(
         0.3, ge=0, le=1, description="theta: weight of the normalised decode throughput (tokens/s)."
     )
+    latency: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Weight of the chosen node's normalised latency to the users (lower is better); "
+        "joint rule only (the paper rule handles latency in the server grid).",
+    )
+    cost: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Weight of the normalised expected total cost of the run (node hours for probes, "
+        "training, evaluation and serving.expectedHours of hosting, plus teacher tokens); joint rule only.",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
-        WEIGHTS_POSITIVE.check(self.accuracy + self.training_time + self.throughput > 0)
+        WEIGHTS_POSITIVE.check(
+            self.accuracy + self.training_time + self.throughput + self.latency + self.cost > 0
+        )
         return self
 
 
@@ -182,7 +205,16 @@ class Requirements(ApiModel):
         0.0,
         ge=0,
         le=1,
-        description="A: minimum accuracy (0..1) of the teacher, the student probe and the result.",
+        description="A: minimum accuracy (0..1) of the teacher and of the distilled student on held-out "
+        "data (a student that misses it is replaced by the next in the fallback order). With "
+        "servers.rule paper it also filters the student probes.",
+    )
+    probe_margin: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description="delta: with servers.rule joint, students whose probe accuracy is within delta of the "
+        "best probe are kept (the probe ranks capacity; A is checked after training).",
     )
     min_tokens_per_second: float = Field(
         0.0, ge=0, le=1_000_000, description="R: minimum decode throughput of the served student, tokens/s."
@@ -197,9 +229,14 @@ class Requirements(ApiModel):
         None, gt=0, description="Nodes further than this from the users (milliseconds) are not considered."
     )
     budget: float | None = Field(
-        None, gt=0, description="Total spend allowed (USD): teacher tokens plus node hours."
+        None,
+        gt=0,
+        description="Total spend allowed (USD): teacher tokens plus node hours. With servers.rule joint, "
+        "pairs whose expected total cost exceeds it are not considered.",
     )
-    weights: Weights = section(Weights, "Weights of the student score (paper Eq. 2).")
+    weights: Weights = section(
+        Weights, "Weights of the objectives: the joint utility U, or the paper's student score (Eq. 2)."
+    )
 
     @property
     def max_training_seconds(self) -> float:

@@ -167,8 +167,67 @@ class StudentCandidate(StatusModel):
     tokens_per_second: float | None = Field(None, ge=0, description="r: estimated decode tokens/s.")
     training_memory_gib: float | None = Field(None, ge=0, description="Estimated LoRA training memory, GiB.")
     serving_memory_gib: float | None = Field(None, ge=0, description="Estimated serving memory, GiB.")
-    score: float | None = Field(None, description="M: weighted score.")
+    score: float | None = Field(
+        None, description="M: weighted score (paper rule); U of its best feasible pair (joint rule)."
+    )
     verdict: str | None = Field(None, description="Selected, or why not.")
+    kept: bool | None = Field(None, description="Joint rule: whether the probe rule kept the student.")
+    probe_node: str | None = Field(None, description="Joint rule: the node the student was probed on.")
+    best_node: str | None = Field(None, description="Joint rule: the node of its best feasible pair.")
+
+
+class PairCost(StatusModel):
+    """The expected total cost of a (node, student) pair, USD, by term."""
+
+    training_usd: float | None = Field(None, description="Node price x estimated training hours.")
+    evaluation_usd: float | None = Field(None, description="Node price x held-out evaluation hours.")
+    hosting_usd: float | None = Field(None, description="Node price x serving.expectedHours.")
+    synthesis_usd: float | None = Field(
+        None, description="Teacher tokens for synthesis: targetSamples x tokens per answer / yield x price."
+    )
+    teacher_evaluation_usd: float | None = Field(None, description="Teacher tokens of the evaluations.")
+    probes_usd: float | None = Field(None, description="Node hours of the student probes.")
+    total_usd: float | None = Field(None, description="Sum of the terms.")
+
+
+class PairCandidate(StatusModel):
+    """A feasible (node, student) pair of the joint choice."""
+
+    node: str = Field(description="Node name.")
+    student: str = Field(description="Student name.")
+    utility: float | None = Field(None, description="U: weighted normalised objectives (1 best).")
+    accuracy: float | None = Field(None, description="The student's probe accuracy.")
+    latency_ms: float | None = Field(None, description="The node's latency to the users, ms.")
+    training_time_hours: float | None = Field(None, description="Estimated training time, hours.")
+    tokens_per_second: float | None = Field(None, description="Estimated decode tokens/s.")
+    hourly_cost: float | None = Field(None, description="The node's price, USD per hour.")
+    expected_cost_usd: float | None = Field(None, description="Expected total cost, USD.")
+    reason: str | None = Field(None, description="Why it lost to the chosen pair.")
+
+
+class PairDecision(StatusModel):
+    """The joint choice of node and student (servers.rule joint)."""
+
+    node: str | None = Field(None, description="Chosen node.")
+    student: str | None = Field(None, description="Chosen student.")
+    utility: float | None = Field(None, description="U of the chosen pair.")
+    accuracy: float | None = Field(None, description="Probe accuracy of the chosen student.")
+    latency_ms: float | None = Field(None, description="Latency of the chosen node, ms.")
+    training_time_hours: float | None = Field(None, description="Estimated training time, hours.")
+    tokens_per_second: float | None = Field(None, description="Estimated decode tokens/s.")
+    cost: PairCost | None = Field(None, description="Expected total cost, by term.")
+    cost_breakdown: str | None = Field(None, description="The expected cost in words.")
+    pairs: NonNegInt | None = Field(None, description="(node, student) pairs of kept students considered.")
+    feasible_pairs: NonNegInt | None = Field(None, description="Pairs meeting T, R and the budget.")
+    infeasible: dict[str, NonNegInt] = Field(
+        default_factory=dict, description="Pairs left out per reason (reason -> count)."
+    )
+    runners_up: list[PairCandidate] = Field(
+        default_factory=list,
+        description="The best pair of every other student, then the next best pairs, each with the term "
+        "that cost it most.",
+    )
+    fallback: str | None = Field(None, description="The fallback order in words.")
 
 
 class StudentDecision(StatusModel):
@@ -181,6 +240,10 @@ class StudentDecision(StatusModel):
         default_factory=list,
         description="Surviving students, best first: the order in which students are trained when the "
         "previous one misses minAccuracy on held-out data.",
+    )
+    rule: Literal["joint", "paper"] | None = Field(None, description="servers.rule the decision used.")
+    pair: PairDecision | None = Field(
+        None, description="Joint rule: the chosen (node, student) pair, its cost and the runners-up."
     )
 
 

@@ -1,4 +1,10 @@
-"""Stage SelectServer: gather node facts, run the Pareto-Front-Grid selection, record the decision."""
+"""Stage SelectServer: gather node facts, run the Pareto-Front-Grid selection, record the decision.
+
+With ``servers.rule: paper`` the grid's node is the server. With ``servers.rule: joint`` (default) this
+stage records the grid (K, cells, feasible and rejected counts) and the shortlist of nodes in Pareto-front
+cells, leaving ServerSelected Unknown ("Shortlisted"): SelectStudent probes the students and then chooses
+node and student together (:mod:`stratos.decide.joint`), completing ``status.server``.
+"""
 
 from __future__ import annotations
 
@@ -27,9 +33,31 @@ def select_server_step(ctx: Context) -> Stage | None:
         ctx.status.pop("server", None)
         ctx.condition(c.SERVER_SELECTED, c.FALSE, "NoFeasibleNode", choice.reason, event="Warning")
         return None  # tried again on every tick, so a node that appears or changes is picked up
-    ctx.status["server"] = server_block(choice, ctx.spec.servers.cost_window)
+    block = server_block(choice, ctx.spec.servers.cost_window)
+    if ctx.spec.servers.rule == "joint":
+        for key in ("node", "gpu", "hourlyCost", "latencyMs", "region", "cell", "runnersUp"):
+            block.pop(key, None)
+        block["reason"] = shortlist_reason(choice)
+        ctx.status["server"] = block
+        ctx.condition(c.SERVER_SELECTED, c.UNKNOWN, "Shortlisted", block["reason"])
+        return Stage.EVALUATE_TEACHERS
+    ctx.status["server"] = block
     ctx.condition(c.SERVER_SELECTED, c.TRUE, "NodeSelected", describe(choice.chosen, choice), event="Normal")
     return Stage.EVALUATE_TEACHERS
+
+
+def shortlist_reason(choice: ServerChoice) -> str:
+    return (
+        f"{len(choice.front)} of {choice.feasible} feasible node(s) are not dominated in cost, latency, "
+        f"compute, GPU memory and bandwidth (the grid has K={choice.grid_size} and "
+        f"{len(choice.pareto_cells)} Pareto-front cell(s)); the node is chosen together with the student "
+        f"after the probes (servers.rule joint); {choice.candidates} candidate(s)"
+        + (
+            f", rejected: {', '.join(f'{v} {k}' for k, v in sorted(choice.rejected.items()))}"
+            if choice.rejected
+            else ""
+        )
+    )
 
 
 def node_lost(ctx: Context) -> str | None:

@@ -87,7 +87,8 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
 
     evals = [_evaluation(t.name, t.cost_per_million_tokens, runs[t.name]) for t in spec.teachers]
     started = perf_counter()
-    choice = select_teacher(evals, min_accuracy=spec.requirements.min_accuracy)
+    by = "expected" if spec.servers.rule == "joint" else "price"
+    choice = select_teacher(evals, min_accuracy=spec.requirements.min_accuracy, by=by)
     ctx.timings["teacher"] = perf_counter() - started
     ctx.status["teacher"] = TeacherDecision(
         selected=choice.selected,

@@ -10,8 +10,10 @@ own (``students.hardware_fit``): LoRA training must fit one GPU, serving must fi
 from __future__ import annotations
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.decide.estimate import serving_memory_gib, training_memory_gib
+from stratos.decide.estimate import serving_memory_gib, tokens_for, training_flops, training_memory_gib
+from stratos.decide.joint import CostModel, JointStudent, JointWeights, Limits, probe_hours
 from stratos.decide.models import ModelFacts
+from stratos.decide.nodes import NodeFacts
 from stratos.decide.students import SERVING_MEMORY_FRACTION, HardwareFit, hardware_fit
 
 
@@ -51,3 +53,75 @@ def required_gpu_memory_gib(spec: DistillationJobSpec) -> float:
     smallest = min(student_memory_gib(spec, ModelFacts.from_spec(s.model)) for s in spec.students)
     floor = spec.servers.min_gpu_memory_gib or 0.0
     return max(smallest, floor)
+
+
+def joint_student(spec: DistillationJobSpec, name: str, accuracy: float | None = None) -> JointStudent:
+    """One spec student as the joint choice sees it: memory per GPU, training FLOPs, probe accuracy."""
+    student = next(s for s in spec.students if s.name == name)
+    facts = ModelFacts.from_spec(student.model)
+    dist = spec.distillation
+    tokens = tokens_for(dist.target_samples, dist.epochs, dist.sequence_length)
+    return JointStudent(
+        name=name,
+        parameters=facts.parameters,
+        memory_gib=student_memory_gib(spec, facts),
+        training_flops=training_flops(
+            facts, tokens=tokens, gradient_checkpointing=dist.gradient_checkpointing
+        ),
+        accuracy=accuracy,
+    )
+
+
+def joint_weights(spec: DistillationJobSpec) -> JointWeights:
+    w = spec.requirements.weights
+    return JointWeights(
+        accuracy=w.accuracy,
+        latency=w.latency,
+        cost=w.cost,
+        training_time=w.training_time,
+        throughput=w.throughput,
+    )
+
+
+def joint_limits(spec: DistillationJobSpec) -> Limits:
+    req = spec.requirements
+    return Limits(
+        max_training_hours=req.max_training_seconds / 3600,
+        min_tokens_per_second=req.min_tokens_per_second,
+        budget=req.budget,
+    )
+
+
+#: Tokens a student probe decodes per sample (the probe stage's max_new_tokens) and the held-out
+#: evaluation's per sample, for the node-hour estimates of the joint choice.
+PROBE_TOKENS_PER_SAMPLE = 128
+EVALUATION_TOKENS_PER_SAMPLE = 256
+
+
+def probes_usd(
+    spec: DistillationJobSpec, students: list[JointStudent], plan: dict[str, NodeFacts | None]
+) -> float:
+    """Node cost of the probes: each on its probe node for sampleSize x 128 decoded tokens."""
+    tokens = spec.task.sample_size * PROBE_TOKENS_PER_SAMPLE
+    return sum(
+        node.hourly_cost * probe_hours(s, node, tokens)
+        for s in students
+        if (node := plan.get(s.name)) is not None
+    )
+
+
+def joint_costs(
+    spec: DistillationJobSpec,
+    *,
+    synthesis_usd: float,
+    teacher_evaluation_usd: float,
+    probes: float,
+) -> CostModel:
+    return CostModel(
+        mfu=spec.distillation.mfu,
+        synthesis_usd=synthesis_usd,
+        teacher_evaluation_usd=teacher_evaluation_usd,
+        probes_usd=probes,
+        evaluation_tokens=float(spec.task.sample_size * EVALUATION_TOKENS_PER_SAMPLE),
+        hosting_hours=spec.serving.expected_hours if spec.serving.enabled else 0.0,
+    )

@@ -107,6 +107,18 @@ class ServerChoice:
     reason: str
     distance: float | None = None
     cost_window: float = 0.0
+    #: The feasible nodes no other feasible node dominates in (hourly cost, latency, hardware, per-GPU
+    #: memory, memory bandwidth), by (hourly cost, latency, -hardware, name): the shortlist the joint
+    #: (node, student) choice of :mod:`stratos.decide.joint` ranges over (see :func:`shortlist`).
+    front: tuple[NodeFacts, ...] = ()
+    front_cells: tuple[Cell, ...] = ()
+
+    def cell_of(self, name: str) -> Cell | tuple[()]:
+        """The grid cell of a shortlisted node (empty when it is not in the shortlist)."""
+        for node, cell in zip(self.front, self.front_cells, strict=True):
+            if node.name == name:
+                return cell
+        return ()
 
 
 def grid_size(cost_span: float, cost_window: float) -> int:
@@ -430,6 +442,7 @@ def select_server(
         for i in order[1:]
     ]
     pareto = sorted((int(a), int(b), int(c)) for a, b, c in grid.pfg_cells)
+    front = sorted(shortlist_indices(grid), key=lambda i: _node_order(grid.node(i)))
     winner = grid.node(w)
     cell = grid.cell(w)
     in_cheapest = int(np.count_nonzero(grid.in_pfg & (grid.coords[:, 0] == cell[0])))
@@ -457,4 +470,63 @@ def select_server(
         reason=reason + ".",
         distance=float(grid.distance[w]),
         cost_window=cost_window,
+        front=tuple(grid.node(i) for i in front),
+        front_cells=tuple(grid.cell(i) for i in front),
     )
+
+
+def _node_order(node: NodeFacts) -> tuple[float, float, float, str]:
+    return (node.hourly_cost, node.latency_ms, -node.hardware, node.name)
+
+
+def _attributes(node: NodeFacts) -> tuple[float, float, float, float, float]:
+    """What a node contributes to any (node, student) pair, each oriented so that smaller is better."""
+    return (
+        node.hourly_cost,
+        node.latency_ms,
+        -node.hardware,
+        -node.gpu_memory_gib,
+        -node.gpu.memory_bandwidth_gbps,
+    )
+
+
+def shortlist(nodes: Sequence[NodeFacts]) -> list[NodeFacts]:
+    """The nodes that no other node dominates in (cost, latency, hardware, memory, bandwidth).
+
+    Keeps every Pareto-optimal (node, student) pair: every pair objective is monotone in these attributes
+    (fit in per-GPU memory, training time in hardware, decode rate in bandwidth, expected cost in price and
+    both times, latency), so a pair on a dominated node is matched or beaten in every objective by the
+    same student on the node that dominates it. (The utility's min-max ranges do depend on the set, so
+    the chosen pair can differ from a choice over every feasible node; both are Pareto-optimal.)
+    The grid's cells are too coarse for this: a node in a dominated cell
+    can be the best partner of some student.) Identical hardware is filtered first by a sort over
+    (cost, latency), the few survivors then against each other.
+    """
+    groups: dict[tuple[float, float, float], list[NodeFacts]] = {}
+    for n in nodes:
+        groups.setdefault(_attributes(n)[2:], []).append(n)
+    survivors: list[NodeFacts] = []
+    for members in groups.values():
+        members.sort(key=lambda n: (n.hourly_cost, n.latency_ms, n.name))
+        best_latency, best_cost = math.inf, math.inf
+        for n in members:
+            if n.latency_ms < best_latency:
+                survivors.append(n)
+                best_latency, best_cost = n.latency_ms, n.hourly_cost
+            elif n.latency_ms == best_latency and n.hourly_cost == best_cost:
+                survivors.append(n)  # identical: neither dominates
+    if len(survivors) <= 1:
+        return survivors
+    a = np.array([_attributes(n) for n in survivors], dtype=np.float64)
+    keep = np.ones(len(survivors), dtype=bool)
+    for i in range(len(survivors)):
+        le = np.all(a <= a[i], axis=1)
+        lt = np.any(a < a[i], axis=1)
+        keep[i] = not np.any(le & lt)
+    return [n for n, k in zip(survivors, keep, strict=True) if k]
+
+
+def shortlist_indices(grid: _Grid) -> list[int]:
+    """:func:`shortlist` over a grid's feasible nodes, as indices into the grid's arrays."""
+    where = {id(grid.node(i)): i for i in range(len(grid.index))}
+    return [where[id(n)] for n in shortlist([grid.node(i) for i in range(len(grid.index))])]

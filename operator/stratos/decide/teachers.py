@@ -6,6 +6,13 @@ none does, the most accurate wins: the student can only learn what the teacher k
 is worth more than price. Teachers whose evaluation failed outright (bad key, endpoint down) are
 recorded with their error and never chosen.
 
+With ``by="expected"`` (the joint rule) "cheapest" means the lowest expected synthesis cost per kept
+answer, price x tokens per answer / yield, from the teacher's own evaluation: a teacher with a low list
+price but long answers, or one whose answers fail verification more often (rejection sampling keeps
+only verified answers), can cost more per training example than a dearer one. The yield is the
+teacher's probe accuracy (at least ``MIN_YIELD``). When a qualifying teacher reported no token counts
+the list price decides, as in the paper.
+
 Ties are broken deterministically so that a re-run of the operator records the same decision:
 among qualifying teachers price, then higher accuracy, then name; among the rest accuracy, then
 lower price, then name.
@@ -20,6 +27,8 @@ from typing import Any
 # Accuracies are fractions computed as correct/samples; a tolerance keeps 3/20 >= 0.15 true
 # whatever the float rounding of either side.
 _EPS = 1e-9
+#: Floor on the rejection-sampling yield, so a teacher that solved nothing has a finite expected cost.
+MIN_YIELD = 0.01
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,24 @@ class TeacherEval:
     cost_usd: float = 0.0
     cost_per_million_tokens: float = 0.0
     error: str | None = None
+
+    @property
+    def tokens_per_answer(self) -> float:
+        """Prompt plus completion tokens per answered sample in the evaluation (0 when unknown)."""
+        return (self.prompt_tokens + self.completion_tokens) / self.samples if self.samples else 0.0
+
+    @property
+    def answer_yield(self) -> float:
+        """Share of answers that pass verification (the evaluation's accuracy, at least MIN_YIELD)."""
+        return max(self.accuracy, MIN_YIELD)
+
+    def expected_usd_per_answer(self) -> float:
+        """price x tokens per answer / yield: what one verified training example is expected to cost."""
+        return self.cost_per_million_tokens * self.tokens_per_answer / 1e6 / self.answer_yield
+
+    def synthesis_usd(self, samples: int) -> float:
+        """Expected teacher spend for ``samples`` verified training examples."""
+        return samples * self.expected_usd_per_answer()
 
     @classmethod
     def from_result(
@@ -113,6 +140,10 @@ def _qualified_key(e: TeacherEval) -> tuple[float, float, str]:
     return (e.cost_per_million_tokens, -e.accuracy, e.name)
 
 
+def _expected_key(e: TeacherEval) -> tuple[float, float, float, str]:
+    return (e.expected_usd_per_answer(), e.cost_per_million_tokens, -e.accuracy, e.name)
+
+
 def _accuracy_key(e: TeacherEval) -> tuple[float, float, str]:
     return (-e.accuracy, e.cost_per_million_tokens, e.name)
 
@@ -161,8 +192,10 @@ def _verdict_row(e: TeacherEval, verdict: str) -> TeacherVerdict:
     )
 
 
-def select_teacher(evals: Iterable[TeacherEval], *, min_accuracy: float) -> TeacherChoice:
+def select_teacher(evals: Iterable[TeacherEval], *, min_accuracy: float, by: str = "price") -> TeacherChoice:
     """Pick the teacher per the paper's rule and say, for every candidate, why it won or lost.
+
+    ``by``: "price" (the paper: list price) or "expected" (expected synthesis cost per verified answer).
 
     Candidates keep their input order in the result so status lists teachers as the spec does.
     """
@@ -185,7 +218,20 @@ def select_teacher(evals: Iterable[TeacherEval], *, min_accuracy: float) -> Teac
         )
 
     qualified = [e for e in healthy if meets(e.accuracy, min_accuracy)]
-    if qualified:
+    expected = by == "expected" and bool(qualified) and all(e.tokens_per_answer > 0 for e in qualified)
+    if expected and len(qualified) > 1:
+        win = min(qualified, key=_expected_key)
+        detail = (
+            f"expected ${win.expected_usd_per_answer() * 1000:.3f} per 1,000 verified answers: "
+            f"{price(win.cost_per_million_tokens)} x {win.tokens_per_answer:.0f} tokens per answer / yield "
+            f"{pct(win.answer_yield)}"
+        )
+        reason = (
+            f"{win.name} is the cheapest per verified answer of {len(qualified)} teachers meeting {a} "
+            f"({detail})"
+        )
+        win_verdict = f"selected: lowest expected synthesis cost of {len(qualified)} teachers meeting {a}"
+    elif qualified:
         win = min(qualified, key=_qualified_key)
         detail = f"{price(win.cost_per_million_tokens)}, accuracy {pct(win.accuracy)}"
         if len(qualified) == 1:
@@ -210,6 +256,17 @@ def select_teacher(evals: Iterable[TeacherEval], *, min_accuracy: float) -> Teac
             rows.append(_verdict_row(e, f"failed: {e.error}"))
         elif e is win:
             rows.append(_verdict_row(e, win_verdict))
+        elif expected and meets(e.accuracy, min_accuracy):
+            rows.append(
+                _verdict_row(
+                    e,
+                    f"higher expected synthesis cost than {win.name} "
+                    f"(${e.expected_usd_per_answer() * 1000:.3f} vs "
+                    f"${win.expected_usd_per_answer() * 1000:.3f} per 1,000 verified answers: "
+                    f"{e.tokens_per_answer:.0f} tokens per answer, yield {pct(e.answer_yield)}, "
+                    f"{price(e.cost_per_million_tokens)}) while both meet {a}",
+                )
+            )
         else:
             rows.append(
                 _verdict_row(

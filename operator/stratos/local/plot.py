@@ -16,8 +16,18 @@ from stratos.decide.servers import ServerChoice
 WIDTH, HEIGHT, MARGIN = 860, 540, 70
 
 
-def plan_svg(candidates: Sequence[NodeFacts], choice: ServerChoice, *, title: str) -> str:
-    """``choice`` must come from select_server with runners_up >= len(candidates) (every feasible node)."""
+def plan_svg(
+    candidates: Sequence[NodeFacts],
+    choice: ServerChoice,
+    *,
+    title: str,
+    pair: tuple[str, str] | None = None,
+) -> str:
+    """``choice`` must come from select_server with runners_up >= len(candidates) (every feasible node).
+
+    ``pair`` (node, student): the joint rule's choice; that node is drawn as the chosen one, labelled
+    with the student, and the grid's own pick keeps its Pareto colour.
+    """
     ranked = [(r.facts, r.cell) for r in choice.runners_up]
     if choice.chosen is not None and choice.cell is not None:
         ranked.insert(0, (choice.chosen, choice.cell))
@@ -66,7 +76,9 @@ def plan_svg(candidates: Sequence[NodeFacts], choice: ServerChoice, *, title: st
     cells = dict((f.name, cell) for f, cell in ranked)
     for node in sorted(candidates, key=lambda n: n.name):
         radius = 4 + 8 * (node.hardware - min(hw)) / ((max(hw) - min(hw)) or 1)
-        if choice.chosen is not None and node.name == choice.chosen.name:
+        if pair is not None and node.name == pair[0]:
+            colour, label = "#d62728", f"{node.name} (chosen with {pair[1]})"
+        elif pair is None and choice.chosen is not None and node.name == choice.chosen.name:
             colour, label = "#d62728", f"{node.name} (chosen)"
         elif node.name not in feasible:
             colour, label = "#bbbbbb", node.name

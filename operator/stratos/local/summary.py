@@ -17,7 +17,9 @@ def print_summary(status: Mapping[str, Any], console: Console | None = None) -> 
     for cond in status.get("conditions", []):
         console.print(f"  {cond['type']}={cond['status']} ({cond['reason']}): {cond['message']}")
     server = status.get("server")
-    if server:
+    if server and not server.get("node"):  # servers.rule joint, before the student stage
+        console.print(f"\n[bold]Server[/bold]: not chosen yet — {server.get('reason')}")
+    elif server:
         console.print(
             f"\n[bold]Server[/bold]: {server['node']}  {server['gpu']['count']}x {server['gpu']['model']}  "
             f"${server['hourlyCost']:.2f}/h  {server['latencyMs']:g} ms  grid K={server['gridSize']} "
@@ -64,10 +66,23 @@ def print_decisions(status: Mapping[str, Any], console: Console) -> None:
         for s in student.get("candidates", []):
             score = f"{s['score']:.2f}" if s.get("score") is not None else "-"
             table.add_row(
-                s["name"], _pct(s.get("accuracy")), f"{s.get('trainingTimeHours', 0):.3g}",
-                f"{s.get('tokensPerSecond', 0):.3g}", score, s.get("verdict", ""),
+                s["name"], _pct(s.get("accuracy")), f"{s.get('trainingTimeHours') or 0:.3g}",
+                f"{s.get('tokensPerSecond') or 0:.3g}", score, s.get("verdict", ""),
             )  # fmt: skip
         console.print(table)
+        pair = student.get("pair") or {}
+        if pair.get("costBreakdown"):
+            console.print(f"  expected cost: {pair['costBreakdown']}")
+        if pair.get("runnersUp"):
+            runners = Table("runner-up node", "student", "U", "expected $", "why it lost")
+            for r in pair["runnersUp"]:
+                runners.add_row(
+                    r["node"], r["student"], f"{r.get('utility') or 0:.3f}",
+                    f"{r.get('expectedCostUsd') or 0:.2f}", r.get("reason") or "",
+                )  # fmt: skip
+            console.print(runners)
+        if pair.get("fallback"):
+            console.print(f"  {pair['fallback']}")
     data, training, evaluation = status.get("data"), status.get("training"), status.get("evaluation")
     if data:
         console.print(
