@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from support.controlplane import ControlPlane, rest, wait_for
 from support.djs import apply, events_for
 from support.operator import OperatorProcess
@@ -176,19 +178,26 @@ def test_metrics_and_restart_without_duplicates_or_changed_decisions(
     assert re.search(r'^stratos_decision_duration_seconds_count\{decision="server"\} [1-9]', metrics, re.M)
     assert "stratos_reconcile_errors_total" in metrics
     # Per-job series, named apart from batch Jobs, from the status the operator wrote.
-    job = f'namespace="{namespace}",name="restart"'
-    assert re.search(r"^stratos_operator_active 1\.0$", metrics, re.M)
-    infos = re.findall(r"^stratos_distillationjob_info\{([^}]*)\} 1\.0$", metrics, re.M)
-    assert [i for i in infos if job in i and f'node="{namespace}-a-4090"' in i], metrics
-    assert re.search(
-        rf'^stratos_distillationjob_status_phase\{{{job},phase="EvaluatingTeachers"\}} 1\.0$', metrics, re.M
-    )
-    assert re.search(
-        rf'^stratos_distillationjob_stage_duration_seconds\{{{job},stage="SelectServer"\}}', metrics, re.M
-    )
-    assert re.search(
-        rf'^stratos_distillationjob_stage_running_seconds\{{{job},stage="EvaluateTeachers"\}}', metrics, re.M
-    )
+    job = {"namespace": namespace, "name": "restart"}
+    samples = [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+    ]
+
+    def value(metric: str, **labels: str) -> float | None:
+        want = {**job, **labels}
+        found = [v for n, have, v in samples if n == metric and want.items() <= have.items()]
+        return found[0] if found else None
+
+    assert [v for n, _, v in samples if n == "stratos_operator_active"] == [1.0]
+    assert value("stratos_distillationjob_info", node=f"{namespace}-a-4090", gpu="RTX 4090") == 1.0
+    assert value("stratos_distillationjob_status_phase", phase="EvaluatingTeachers") == 1.0
+    assert value("stratos_distillationjob_status_phase", phase="Pending") == 0.0
+    assert value("stratos_distillationjob_status_condition", condition="ServerSelected", status="true") == 1.0
+    assert value("stratos_distillationjob_status_condition", condition="Ready", status="unknown") == 1.0
+    assert (value("stratos_distillationjob_stage_duration_seconds", stage="SelectServer") or -1) >= 0
+    assert (value("stratos_distillationjob_stage_running_seconds", stage="EvaluateTeachers") or -1) >= 0
 
     operator.restart(kill=True)
     # A cheaper node appears while the operator is down: the recorded decision must not change.
