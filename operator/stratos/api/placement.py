@@ -121,8 +121,10 @@ def _gpu_cel(block: str) -> str:
     return (
         f"!has(self.resources) || !has(self.resources.{block})"
         f" || !('{GPU_RESOURCE}' in self.resources.{block})"
-        f" || (isQuantity({value}) && quantity({value}).isInteger()"
-        f" && quantity({value}).asInteger() >= (self.engine == 'vllm' ? 1 : 0))"
+        # isInteger() is false for 2000m (a scaled value), which Kubernetes takes as 2: compare the value.
+        f" || (isQuantity({value}) && quantity({value}).asApproximateFloat()"
+        f" == double(int(quantity({value}).asApproximateFloat()))"
+        f" && quantity({value}).asApproximateFloat() >= (self.engine == 'vllm' ? 1.0 : 0.0))"
     )
 
 
