@@ -19,6 +19,7 @@ from typing import Any
 
 import kopf
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from stratos import GROUP, PLURAL, VERSION
 from stratos.controller import announce, metrics
@@ -96,10 +97,12 @@ def not_deleted(uid: str | None = None, **_: Any) -> bool:
 # backoff (doubling from the first value up to the last), at once when the generation changes.
 ERROR_BACKOFF_SECONDS = (5.0, 300.0)
 _backoff: dict[str, tuple[int, float, int | None]] = {}  # uid -> (failures, retry at, generation)
+# uid -> seqs of the announcements this process posted and that may still be in the outbox.
+_posted: dict[str, set[int]] = {}
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.reconcile_interval, backoff=5, when=not_deleted)
-def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
+def tick(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
     """Reconcile one job. kopf passes the indexes by name (``stage_jobs``, ``stage_pods``, ...).
 
     Nothing raises out of here: every failure is written to the object as the ReconcileError condition
@@ -121,9 +124,13 @@ def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: kopf.Logger, 
         return
     started = time.perf_counter()
     status: Mapping[str, Any] = body.get("status") or {}
+    with _last_patch_lock:
+        posted = set(_posted.get(uid, ()))
     try:
-        # First the announcements an earlier reconcile recorded (maybe one of an operator since stopped).
-        pending = announce.post(memo.api, body, list(status.get("announcements") or []))
+        # First the announcements an earlier reconcile recorded but did not post (an operator stopped
+        # between the two writes); those this process posted already are only dropped.
+        outbox = [a for a in status.get("announcements") or [] if a.get("seq") not in posted]
+        pending = announce.post(memo.api, body, outbox)
         executor = KubeExecutor(body, CONFIG, memo.api, stage_jobs, stage_pods, deployments)
         outcome = reconcile(body, nodes=memo.nodes.snapshot(), executor=executor)
     except Exception as err:
@@ -137,16 +144,52 @@ def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: kopf.Logger, 
     new_status = dict(outcome.status)
     announce.queue(new_status, outcome.events, pending)
     changes = status_patch(status, new_status)
+    try:
+        if changes and not _write_status(memo.api, body, changes):
+            return  # the job is gone
+    except Exception as err:  # an API hiccup or a refused status: logged, counted, retried with backoff
+        _note_error(uid, generation, err, logger)
+        return
     if changes:
-        patch.status.update(changes)
         with _last_patch_lock:
             _last_patch[uid] = (version, time.monotonic())
+    # The decisions and their announcements are recorded: post the announcements now. They stay in the
+    # outbox until the next reconcile drops them, so a crash before this point loses none.
+    fresh = [a for a in new_status.get("announcements") or [] if a.get("seq") not in posted]
+    try:
+        left = {a["seq"] for a in announce.post(memo.api, body, fresh)}
+    except Exception as err:  # posted on the next reconcile instead
+        logger.warning("posting events failed (retried next reconcile): %s: %s", type(err).__name__, err)
+        left = {a["seq"] for a in fresh}
     with _last_patch_lock:
         if uid in _deleted:  # deleted while this tick ran: keep nothing of it
             _last_patch.pop(uid, None)
             _backoff.pop(uid, None)
+            _posted.pop(uid, None)
             return
+        _posted[uid] = {a["seq"] for a in fresh if a["seq"] not in left}
         metrics.JOB_PHASES.set(uid, str(outcome.status.get("phase", "Pending")))
+
+
+def _write_status(api: client.ApiClient, body: Mapping[str, Any], changes: Mapping[str, Any]) -> bool:
+    """Merge-patch the status subresource (written here, not by kopf after the handler returns, so that
+    the announcements can be posted right after the write that records them). False: the job is gone."""
+    meta = body["metadata"]
+    try:
+        client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            str(meta["namespace"]),
+            PLURAL,
+            str(meta["name"]),
+            {"status": dict(changes)},
+            _content_type="application/merge-patch+json",
+        )
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
 
 
 def _note_error(uid: str, generation: int | None, err: BaseException | None, logger: kopf.Logger) -> None:
@@ -178,6 +221,7 @@ def forget_deleted(event: Mapping[str, Any], uid: str, **_: Any) -> None:
             metrics.JOB_PHASES.forget(uid)
             _last_patch.pop(uid, None)
             _backoff.pop(uid, None)
+            _posted.pop(uid, None)
             _deleted[uid] = now
             for old in [u for u, seen in _deleted.items() if now - seen > DELETED_MEMORY_SECONDS]:
                 del _deleted[old]
