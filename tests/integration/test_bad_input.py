@@ -379,6 +379,38 @@ OPERATOR_STOPS = [
         "InvalidSpec",
         ("spec.task.dataset.pattern", "not a valid regular expression"),
     ),
+    # Nested deeply enough to overflow Python's regex compiler (RecursionError, not re.error).
+    Stopped(
+        "regex-nested-too-deep",
+        put(
+            "spec.task",
+            {
+                "builtin": "jsonl",
+                "dataset": {
+                    "train": "/d/t.jsonl",
+                    "verifier": "regex",
+                    "pattern": "(" * 500 + "a" + ")" * 500,
+                },
+            },
+        ),
+        "Failed",
+        "True",
+        "InvalidSpec",
+        ("spec.task.dataset.pattern", "too complex"),
+    ),
+    # Valid alone, refused by the API server in the serving Deployment (request above limit), at the end
+    # of the pipeline: the job fails and then stays quiet (the check below: no status write, one event).
+    Stopped(
+        "serving-request-over-limit",
+        put(
+            "spec.serving",
+            {"enabled": True, "engine": "vllm", "resources": {"requests": {"cpu": 4}, "limits": {"cpu": 1}}},
+        ),
+        "Failed",
+        "True",
+        "InvalidSpec",
+        ("the API server refused the Deployment", "cpu limit"),
+    ),
     # The API server compares the integer 0 with the minimum 0.01 as integers, and lets it through.
     Stopped(
         "mfu-integer-zero",

@@ -7,6 +7,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,3 +163,66 @@ def test_the_budget_stops_the_job_before_a_stage_it_cannot_pay_for(
         for j in rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs")["items"]
     }
     assert stages == {"teacher-eval"}  # nothing after the teacher evaluation was started
+
+
+def _reasons(api: Any, namespace: str, name: str) -> Counter[str]:
+    events = rest(api, "GET", f"/api/v1/namespaces/{namespace}/events")["items"]
+    return Counter(
+        e["reason"] for e in events for _ in range(e.get("count", 1)) if e["involvedObject"]["name"] == name
+    )
+
+
+def test_an_operator_stopped_between_a_decision_and_its_event_announces_it_once(
+    operator: OperatorProcess,
+    control_plane: ControlPlane,
+    namespace: str,
+    gpu_nodes: Callable[..., dict[str, Any]],
+    fake_kubelet: FakeKubelet,
+    bound_pvc: Callable[..., str],
+    api: Any,
+    tmp_path: Path,
+) -> None:
+    """The crash is injected at the exact point (STRATOS_CRASH_AT), not raced against a timer:
+    first after the decision's status write and before its Event, then after the Event and before the
+    status write that records it as posted."""
+    prepare(namespace, gpu_nodes, fake_kubelet, bound_pvc)
+
+    def dj() -> dict[str, Any]:
+        return dict(
+            json.loads(control_plane.kubectl("get", "dj", "crash", "-n", namespace, "-o", "json").stdout)
+        )
+
+    def crashing(point: str) -> OperatorProcess:
+        env = {"STRATOS_CRASH_AT": point}
+        return OperatorProcess(operator.kubeconfig, tmp_path, interval=operator.interval, extra_env=env)
+
+    operator.stop()
+    try:
+        with ProgrammaticTeacher(accuracy=0.2) as teacher:
+            first = crashing("before-announce:TeacherSelected").start()
+            job = pipeline_job("crash", namespace, teacher.base_url)
+            control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(job))
+            assert first.wait_exit(300) == 86, first.log_tail()
+            status = dj()["status"]
+            assert status["teacher"]["selected"] == "prog" and "strategy" in status  # recorded ...
+            assert {"TeacherSelected", "StrategySelected"} <= {a["reason"] for a in status["announcements"]}
+            assert _reasons(api, namespace, "crash")["TeacherSelected"] == 0  # ... and not announced yet
+
+            second = crashing("after-announce:StudentSelected").start()
+            assert second.wait_exit(300) == 86, second.log_tail()
+            status = dj()["status"]
+            assert "StudentSelected" in {a["reason"] for a in status.get("announcements", [])}
+            assert _reasons(api, namespace, "crash")["StudentSelected"] == 1  # posted, not yet recorded so
+
+            operator.start()
+            wait_for(
+                lambda: not dj()["status"].get("announcements"),
+                timeout=120,
+                what="every recorded announcement posted by the restarted operator",
+            )
+    finally:
+        if operator.process is None or operator.process.poll() is not None:
+            operator.start()
+    reasons = _reasons(api, namespace, "crash")
+    for reason in ("NodeSelected", "TeacherSelected", "StrategySelected", "StudentSelected"):
+        assert reasons[reason] == 1, reasons  # once each, across two crashes at the worst moments

@@ -23,8 +23,16 @@ OPERATOR_NS = "stratos-system"
 class OperatorProcess:
     """Starts, stops and restarts ``kopf run -m stratos.controller.operator`` against a kubeconfig."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path, *, interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        *,
+        interval: float = 0.5,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
+        self.extra_env = dict(extra_env or {})
         self.workdir = workdir
         self.interval = interval
         self.metrics_port = free_port()
@@ -47,6 +55,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "STRATOS_METRICS_PORT": str(self.metrics_port),
             "STRATOS_RECONCILE_INTERVAL": str(self.interval),
+            **self.extra_env,
         }
         cmd = [
             sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
@@ -75,6 +84,15 @@ class OperatorProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the process to end by itself (e.g. at a crash point); returns its exit code."""
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            tail = self.log_tail()
+            raise AssertionError(f"the operator did not exit within {timeout} s:\n{tail}") from None
 
     def restart(self, *, kill: bool = False) -> None:
         self.stop(kill=kill)

@@ -28,6 +28,7 @@ from stratos import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
 from stratos.api.job import DistillationJob
 from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import DistillationJobStatus
+from stratos.api.transitions import transition_rules
 
 FILENAME = f"{GROUP}_{PLURAL}.yaml"
 COMMAND = "python -m stratos.api.crdgen --out crds"
@@ -169,7 +170,8 @@ def openapi_schema() -> dict[str, Any]:
                 "rule": "size(self.metadata.name) <= 63",
                 "message": "metadata.name must be at most 63 characters: the job's children carry it "
                 "as a label",
-            }
+            },
+            *transition_rules(),
         ],
     }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
+from kubernetes.utils import parse_quantity
 from pydantic import Field, field_validator, model_validator
 
 from stratos.api.base import ApiModel, CelRule, cel_config, cel_schema
@@ -118,8 +119,49 @@ class ResourceRequirements(ApiModel):
     )
 
 
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def _gpu_cel(block: str) -> str:
+    """CEL: the block's nvidia.com/gpu, if set, is a whole number (at least 1 with vllm)."""
+    value = f"string(self.resources.{block}['{GPU_RESOURCE}'])"
+    return (
+        f"!has(self.resources) || !has(self.resources.{block})"
+        f" || !('{GPU_RESOURCE}' in self.resources.{block})"
+        # isInteger() is false for 2000m (a scaled value), which Kubernetes takes as 2: compare the value.
+        f" || (isQuantity({value}) && quantity({value}).asApproximateFloat()"
+        f" == double(int(quantity({value}).asApproximateFloat()))"
+        f" && quantity({value}).asApproximateFloat() >= (self.engine == 'vllm' ? 1.0 : 0.0))"
+    )
+
+
+GPU_LIMIT_WHOLE = CelRule(
+    rule=_gpu_cel("limits"),
+    message="resources.limits['nvidia.com/gpu'] must be a whole number of GPUs, at least 1 with the vllm "
+    "engine",
+    field_path=".resources.limits",
+)
+GPU_REQUEST_WHOLE = CelRule(
+    rule=_gpu_cel("requests"),
+    message="resources.requests['nvidia.com/gpu'] must be a whole number of GPUs, at least 1 with the vllm "
+    "engine",
+    field_path=".resources.requests",
+)
+
+
+def gpu_quantity(value: str | int | float) -> int | None:
+    """A GPU count from a Kubernetes quantity ("1", "2000m", "1.0" -> 1, 2, 1); None unless whole."""
+    try:
+        amount = parse_quantity(value)
+    except ValueError:
+        return None
+    return int(amount) if amount == amount.to_integral_value() else None
+
+
 class ServingSpec(ApiModel):
     """How the distilled model is served behind an OpenAI-compatible endpoint."""
+
+    model_config = cel_config(GPU_LIMIT_WHOLE, GPU_REQUEST_WHOLE)
 
     enabled: bool = Field(True, description="Deploy the trained student after a successful evaluation.")
     engine: Literal["vllm", "transformers"] = Field(
@@ -139,6 +181,16 @@ class ServingSpec(ApiModel):
         description="Hours the served model is expected to run on the chosen node; with servers.rule joint "
         "its node cost counts in the expected total cost of each (node, student) pair.",
     )
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        least = 1 if self.engine == "vllm" else 0
+        for block, rule in (("limits", GPU_LIMIT_WHOLE), ("requests", GPU_REQUEST_WHOLE)):
+            raw = getattr(self.resources, block).get(GPU_RESOURCE) if self.resources else None
+            if raw is not None:
+                count = gpu_quantity(raw)
+                rule.check(count is not None and count >= least, detail=f"got {raw!r}")
+        return self
 
 
 class PvcSource(ApiModel):

@@ -112,6 +112,10 @@ class DatasetSpec(ApiModel):
                 re.compile(value)
             except re.error as exc:
                 raise ValueError(f"pattern is not a valid regular expression: {exc}") from exc
+            except (RecursionError, OverflowError, MemoryError) as exc:  # e.g. deeply nested groups
+                raise ValueError(
+                    f"pattern is too complex to compile ({type(exc).__name__}): nest fewer groups"
+                ) from exc
         return value
 
     @model_validator(mode="after")

@@ -317,6 +317,15 @@ class CostStatus(StatusModel):
     gpu_hours: float | None = Field(None, ge=0, description="Node hours used.")
 
 
+class Announcement(StatusModel):
+    """An Event decided in a status write and not yet confirmed posted (the outbox of announcements)."""
+
+    seq: NonNegInt = Field(description="Sequence number; the Event's name is derived from it.")
+    type: Literal["Normal", "Warning"] = Field(description="Event type.")
+    reason: str = Field(max_length=128, description="Event reason, e.g. TeacherSelected.")
+    message: str = Field(max_length=4096, description="Event message.")
+
+
 class DistillationJobStatus(StatusModel):
     """Observed state of the job and every decision the operator took, with reasons."""
 
@@ -351,6 +360,16 @@ class DistillationJobStatus(StatusModel):
     )
     endpoint: EndpointStatus | None = Field(None, description="Where the distilled model is served.")
     cost: CostStatus | None = Field(None, description="Estimated and actual spend.")
+    announcements: list[Announcement] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Events recorded with the decision they announce and not yet posted; the operator "
+        "posts them (each under a name derived from its seq, so posting twice is a no-op) and then "
+        "drops them, so an announcement survives an operator that stops between the two writes.",
+    )
+    announced_seq: NonNegInt | None = Field(
+        None, description="How many announcements were ever recorded (the next one's seq)."
+    )
 
     def condition(self, type_: str) -> Condition | None:
         """The condition of this type, if any."""

@@ -21,6 +21,8 @@ EVALUATED = "Evaluated"
 READY = "Ready"
 FAILED = "Failed"
 SUSPENDED = "Suspended"
+# True while reconciling raises an unexpected exception (reason: its type; message: where and what).
+RECONCILE_ERROR = "ReconcileError"
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 

@@ -111,8 +111,21 @@ def endpoint_state(live: Mapping[str, Any] | None, url: str) -> EndpointState:
     return EndpointState("Pending", message=f"{ready} of {want} serving replicas ready")
 
 
-def run_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> RunStatus:
+def completed_without_result(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> bool:
+    """The Job says Complete but no pod seen has Succeeded: separate watches deliver Job and pod
+    updates in no guaranteed order, so the pod's Succeeded status may simply not have arrived yet."""
+    conds = {c.get("type") for c in job.get("conditions", []) if c.get("status") == "True"}
+    done = "Complete" in conds or "SuccessCriteriaMet" in conds
+    return done and not any(p.get("phase") == "Succeeded" for p in pods)
+
+
+def run_state(
+    job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], *, pods_read: bool = False
+) -> RunStatus:
     """Map a Job and its pods to the stage machine's view of a run (pure).
+
+    ``pods_read`` says the pods were read from the API server just now rather than from a watch: only
+    then does a complete Job without a succeeded pod mean the result is gone.
 
     Every message names the pod and says what holds it up in the kubelet's or scheduler's own words:
     a failed attempt (exit code, reason such as OOMKilled, the program's error), the Job's retries
@@ -126,6 +139,8 @@ def run_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> RunS
         if pod.get("phase") == "Succeeded":
             return _result_of(pod)
     if "Complete" in conds or "SuccessCriteriaMet" in conds:
+        if not pods_read:  # the pod watch may lag the Job watch: never conclude from their order
+            return RunStatus("Pending", message="the stage Job completed; waiting for its pod's result")
         return RunStatus("Failed", message="the stage Job completed but its pod and result are gone")
     failures = [p for p in pods if p.get("phase") == "Failed"]
     failed = next((conds[t] for t in FAILED_CONDITIONS if t in conds), None)
@@ -254,7 +269,17 @@ class KubeExecutor:
             return RunStatus("Pending", message=f"created Job {name}")
         if views[-1].get("deleting"):  # a cancelled run (suspend, node lost) on its way out
             return RunStatus("Pending", message=f"waiting for the previous Job {name} to be deleted")
-        return run_state(views[-1], self.pods.get(key, []))
+        pods = list(self.pods.get(key, []))
+        if completed_without_result(views[-1], pods):
+            # The pod index has not caught up with the Job index (or the pod is gone): ask the API.
+            return run_state(views[-1], self._read_pods(name), pods_read=True)
+        return run_state(views[-1], pods)
+
+    def _read_pods(self, job_name: str) -> list[dict[str, Any]]:
+        raw: Any = client.CoreV1Api(self.api).list_namespaced_pod(
+            self.namespace, label_selector=f"job-name={job_name}", _preload_content=False
+        )
+        return [pod_view(item) for item in json.loads(raw.data).get("items") or []]
 
     def cancel_runs(self) -> None:
         """Delete this job's unfinished stage Jobs (their pods go with them); finished ones stay."""

@@ -63,7 +63,15 @@ class RunStatus:
     message: str = ""
 
 
-class ChildRejected(Exception):
+class SpecProblem(Exception):
+    """The spec asks for something that cannot be made; no retry can fix it, an edit of the spec can.
+
+    A step that raises it ends the job ``Failed`` with reason ``InvalidSpec`` and the message; the job
+    then stays quiet until its generation changes.
+    """
+
+
+class ChildRejected(SpecProblem):
     """The API server refused (400/422) a child the spec asked for: no retry can fix it."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -138,6 +146,9 @@ class Context:
     executor: Executor | None
     events: list[Event] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # False while the caller's node list is still loading (an operator that just started): decisions
+    # that read nodes wait, nothing concludes from an incomplete list that a node is gone.
+    nodes_known: bool = True
 
     @property
     def name(self) -> str:
@@ -223,16 +234,24 @@ class Outcome:
     status: dict[str, Any]
     events: list[Event]
     timings: dict[str, float]
+    # An unexpected exception of a step: the status then carries it as the ReconcileError condition,
+    # keeps the previous observedGeneration, and the caller retries with backoff.
+    error: BaseException | None = None
 
 
 def reconcile(
     body: Mapping[str, Any],
     *,
-    nodes: Sequence[Mapping[str, Any]],
+    nodes: Sequence[Mapping[str, Any]] | None,
     executor: Executor | None,
     now: datetime | None = None,
 ) -> Outcome:
-    """Advance the job as far as the facts allow, and return the status it should have."""
+    """Advance the job as far as the facts allow, and return the status it should have.
+
+    ``nodes`` is None while the caller has not loaded every Node yet: stages that do not read nodes go
+    on, the server decision waits. Nothing a step raises escapes: a ``SpecProblem`` fails the job
+    ``InvalidSpec``; anything else becomes the ``ReconcileError`` condition and ``Outcome.error``.
+    """
     # Importing the steps registers them; done here so that importing the machine stays cheap.
     from stratos.controller import (  # noqa: F401
         stage_deploy,
@@ -250,11 +269,20 @@ def reconcile(
         spec = DistillationJobSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
         return _invalid_spec(status, generation, now, err)
+    except Exception as err:  # a validator that breaks (it should raise ValueError): still a condition
+        return errored(status, generation, now, "validating the spec", err)
 
-    ctx = Context(body, spec, status, generation, now, nodes, executor, events)
+    ctx = Context(
+        body, spec, status, generation, now, nodes or [], executor, events, nodes_known=nodes is not None
+    )
     stage = parse_stage(status.get("stage"))
-    if stage is Stage.FAILED and _failed_reason(status) == "InvalidSpec":
-        # The spec was fixed: start again from the top; steps skip what is already decided.
+    if (
+        stage is Stage.FAILED
+        and _failed_reason(status) == "InvalidSpec"
+        and _failed_generation(status) != generation
+    ):
+        # The spec was edited since it was found invalid: start again from the top; steps skip what is
+        # already decided. The same generation stays Failed, quietly (no event, no status write).
         stage = Stage.SELECT_SERVER
         status["conditions"] = c.remove_condition(status.get("conditions"), c.FAILED)
     status["stage"] = stage.value
@@ -273,11 +301,49 @@ def reconcile(
     else:
         if c.get_condition(status.get("conditions"), c.SUSPENDED) is not None:
             ctx.condition(c.SUSPENDED, c.FALSE, "Resumed", "spec.suspend is false", event="Normal")
-        _run(ctx)
+        error = _run(ctx)
+        if error is not None:
+            status["observedGeneration"] = (body.get("status") or {}).get("observedGeneration")
+            where = f"stage {status.get('stage')}"
+            return errored(status, generation, now, where, error, events=events, timings=ctx.timings)
 
+    if c.get_condition(status.get("conditions"), c.RECONCILE_ERROR) is not None:
+        status["conditions"] = c.remove_condition(status.get("conditions"), c.RECONCILE_ERROR)
     _roll_up_ready(ctx)
     status["observedGeneration"] = generation
     return Outcome(prune_none(status), events, ctx.timings)
+
+
+def errored(
+    status: dict[str, Any],
+    generation: int | None,
+    now: datetime,
+    where: str,
+    err: BaseException,
+    *,
+    events: Sequence[Event] = (),
+    timings: Mapping[str, float] | None = None,
+) -> Outcome:
+    """The status before this reconcile plus a ReconcileError condition naming the exception.
+
+    observedGeneration is left where it was: this generation has not been acted on. An event is posted
+    only when the condition's message changes, so a retried failure does not flood the object.
+    """
+    status = copy.deepcopy(status)
+    message = f"{where}: {type(err).__name__}: {err}"[:2000]
+    before = c.get_condition(status.get("conditions"), c.RECONCILE_ERROR)
+    status["conditions"] = c.set_condition(
+        status.get("conditions"),
+        c.RECONCILE_ERROR,
+        c.TRUE,
+        type(err).__name__,
+        message,
+        generation=generation,
+        now=now,
+    )
+    fresh = before is None or before.get("message") != message
+    posted = [*events, *([Event("Warning", "ReconcileError", message)] if fresh else [])]
+    return Outcome(prune_none(status), posted, dict(timings or {}), error=err)
 
 
 # Stages that spend money (teacher tokens, node hours); the budget is checked before each of them.
@@ -286,7 +352,8 @@ SPENDING_STAGES = frozenset(
 )
 
 
-def _run(ctx: Context) -> None:
+def _run(ctx: Context) -> BaseException | None:
+    """Run steps until one waits; returns the unexpected exception a step raised, if any."""
     status = ctx.status
     for _ in range(len(Stage) + 1):
         stage = parse_stage(status.get("stage"))
@@ -295,20 +362,33 @@ def _run(ctx: Context) -> None:
         if fn is None:
             if stage not in (Stage.FAILED, Stage.SUCCEEDED):
                 status["message"] = f"stage {stage.value} is not available in this version of the operator"
-            return
+            return None
         status.pop("message", None)
         over = over_budget(ctx) if stage in SPENDING_STAGES else None
         if over:
             status["stage"] = fail(ctx, "BudgetExceeded", over).value
             status["phase"] = PHASE[Stage.FAILED]
-            return
+            return None
+        if stage is Stage.SELECT_SERVER and not ctx.nodes_known:
+            ctx.condition(
+                c.SERVER_SELECTED, c.UNKNOWN, "LoadingNodes", "waiting for the operator's list of Nodes"
+            )
+            return None
+        before, announced = copy.deepcopy(status), len(ctx.events)
         try:
             nxt = fn(ctx)
-        except ChildRejected as err:
+        except SpecProblem as err:
             nxt = fail(ctx, "InvalidSpec", str(err)[:2000])
+        except Exception as err:  # every other failure ends as a condition, never as a silent loop
+            # Keep what earlier steps decided, drop the half-done work of this one.
+            status.clear()
+            status.update(before)
+            del ctx.events[announced:]
+            return err
         if nxt is None or nxt is stage:
-            return
+            return None
         status["stage"] = nxt.value
+    return None
 
 
 def over_budget(ctx: Context, *, extra_usd: float = 0.0, what: str = "") -> str | None:
@@ -333,6 +413,13 @@ def fail(ctx: Context, reason: str, message: str) -> Stage:
 def _failed_reason(status: Mapping[str, Any]) -> str | None:
     cond = c.get_condition(status.get("conditions"), c.FAILED)
     return str(cond.get("reason")) if cond else None
+
+
+def _failed_generation(status: Mapping[str, Any]) -> int | None:
+    """The generation the Failed condition was written for (None when it does not say)."""
+    cond = c.get_condition(status.get("conditions"), c.FAILED) or {}
+    generation = cond.get("observedGeneration")
+    return int(generation) if generation is not None else None
 
 
 def _invalid_spec(

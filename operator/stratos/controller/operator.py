@@ -2,10 +2,10 @@
 
 Run with ``kopf run -m stratos.controller.operator --standalone --all-namespaces``. Each
 DistillationJob gets a timer that reconciles it every ``STRATOS_RECONCILE_INTERVAL`` seconds: the
-machine gathers the facts (nodes from an in-memory index, stage runs from the API), calls the pure
-decision functions, and only a status that differs from the one on the server is written. Nothing is
-kept between ticks that is not in the object's status, so a restarted operator carries on where the
-last one stopped.
+machine gathers the facts (nodes from the operator's own node cache, stage runs from kopf indexes),
+calls the pure decision functions, and only a status that differs from the one on the server is
+written. Nothing is kept between ticks that is not in the object's status, so a restarted operator
+carries on where the last one stopped.
 """
 
 from __future__ import annotations
@@ -14,21 +14,23 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from stratos import GROUP, PLURAL, VERSION
-from stratos.controller import metrics
+from stratos.controller import announce, metrics
 from stratos.controller.config import OperatorConfig
 from stratos.controller.executor import KubeExecutor, deployment_view, index_key_for_pod, job_view, pod_view
-from stratos.controller.machine import reconcile
+from stratos.controller.machine import errored, reconcile
 from stratos.controller.naming import LABEL_JOB
+from stratos.controller.nodewatch import NodeCache
 from stratos.controller.status_patch import status_patch
 
 CONFIG = OperatorConfig.from_env()
-NODES_KEY = "nodes"
 # A patch we sent is not yet visible in the body kopf hands us for this long at most; ticks that see
 # the body we patched from are skipped so a decision is not recorded (and announced) twice.
 STALE_GRACE_SECONDS = 5.0
@@ -62,34 +64,11 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     # Per-job metrics come from a replica that acts; under peering a standby exports none of them.
     metrics.JOBS.stale_after = max(60.0, 20 * CONFIG.reconcile_interval)
     metrics.track_activity(mandatory_peering=settings.peering.mandatory)
+    # Nodes come from the operator's own list-then-watch cache, not a kopf index: kopf would run no
+    # handler until thousands of Nodes went through its index one by one.
+    memo.nodes = NodeCache(memo.api).start()
     metrics.serve(CONFIG.metrics_port)
     logger.info("stratos operator started; metrics on :%s", CONFIG.metrics_port)
-
-
-@kopf.index("", "v1", "nodes")
-def nodes(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-    """Every Node, reduced to the fields the node-facts code reads (labels, taints, capacity, Ready)."""
-    return {NODES_KEY: node_view(body)}
-
-
-def node_view(body: Mapping[str, Any]) -> dict[str, Any]:
-    meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status", {})
-    return {
-        "metadata": {
-            "name": meta.get("name"),
-            "labels": dict(meta.get("labels") or {}),
-            "annotations": {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(GROUP)},
-        },
-        "spec": {"unschedulable": spec.get("unschedulable", False), "taints": list(spec.get("taints") or [])},
-        "status": {
-            "conditions": [
-                {"type": cond.get("type"), "status": cond.get("status")}
-                for cond in status.get("conditions") or []
-            ],
-            "capacity": dict(status.get("capacity") or {}),
-            "allocatable": dict(status.get("allocatable") or {}),
-        },
-    }
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_JOB: kopf.PRESENT})
@@ -117,46 +96,126 @@ def not_deleted(uid: str | None = None, **_: Any) -> bool:
         return uid not in _deleted
 
 
-# A reconcile that raises (an API hiccup) is retried after `backoff` seconds, not kopf's default minute.
+# Reconcile errors are caught and become the ReconcileError condition; they are retried with this
+# backoff (doubling from the first value up to the last), at once when the generation changes.
+ERROR_BACKOFF_SECONDS = (5.0, 300.0)
+_backoff: dict[str, tuple[int, float, int | None]] = {}  # uid -> (failures, retry at, generation)
+# uid -> seqs of the announcements this process posted and that may still be in the outbox.
+_posted: dict[str, set[int]] = {}
+
+
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.reconcile_interval, backoff=5, when=not_deleted)
-def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
-    """Reconcile one job. kopf passes the indexes by name (``nodes``, ``stage_jobs``, ...)."""
-    nodes: kopf.Index[str, Any] = kwargs["nodes"]
+def tick(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
+    """Reconcile one job. kopf passes the indexes by name (``stage_jobs``, ``stage_pods``, ...).
+
+    Nothing raises out of here: every failure is written to the object as the ReconcileError condition
+    (with an event when it changes) and retried with backoff, so no failure loops invisibly.
+    """
     stage_jobs: kopf.Index[tuple[str, str], Any] = kwargs["stage_jobs"]
     stage_pods: kopf.Index[tuple[str, str], Any] = kwargs["stage_pods"]
     deployments: kopf.Index[tuple[str, str], Any] = kwargs["serving_deployments"]
     uid = body["metadata"]["uid"]
     version = body["metadata"].get("resourceVersion", "")
+    generation = body["metadata"].get("generation")
+    now = time.monotonic()
     with _last_patch_lock:
         seen = _last_patch.get(uid)
-    if seen and seen[0] == version and time.monotonic() - seen[1] < STALE_GRACE_SECONDS:
+        failing = _backoff.get(uid)
+    if seen and seen[0] == version and now - seen[1] < STALE_GRACE_SECONDS:
+        return
+    if failing and now < failing[1] and failing[2] == generation:
+        # Waiting out the backoff: the job is still this replica's, so its series stay fresh.
+        metrics.JOBS.observe(body, body.get("status") or {})
         return
     started = time.perf_counter()
+    status: Mapping[str, Any] = body.get("status") or {}
+    with _last_patch_lock:
+        posted = set(_posted.get(uid, ()))
     try:
+        # First the announcements an earlier reconcile recorded but did not post (an operator stopped
+        # between the two writes); those this process posted already are only dropped.
+        outbox = [a for a in status.get("announcements") or [] if a.get("seq") not in posted]
+        pending = announce.post(memo.api, body, outbox)
         executor = KubeExecutor(body, CONFIG, memo.api, stage_jobs, stage_pods, deployments)
-        outcome = reconcile(body, nodes=list(nodes.get(NODES_KEY, [])), executor=executor)
+        outcome = reconcile(body, nodes=memo.nodes.snapshot(), executor=executor)
     except Exception as err:
-        metrics.RECONCILE_ERRORS.labels(kind=type(err).__name__).inc()
-        # The job is still this replica's: keep exporting what its status says while retries fail.
-        if not_deleted(uid=uid):
-            metrics.JOBS.observe(body, body.get("status") or {})
-        raise
+        pending = list(status.get("announcements") or [])
+        outcome = errored(dict(status), generation, datetime.now(UTC), "reconcile", err)
     finally:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     for decision, seconds in outcome.timings.items():
         metrics.DECISION_SECONDS.labels(decision=decision).observe(seconds)
-    changes = status_patch(body.get("status") or {}, outcome.status)
+    _note_error(uid, generation, outcome.error, logger)
+    new_status = dict(outcome.status)
+    announce.queue(new_status, outcome.events, pending)
+    changes = status_patch(status, new_status)
+    try:
+        if changes and not _write_status(memo.api, body, changes):
+            return  # the job is gone
+    except Exception as err:  # an API hiccup or a refused status: logged, counted, retried with backoff
+        _note_error(uid, generation, err, logger)
+        return
     if changes:
-        patch.status.update(changes)
         with _last_patch_lock:
             _last_patch[uid] = (version, time.monotonic())
-    for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    # The decisions and their announcements are recorded: post the announcements now. They stay in the
+    # outbox until the next reconcile drops them, so a crash before this point loses none.
+    fresh = [a for a in new_status.get("announcements") or [] if a.get("seq") not in posted]
+    try:
+        left = {a["seq"] for a in announce.post(memo.api, body, fresh)}
+    except Exception as err:  # posted on the next reconcile instead
+        logger.warning("posting events failed (retried next reconcile): %s: %s", type(err).__name__, err)
+        left = {a["seq"] for a in fresh}
     with _last_patch_lock:
         if uid in _deleted:  # deleted while this tick ran: keep nothing of it
             _last_patch.pop(uid, None)
+            _backoff.pop(uid, None)
+            _posted.pop(uid, None)
             return
+        _posted[uid] = {a["seq"] for a in fresh if a["seq"] not in left}
         metrics.JOBS.observe(body, outcome.status)
+
+
+def _write_status(api: client.ApiClient, body: Mapping[str, Any], changes: Mapping[str, Any]) -> bool:
+    """Merge-patch the status subresource (written here, not by kopf after the handler returns, so that
+    the announcements can be posted right after the write that records them). False: the job is gone."""
+    meta = body["metadata"]
+    try:
+        client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            str(meta["namespace"]),
+            PLURAL,
+            str(meta["name"]),
+            {"status": dict(changes)},
+            _content_type="application/merge-patch+json",
+        )
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
+
+
+def _note_error(uid: str, generation: int | None, err: BaseException | None, logger: kopf.Logger) -> None:
+    """Count and log a reconcile error and schedule its retry; forget the backoff after a success."""
+    with _last_patch_lock:
+        if err is None:
+            _backoff.pop(uid, None)
+            return
+        failures = (_backoff.get(uid) or (0, 0.0, None))[0] + 1
+        first, most = ERROR_BACKOFF_SECONDS
+        delay = min(most, first * 2 ** (failures - 1))
+        _backoff[uid] = (failures, time.monotonic() + delay, generation)
+    metrics.RECONCILE_ERRORS.labels(kind=type(err).__name__).inc()
+    logger.error(
+        "reconcile failed (%d in a row, next try in %.0f s): %s: %s",
+        failures,
+        delay,
+        type(err).__name__,
+        err,
+        exc_info=(type(err), err, err.__traceback__) if failures == 1 else None,
+    )
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -166,6 +225,8 @@ def forget_deleted(event: Mapping[str, Any], uid: str, **_: Any) -> None:
         with _last_patch_lock:
             metrics.JOBS.forget(uid)
             _last_patch.pop(uid, None)
+            _backoff.pop(uid, None)
+            _posted.pop(uid, None)
             _deleted[uid] = now
             for old in [u for u, seen in _deleted.items() if now - seen > DELETED_MEMORY_SECONDS]:
                 del _deleted[old]

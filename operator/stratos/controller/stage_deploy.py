@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from stratos.api.status import EndpointStatus
 from stratos.controller import conditions as c
-from stratos.controller.machine import Context, EndpointRequest, EndpointState, Event, fail, step
+from stratos.controller.machine import (
+    Context,
+    EndpointRequest,
+    EndpointState,
+    Event,
+    SpecProblem,
+    fail,
+    step,
+)
 from stratos.controller.stage_distill import current_student
 from stratos.controller.stages import Stage
 
@@ -35,7 +43,10 @@ def _ensure(ctx: Context) -> tuple[EndpointRequest, EndpointState] | None:
     if ctx.executor is None:
         return None
     request = endpoint_request(ctx)
-    return request, ctx.executor.ensure_endpoint(request, ctx.spec)
+    try:
+        return request, ctx.executor.ensure_endpoint(request, ctx.spec)
+    except ValueError as err:  # the serving plan refuses what the spec asks for (engine, resources)
+        raise SpecProblem(f"cannot serve {request.model_name} with spec.serving: {err}") from err
 
 
 @step(Stage.DEPLOY)

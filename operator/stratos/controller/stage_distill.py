@@ -15,17 +15,32 @@ from stratos.api.durations import parse_duration
 from stratos.api.spec import StudentSpec
 from stratos.api.status import DataStatus, EvaluationAttempt, EvaluationStatus, TrainingStatus
 from stratos.controller import conditions as c
-from stratos.controller.machine import Context, RunStatus, SecretEnv, StageRun, fail, over_budget, step
+from stratos.controller.machine import (
+    Context,
+    RunStatus,
+    SecretEnv,
+    SpecProblem,
+    StageRun,
+    fail,
+    over_budget,
+    step,
+)
 from stratos.controller.stage_server import node_lost, reselect_server
 from stratos.controller.stage_teachers import API_KEY_ENV
 from stratos.controller.stages import Stage
+from stratos.serving.commands import model_location
 
 SYNTHESIZE, TRAIN, EVALUATE = "synthesize", "train", "evaluate"
 
 
 def _teacher_connection(ctx: Context) -> tuple[dict[str, Any], tuple[SecretEnv, ...]]:
     name = ctx.status["teacher"]["selected"]
-    teacher = next(t for t in ctx.spec.teachers if t.name == name)
+    teacher = next((t for t in ctx.spec.teachers if t.name == name), None)
+    if teacher is None:
+        raise SpecProblem(
+            f"spec.teachers no longer has teacher {name!r}, which was selected and whose evaluation the "
+            "data depends on: restore it (teachers cannot change once the pipeline has started)"
+        )
     ref = teacher.endpoint.api_key_secret_ref
     connection = {
         "name": teacher.name,
@@ -89,7 +104,25 @@ def synthesize_step(ctx: Context) -> Stage | None:
 
 def current_student(ctx: Context) -> StudentSpec:
     name = (ctx.status.get("training") or {}).get("student") or ctx.status["student"]["selected"]
-    return next(s for s in ctx.spec.students if s.name == name)
+    student = next((s for s in ctx.spec.students if s.name == name), None)
+    if student is None:
+        raise SpecProblem(
+            f"spec.students no longer has student {name!r}, which was selected and is trained: restore it "
+            "(students cannot change once the pipeline has started)"
+        )
+    return student
+
+
+def merge_weights(ctx: Context, student: StudentSpec) -> bool:
+    """Whether training also writes merged weights: the transformers engine serves nothing else, and a
+    student whose base model no engine can load (s3://) is served from merged weights by vllm too."""
+    if ctx.spec.serving.engine == "transformers":
+        return True
+    try:
+        model_location(student.model.uri)
+    except ValueError:
+        return True
+    return False
 
 
 def _estimated_hours(ctx: Context, student: str) -> float:
@@ -157,7 +190,7 @@ def train_step(ctx: Context) -> Stage | None:
         "sequenceLength": dist.sequence_length,
         "gradientCheckpointing": dist.gradient_checkpointing,
         "maxSeconds": parse_duration(spec.requirements.max_training_time),
-        "merge": spec.serving.engine == "transformers",
+        "merge": merge_weights(ctx, student),
         "seed": spec.task.seed,
         "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
         "dataRoot": ctx.data_root,

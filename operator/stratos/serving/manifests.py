@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stratos import GROUP
-from stratos.api.placement import ResourceRequirements
+from stratos.api.placement import ResourceRequirements, gpu_quantity
 from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import EndpointStatus
 from stratos.controller.children import (
@@ -129,6 +129,21 @@ PROBES = {
 }
 
 
+def _gpu_count(resources: dict[str, Any]) -> int:
+    """The container's GPUs (limits, else requests), written back as a plain integer in both blocks.
+
+    Quantities are parsed as Kubernetes does ("2000m" and "1.0" are 2 and 1); a fraction is refused.
+    """
+    raw = resources["limits"].get(GPU_RESOURCE, resources["requests"].get(GPU_RESOURCE, 0))
+    count = gpu_quantity(raw)
+    if count is None:
+        raise ValueError(f"{GPU_RESOURCE} must be a whole number of GPUs, got {raw!r}")
+    for block in ("requests", "limits"):
+        if GPU_RESOURCE in resources[block]:
+            resources[block][GPU_RESOURCE] = str(count)
+    return count
+
+
 def serving_deployment(
     body: Mapping[str, Any],
     spec: DistillationJobSpec,
@@ -175,7 +190,7 @@ def serving_deployment(
         resources = merge_resources(VLLM_DEFAULTS, serving.resources)
         resources["requests"].setdefault(GPU_RESOURCE, str(gpus))
         resources["limits"].setdefault(GPU_RESOURCE, str(gpus))
-        count = int(resources["limits"][GPU_RESOURCE])
+        count = _gpu_count(resources)
         if count < 1:
             raise ValueError("the vllm engine needs at least one GPU")
         if merged_path is not None:
@@ -211,7 +226,7 @@ def serving_deployment(
         if merged_path is None:
             raise ValueError("transformers serve cannot load a LoRA adapter: train with merged weights")
         resources = merge_resources(TRANSFORMERS_DEFAULTS, serving.resources)
-        count = int(resources["limits"].get(GPU_RESOURCE, 0))
+        count = _gpu_count(resources)
         container |= {
             "image": cfg.worker_image,
             "command": ["transformers", "serve"],
