@@ -338,7 +338,7 @@ def small_job(name: str, pool: str) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "task": {"builtin": "mahjong", "sampleSize": 6, "trainSize": 24, "testSize": 6},
-            "servers": {"nodeSelector": {"stratos.test/pool": pool}},
+            "servers": {"nodeSelector": {"stratos.test/pool": pool}, "rule": "paper"},  # node at SelectServer
             "teachers": [copy.deepcopy(TEACHER)],
             "students": [
                 {

@@ -71,6 +71,7 @@ def dj(name: str, pool: str, batch: int) -> dict[str, Any]:
             "requirements": {"minAccuracy": 0.15},
             "servers": {
                 "nodeSelector": {POOL_LABEL: pool},
+                "rule": "paper",  # ServerSelected at SelectServer, before any workload runs
                 "tolerations": [{"key": TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}],
             },
             "teachers": [

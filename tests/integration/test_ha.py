@@ -134,7 +134,7 @@ def dj_manifest(name: str, pool: str) -> dict[str, Any]:
         "spec": {
             "task": {"builtin": "mahjong", "sampleSize": 10},
             "requirements": {"minAccuracy": 0.15},
-            "servers": {"nodeSelector": {POOL_LABEL: pool}},
+            "servers": {"nodeSelector": {POOL_LABEL: pool}, "rule": "paper"},  # node chosen at SelectServer
             "teachers": [
                 {"name": "t1", "endpoint": {"baseURL": "http://teacher.invalid:8000/v1", "model": "m"}}
             ],

@@ -26,7 +26,8 @@ def dj_manifest(name: str, pool: str, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "task": {"builtin": "mahjong", "sampleSize": 10},
         "requirements": {"minAccuracy": 0.15},
-        "servers": {"nodeSelector": {"stratos.test/pool": pool}, "costWindow": 0.2},
+        # The paper rule: these tests watch the grid choose the node at SelectServer, before any workload.
+        "servers": {"nodeSelector": {"stratos.test/pool": pool}, "costWindow": 0.2, "rule": "paper"},
         "teachers": [{"name": "t1", "endpoint": {"baseURL": "http://teacher.invalid:8000/v1", "model": "m"}}],
         "students": [{"name": "tiny", "model": {"uri": "file:///models/tiny", "parameters": 1.0e8}}],
     }
