@@ -22,9 +22,9 @@ from kubernetes import client, config
 from stratos import GROUP, PLURAL, VERSION
 from stratos.controller import metrics
 from stratos.controller.config import OperatorConfig
-from stratos.controller.executor import KubeExecutor, deployment_view, index_key_for_pod, job_view, pod_view
+from stratos.controller.executor import KubeExecutor, deployment_view, index_key, job_view, pod_view
 from stratos.controller.machine import reconcile
-from stratos.controller.naming import LABEL_JOB
+from stratos.controller.naming import LABEL_JOB_UID, ChildKey
 from stratos.controller.status_patch import status_patch
 
 CONFIG = OperatorConfig.from_env()
@@ -89,24 +89,23 @@ def node_view(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-@kopf.index("batch", "v1", "jobs", labels={LABEL_JOB: kopf.PRESENT})
-def stage_jobs(
-    body: kopf.Body, namespace: str | None, name: str, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(namespace or "", name): job_view(body)}
+# Children are indexed by their labels (owner uid, stage, candidate), never by name.
+@kopf.index("batch", "v1", "jobs", labels={LABEL_JOB_UID: kopf.PRESENT})
+def stage_jobs(body: kopf.Body, **_: Any) -> dict[ChildKey, dict[str, Any]] | None:
+    key = index_key(body)
+    return {key: job_view(body)} if key else None
 
 
-@kopf.index("", "v1", "pods", labels={LABEL_JOB: kopf.PRESENT})
-def stage_pods(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]] | None:
-    key = index_key_for_pod(body)
+@kopf.index("", "v1", "pods", labels={LABEL_JOB_UID: kopf.PRESENT})
+def stage_pods(body: kopf.Body, **_: Any) -> dict[ChildKey, dict[str, Any]] | None:
+    key = index_key(body)
     return {key: pod_view(body)} if key else None
 
 
-@kopf.index("apps", "v1", "deployments", labels={LABEL_JOB: kopf.PRESENT})
-def serving_deployments(
-    body: kopf.Body, namespace: str | None, name: str, **_: Any
-) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(namespace or "", name): deployment_view(body)}
+@kopf.index("apps", "v1", "deployments", labels={LABEL_JOB_UID: kopf.PRESENT})
+def serving_deployments(body: kopf.Body, **_: Any) -> dict[ChildKey, dict[str, Any]] | None:
+    key = index_key(body)
+    return {key: deployment_view(body)} if key else None
 
 
 def not_deleted(uid: str | None = None, **_: Any) -> bool:
@@ -119,9 +118,9 @@ def not_deleted(uid: str | None = None, **_: Any) -> bool:
 def tick(*, body: kopf.Body, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
     """Reconcile one job. kopf passes the indexes by name (``nodes``, ``stage_jobs``, ...)."""
     nodes: kopf.Index[str, Any] = kwargs["nodes"]
-    stage_jobs: kopf.Index[tuple[str, str], Any] = kwargs["stage_jobs"]
-    stage_pods: kopf.Index[tuple[str, str], Any] = kwargs["stage_pods"]
-    deployments: kopf.Index[tuple[str, str], Any] = kwargs["serving_deployments"]
+    stage_jobs: kopf.Index[ChildKey, Any] = kwargs["stage_jobs"]
+    stage_pods: kopf.Index[ChildKey, Any] = kwargs["stage_pods"]
+    deployments: kopf.Index[ChildKey, Any] = kwargs["serving_deployments"]
     uid = body["metadata"]["uid"]
     version = body["metadata"].get("resourceVersion", "")
     with _last_patch_lock:
