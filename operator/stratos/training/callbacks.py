@@ -11,6 +11,9 @@
   weights), see ``deadline_reached``;
 - when the pod is asked to stop (SIGTERM: preemption, node drain), ``request_stop`` makes the next
   step end stop and save, within the pod's termination grace period if a step is shorter than it.
+
+Under torchrun the decision is collective (``distributed.agree_to_stop``): every rank stops at the same
+step when any rank's deadline is near or any rank got SIGTERM, so none waits alone in a collective.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from datetime import timedelta
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from stratos.training.distributed import DEADLINE, TERMINATED, VERDICTS, agree_to_stop
 
 log = logging.getLogger("stratos.training")
 
@@ -127,14 +132,16 @@ class StopAndSave(TrainerCallback):
         self._steps += 1
         now = time.monotonic()
         step_seconds = (now - (self._began or now)) / self._steps
-        if state.global_step >= state.max_steps:
+        if state.global_step >= state.max_steps:  # the same step on every rank
             control.should_save = True
             return
+        local = 0
         if self._stop_requested:
-            self.stop_reason = "terminated"
+            local = TERMINATED
         elif deadline_reached(now, self.deadline, step_seconds, self.reserve):
-            self.stop_reason = "deadline"
-        else:
+            local = DEADLINE
+        self.stop_reason = VERDICTS[agree_to_stop(local, getattr(args, "device", None))]
+        if self.stop_reason is None:
             return
         log.warning(
             "stopping at step %d/%d (%s); saving a checkpoint to resume from",

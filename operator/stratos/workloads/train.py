@@ -264,6 +264,7 @@ def _dataset(
 ) -> tuple[Any, int]:
     from stratos.tasks import Sample
     from stratos.training import data
+    from stratos.training.distributed import ensure_process_group, map_sharded, world
     from stratos.training.generation import generate
 
     if config.algorithm == "sft-lora":
@@ -273,8 +274,7 @@ def _dataset(
     if config.algorithm == "white-box-kd":
         return data.kd_dataset(rows), 0
 
-    def student_answers(prompts: list[list[dict[str, str]]]) -> list[str]:
-        log.info("dpo: generating the student's own answers to %d prompts (the rejected side)", len(prompts))
+    def answer(prompts: list[list[dict[str, str]]]) -> list[str]:
         answers, _ = generate(
             model,
             tokenizer,
@@ -283,6 +283,17 @@ def _dataset(
             batch_size=config.dpo.batch_size,
         )
         return [a.text for a in answers]
+
+    def student_answers(prompts: list[list[dict[str, str]]]) -> list[str]:
+        # Under torchrun each rank answers its share of the prompts; all get every answer back.
+        ensure_process_group()
+        rank, size = world()
+        log.info(
+            "dpo: generating the student's own answers to %d prompts (the rejected side)%s",
+            len(prompts),
+            f", rank {rank} of {size} takes every {size}th" if size > 1 else "",
+        )
+        return map_sharded(answer, prompts)
 
     def is_correct(answer: str, row: dict[str, Any]) -> bool:
         if task is None or row.get("answer") is None:
