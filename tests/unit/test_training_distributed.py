@@ -86,3 +86,20 @@ def test_one_process_is_the_plain_local_operation() -> None:
     stopper = StopAndSave()
     stopper.request_stop()
     assert _step(stopper, 1).should_training_stop and stopper.stop_reason == "terminated"
+
+
+def test_max_seconds_is_for_the_whole_training_not_each_pod(tmp_path: Path) -> None:
+    """Issue 15, defect 10: a retried pod gets what is left of maxSeconds, not a fresh maxSeconds."""
+    from stratos.training.callbacks import TimeLedger
+
+    path = tmp_path / "out" / "seconds-used"
+    first = TimeLedger(path, began=100.0)
+    assert first.before == 0.0 and first.deadline(600) == 700.0
+    stopper = StopAndSave(deadline=first.deadline(600), ledger=first)
+    stopper.on_train_begin(None, TrainerState(), TrainerControl())  # type: ignore[arg-type]
+    _step(stopper, 1)  # records the time used so far at every step end
+    used = float(path.read_text())
+    assert used > 0
+    second = TimeLedger(path, began=5000.0)  # the next pod, on another clock
+    assert second.before == used and second.deadline(600) == 5000.0 + 600 - used
+    assert TimeLedger(path, began=0.0, writer=False).deadline(None) is None

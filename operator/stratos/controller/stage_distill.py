@@ -61,6 +61,12 @@ def synthesize_step(ctx: Context) -> Stage | None:
         "dataRoot": ctx.data_root,
         "outputDir": ctx.job_dir,
     }
+    budget = spec.requirements.budget
+    if budget is not None:
+        # The cap inside the workload: what is left of the budget when synthesis starts (every run of
+        # the stage counts against it together; the Job's config is written once, at its creation).
+        spent = float((ctx.status.get("cost") or {}).get("spentUsd") or 0.0)
+        config["budgetUsd"] = round(max(budget - spent, 0.0), 6)
     run = ctx.run(StageRun(SYNTHESIZE, "stratos.workloads.synthesize", config, secret_env=secrets))
     if (error := _failed(run)) is not None:
         ctx.condition(c.DATA_READY, c.FALSE, "SynthesisFailed", error, event="Warning")
@@ -83,6 +89,8 @@ def synthesize_step(ctx: Context) -> Stage | None:
         f"{r.get('kept')} examples ({r.get('real')} real, {r.get('synthetic')} synthetic) by "
         f"{r.get('strategy')}; rejected: {rejected}"
     )
+    if r.get("stoppedEarly") == "budget":
+        message += f"; stopped at the budget ({float(r.get('costUSD') or 0.0):.2f} USD spent on synthesis)"
     ctx.condition(c.DATA_READY, c.TRUE, "DataSynthesized", message, event="Normal")
     return Stage.TRAIN
 

@@ -134,7 +134,7 @@ def stop_on_sigterm(stopper: Any) -> Iterator[None]:
 def train(config: TrainConfig) -> dict[str, Any]:
     began = time.monotonic()  # before the heavy imports: maxSeconds covers them too
     from stratos.training import data, launch
-    from stratos.training.callbacks import ProgressLogger, StopAndSave, save_reserve
+    from stratos.training.callbacks import ProgressLogger, StopAndSave, TimeLedger, save_reserve
     from stratos.training.checkpoints import (
         copy_adapter,
         first_last,
@@ -184,9 +184,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     main_process = launch.rank() == 0
     trained: Any = None  # the PeftModel, when this run trained
     dropped = 0
+    # maxSeconds is for the whole training, not per pod: earlier pods' time comes off it.
+    ledger = TimeLedger(out / "seconds-used", began, writer=main_process)
+    if ledger.before:
+        log.info("%.0f s of maxSeconds used by earlier pods", ledger.before)
     stopper = StopAndSave(
-        deadline=began + config.max_seconds if config.max_seconds else None,
+        deadline=ledger.deadline(config.max_seconds),
         reserve=save_reserve(config.max_seconds or 0.0, merge=config.merge),
+        ledger=ledger,
     )
     if resume is not None and is_finished(resume, config.max_steps):
         log.info("%s already reached the last step; saving its adapter", resume)
