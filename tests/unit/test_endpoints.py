@@ -75,3 +75,27 @@ def test_the_job_fails_naming_the_field_and_starts_nothing(monkeypatch: pytest.M
     executor = ScriptedExecutor({})
     out = reconcile(body, nodes=NODES, executor=executor, now=NOW)
     assert out.status["phase"] != "Failed" and len(executor.started) == 2
+
+
+def test_a_teacher_url_edited_after_its_evaluation_is_refused_before_synthesis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stratos.controller.machine import RunStatus
+    from support.jobs import ok
+
+    monkeypatch.delenv(ALLOW_ENV, raising=False)
+    teacher = {"name": "t", "endpoint": {"baseURL": "http://teacher:8000/v1", "model": "m"}}
+    body = job(teachers=[teacher])
+    probe = RunStatus("Succeeded", result={"ok": True, "accuracy": 0.5, "samples": 10, "correct": 5})
+    executor = ScriptedExecutor({"t": ok(0.9), "tiny": probe})
+    for _ in range(4):
+        body["status"] = reconcile(body, nodes=NODES, executor=executor, now=NOW).status
+        if body["status"]["stage"] == "Synthesize":
+            break
+    assert body["status"]["stage"] == "Synthesize", body["status"]["stage"]
+    teacher["endpoint"]["baseURL"] = "http://[fd00:ec2::254]/v1"
+    started = len(executor.started)
+    out = reconcile(body, nodes=NODES, executor=executor, now=NOW)
+    assert not [r for r in executor.started[started:] if r.stage == "synthesize"]
+    failed = conditions(out.status)["Failed"]
+    assert failed["reason"] == "TeacherEndpointRefused" and "fd00:ec2::254" in failed["message"]

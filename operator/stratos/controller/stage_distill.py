@@ -19,6 +19,7 @@ from stratos.controller.machine import Context, RunStatus, SecretEnv, StageRun, 
 from stratos.controller.stage_server import node_lost, reselect_server
 from stratos.controller.stage_teachers import API_KEY_ENV
 from stratos.controller.stages import Stage
+from stratos.decide.endpoints import EndpointPolicy, refused_teachers
 
 SYNTHESIZE, TRAIN, EVALUATE = "synthesize", "train", "evaluate"
 
@@ -52,6 +53,15 @@ def synthesize_step(ctx: Context) -> Stage | None:
         return Stage.TRAIN
     spec = ctx.spec
     teacher, secrets = _teacher_connection(ctx)
+    # The selected teacher's URL may have been edited since it was evaluated: checked again here.
+    refused = refused_teachers(
+        [(t.name, t.endpoint.base_url) for t in spec.teachers if t.name == teacher["name"]],
+        EndpointPolicy.from_env(),
+    )
+    if refused:
+        message = "; ".join(refused)
+        ctx.condition(c.DATA_READY, c.FALSE, "TeacherEndpointRefused", message, event="Warning")
+        return fail(ctx, "TeacherEndpointRefused", message)
     config = {
         "strategy": ctx.status["strategy"]["selected"],
         "teacher": teacher,
