@@ -30,7 +30,7 @@ import pytest
 
 from stratos.decide import nodes as reasons
 from support.controlplane import ControlPlane, rest, wait_for
-from support.djs import apply, condition, get_dj
+from support.djs import apply, child, condition, get_dj
 from support.kubelet import FakeKubelet, Outcome
 from support.operator import OperatorProcess
 
@@ -652,8 +652,9 @@ def test_a_configmap_dataset_is_mounted_into_the_stage_pods(
     job = small_job("cm", namespace)
     job["spec"]["task"] = {"builtin": "jsonl", "dataset": {"train": "configmap://train-data/train.jsonl"}}
     apply(control_plane, namespace, job)
+    jobs = f"/apis/batch/v1/namespaces/{namespace}/jobs"
     teacher_eval = wait_for(
-        lambda: rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/cm-teacher-eval-t1"),
+        lambda: rest(api, "GET", f"{jobs}/{child(api, namespace, 'cm', 'teacher-eval', 't1')}"),
         timeout=30,
         what="the teacher-eval Job",
     )

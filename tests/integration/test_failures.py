@@ -25,7 +25,7 @@ import pytest
 from stratos.controller.config import OperatorConfig
 from stratos.controller.executor import run_state
 from support.controlplane import ControlPlane, rest, wait_for
-from support.djs import apply, condition, events_for, get_dj
+from support.djs import apply, child, condition, events_for, get_dj
 from support.fake_openai import FakeOpenAI
 from support.kubelet import FakeKubelet, Outcome
 from support.operator import OperatorProcess
@@ -240,9 +240,10 @@ def test_a_failed_attempt_shows_within_seconds_the_job_retries_then_fails_with_t
         assert get_dj(api, namespace, "retry")["status"]["phase"] == "EvaluatingTeachers"
 
         dj = wait_failed(api, namespace, "retry")
-    job = stage_job(api, namespace, "retry-teacher-eval-t1")
+    name = child(api, namespace, "retry", "teacher-eval", "t1")
+    job = stage_job(api, namespace, name)
     assert job["spec"]["backoffLimit"] == 1 and job["status"].get("failed") == 2  # the retry happened
-    assert scripted.attempts["retry-teacher-eval-t1"] == 2
+    assert scripted.attempts[name] == 2
     assert teacher.chat_requests and all(r.status == 401 for r in teacher.chat_requests)
 
     status = dj["status"]
@@ -298,8 +299,8 @@ def test_an_oom_killed_stage_fails_the_job_with_the_reason(
     assert "exited 137 (OOMKilled)" in detail and "BackoffLimitExceeded" in detail, detail
     if stage in ("train", "evaluate"):
         assert "tiny-a" in failed["message"]
-    candidate = {"teacher-eval": "-t1", "synthesize": ""}.get(stage, "-tiny-a")
-    assert scripted.attempts[f"oom-{stage}{candidate}"] == 1  # backoffLimit 0: no retry
+    candidate = {"teacher-eval": "t1", "synthesize": None}.get(stage, "tiny-a")
+    assert scripted.attempts[child(api, namespace, "oom", stage, candidate)] == 1  # backoffLimit 0: no retry
     assert_settled(api, namespace, "oom", seconds=2.0)
 
 
@@ -373,7 +374,7 @@ def test_a_train_pod_asking_for_more_gpus_than_are_free_is_shown_unschedulable(
     assert "tiny-a" in cond["message"] and "Insufficient nvidia.com/gpu" in cond["message"], cond
     dj = get_dj(api, namespace, "gpus")
     assert dj["status"]["phase"] == "Training" and dj["status"]["server"]["gpu"]["count"] == 2
-    train = stage_job(api, namespace, "gpus-train-tiny-a")
+    train = stage_job(api, namespace, child(api, namespace, "gpus", "train", "tiny-a"))
     limits = train["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "2"
 

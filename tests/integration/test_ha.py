@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from support.controlplane import ControlPlane, rest, wait_for
+from support.djs import child
 from support.operator import REPO_ROOT, OperatorProcess
 
 CHART = REPO_ROOT / "charts" / "stratos"
@@ -230,10 +231,9 @@ def test_two_peered_operators_one_acts_and_a_stop_hands_over(
             what="the second operator's job metrics",
         )
         jobs = rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs")["items"]
-        assert sorted(j["metadata"]["name"] for j in jobs) == [
-            "after-teacher-eval-t1",
-            "before-teacher-eval-t1",
-        ]
+        assert sorted(j["metadata"]["name"] for j in jobs) == sorted(
+            child(api, namespace, dj, "teacher-eval", "t1") for dj in ("after", "before")
+        )
 
         # The first one, started again, is now the youngest: it waits instead of taking over.
         again = operator("stratos-ha-again").start()

@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.controlplane import ControlPlane, rest, wait_for
-from support.djs import apply, events_for
+from support.djs import apply, child, events_for
 from support.operator import OperatorProcess
 
 pytest_plugins = ["support.operator"]  # the `operator` fixture
@@ -100,8 +100,9 @@ def test_operator_selects_a_node_and_kubectl_shows_the_decision(
 
     # The next stage starts: one teacher-eval Job, owned by the DistillationJob, whose pod passes the
     # namespace's restricted Pod Security admission.
+    jobs = f"/apis/batch/v1/namespaces/{namespace}/jobs"
     job = wait_for(
-        lambda: rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/mahjong-teacher-eval-t1"),
+        lambda: rest(api, "GET", f"{jobs}/{child(api, namespace, 'mahjong', 'teacher-eval', 't1')}"),
         what="teacher-eval Job",
     )
     owner = job["metadata"]["ownerReferences"][0]
@@ -214,6 +215,6 @@ def test_metrics_and_restart_without_duplicates_or_changed_decisions(
         c for c in before["conditions"] if c["type"] == "ServerSelected"
     ]
     jobs = rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs")["items"]
-    assert [j["metadata"]["name"] for j in jobs] == ["restart-teacher-eval-t1"]
+    assert [j["metadata"]["name"] for j in jobs] == [child(api, namespace, "restart", "teacher-eval", "t1")]
     selected = [e for e in events_for(api, namespace, "restart") if e["reason"] == "NodeSelected"]
     assert sum(e.get("count", 1) for e in selected) == 1

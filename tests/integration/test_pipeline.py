@@ -23,6 +23,8 @@ from openai import OpenAI
 
 from stratos.local.teacher import ProgrammaticTeacher
 from support.controlplane import ControlPlane, rest, wait_for
+from support.djs import child
+from support.djs import service as service_of
 from support.health import StatusRecorder, collapse
 from support.kubelet import FakeKubelet
 from support.monitoring import referenced_metrics, rule_expressions, usage
@@ -232,14 +234,15 @@ def serve_then_clean_up(
     status = json.loads(cp.kubectl("get", "dj", "chain", "-n", namespace, "-o", "json").stdout)["status"]
     assert status["phase"] == "Serving" and status["training"]["steps"] == trained_steps
     endpoint = status["endpoint"]
-    assert endpoint["url"] == f"http://chain-serve.{namespace}.svc:8000/v1" and endpoint["ready"] is True
+    serve, svc = child(api, namespace, "chain", "serve"), service_of(api, namespace, "chain")
+    assert endpoint["url"] == f"http://{svc}.{namespace}.svc:8000/v1" and endpoint["ready"] is True
 
-    deployment = rest(api, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/chain-serve")
+    deployment = rest(api, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{serve}")
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == dj["metadata"]["uid"]
     pod = deployment["spec"]["template"]["spec"]
     assert pod["containers"][0]["command"] == ["transformers", "serve"]
     assert pod["nodeSelector"] == {"kubernetes.io/hostname": node}
-    service = rest(api, "GET", f"/api/v1/namespaces/{namespace}/services/chain-serve")
+    service = rest(api, "GET", f"/api/v1/namespaces/{namespace}/services/{svc}")
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     stages = [
         j["metadata"]["labels"]["stratos.io/stage"]
@@ -280,9 +283,7 @@ def serve_then_clean_up(
     patch_serving(cp, namespace, {"replicas": 2})
     wait_for(
         lambda: (
-            rest(api, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/chain-serve")["spec"][
-                "replicas"
-            ]
+            rest(api, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{serve}")["spec"]["replicas"]
             == 2
         ),
         timeout=60,

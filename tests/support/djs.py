@@ -31,3 +31,17 @@ def condition(dj: Mapping[str, Any], ctype: str) -> dict[str, Any]:
 def events_for(api: Any, namespace: str, name: str) -> list[dict[str, Any]]:
     found = rest(api, "GET", f"/api/v1/namespaces/{namespace}/events")
     return [e for e in found["items"] if e["involvedObject"].get("name") == name]
+
+
+def child(api: Any, namespace: str, name: str, stage: str, candidate: str | None = None) -> str:
+    """The name of a DistillationJob's child (stage Job, ConfigMap, serving Deployment) on the server."""
+    from stratos.controller.naming import child_name
+
+    return child_name(name, get_dj(api, namespace, name)["metadata"]["uid"], stage, candidate)
+
+
+def service(api: Any, namespace: str, name: str) -> str:
+    """The name of a DistillationJob's serving Service."""
+    from stratos.serving.manifests import service_name
+
+    return service_name(name, get_dj(api, namespace, name)["metadata"]["uid"])

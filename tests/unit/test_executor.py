@@ -102,7 +102,11 @@ def test_stage_job_manifest_is_owned_pinned_restricted_and_secret_free() -> None
         secret_env=(SecretEnv("TEACHER_API_KEY", "openai", "api-key"),),
     )
     manifest = stage_job(body, spec, run, OperatorConfig())
-    assert manifest["metadata"]["name"] == child_name("dj1", "train", "llama-3b") == "dj1-train-llama-3b"
+    name = manifest["metadata"]["name"]
+    assert name == child_name("dj1", "u-1", "train", "llama-3b") and name.startswith("dj1-train-llama-3b-")
+    labels = manifest["metadata"]["labels"]
+    assert labels["stratos.io/job-uid"] == "u-1" and labels["stratos.io/candidate"] == "llama-3b"
+    assert manifest["spec"]["template"]["metadata"]["labels"] == labels  # the pods carry the key too
     owner = manifest["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("DistillationJob", "u-1", True)
     pod_spec = manifest["spec"]["template"]["spec"]
@@ -122,9 +126,9 @@ def test_stage_job_manifest_is_owned_pinned_restricted_and_secret_free() -> None
 
 
 def test_long_names_are_shortened_deterministically() -> None:
-    long = child_name("a" * 60, "teacher-eval", "deepseek-r1")
-    assert len(long) <= 63 and long == child_name("a" * 60, "teacher-eval", "deepseek-r1")
-    assert long != child_name("a" * 60, "teacher-eval", "deepseek-r2")
+    long = child_name("a" * 60, "u-1", "teacher-eval", "deepseek-r1")
+    assert len(long) <= 63 and long == child_name("a" * 60, "u-1", "teacher-eval", "deepseek-r1")
+    assert long != child_name("a" * 60, "u-1", "teacher-eval", "deepseek-r2")
 
 
 def test_endpoint_state_follows_the_serving_rollout() -> None:
@@ -154,3 +158,33 @@ def test_endpoint_state_follows_the_serving_rollout() -> None:
         },
     }
     assert endpoint_state(stuck, url).state == "Failed"
+
+
+def test_a_run_that_never_starts_fails_after_the_start_timeout_with_the_pods_reason() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from stratos.controller.executor import start_deadline
+
+    created = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    job = {"name": "j", "created": "2026-11-22T12:00:00Z", "conditions": [], "backoffLimit": 0}
+    pull = pod("Pending", waiting={"reason": "ImagePullBackOff", "message": "Back-off pulling image"})
+    waiting = run_state(job, [pull])
+    assert waiting.state == "Pending"
+    assert start_deadline(waiting, job, [pull], created + timedelta(seconds=60), 60).state == "Pending"
+    late = start_deadline(waiting, job, [pull], created + timedelta(seconds=61), 60)
+    assert late.state == "Failed"
+    assert late.message == (
+        "pod p1: ImagePullBackOff: Back-off pulling image (pod p1 not started within startTimeout 1m)"
+    )
+    # A Job that made no pod at all (quota, admission) is measured from its own creation.
+    none = start_deadline(run_state(job, []), job, [], created + timedelta(minutes=20), 900)
+    assert none.state == "Failed" and "Job j created no pod and not started within startTimeout 15m" in (
+        none.message
+    )
+    # A running pod, or one that has finished, is never stuck.
+    running = pod("Running")
+    assert start_deadline(
+        run_state(job, [running]), job, [running], created + timedelta(days=1), 60
+    ).state == ("Running")
+    # The verdict is kept on the (suspended) Job: every later look, and a restarted operator, sees it.
+    assert run_state({**job, "startFailure": late.message}, []) == late

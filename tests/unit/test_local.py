@@ -37,7 +37,9 @@ def test_a_stage_runs_once_and_a_second_runner_finds_its_result(tmp_path: Path) 
     run = StageRun("echo", "support.echo_stage", {"x": 1}, candidate="a")
     status = wait(executor(tmp_path), run)
     assert status.state == "Succeeded" and status.result == {"ok": True, "echo": {"x": 1}}
-    assert (tmp_path / "runs" / "dj1-echo-a" / "stage.log").exists()
+    folder = executor(tmp_path).run_dir(run)
+    assert folder.parent == tmp_path / "runs" and folder.name.startswith("dj1-echo-a-")
+    assert (folder / "stage.log").exists()
     again = executor(tmp_path)  # a new `stratos run` of the same job: resumes, does not rerun
     assert again.ensure(run, SPEC).state == "Succeeded" and not again.running
 

@@ -68,7 +68,11 @@ class Cluster:
             "teacher-eval": {"accuracy": 0.9, "samples": 10, "correct": 9, "costUSD": 0.01},
             "student-probe": {"accuracy": 0.7},
             "synthesize": {"kept": 40, "real": 30, "synthetic": 10, "costUSD": 0.1, "strategy": "alignment"},
-            "train": {"steps": 10, "seconds": 60.0, **({"mergedPath": "x"} if run.config.get("merge") else {})},
+            "train": {
+                "steps": 10,
+                "seconds": 60.0,
+                **({"mergedPath": "x"} if run.config.get("merge") else {}),
+            },
             "evaluate": {"accuracy": 0.9, "samples": 10, "correct": 9},
         }
         return done(**results[run.stage])

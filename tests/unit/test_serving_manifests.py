@@ -102,7 +102,8 @@ def test_vllm_deployment_serves_the_adapter_with_lora_flags_on_the_pinned_gpu_no
     deployment = build({"maxModelLen": 2048, "replicas": 2}, spec={"distillation": {"lora": {"rank": 20}}})
     meta = deployment["metadata"]
     assert (deployment["apiVersion"], deployment["kind"]) == ("apps/v1", "Deployment")
-    assert meta["name"] == serving_name("dj1") == "dj1-serve" and meta["namespace"] == "ns"
+    assert meta["name"] == serving_name("dj1", "u-1") and meta["namespace"] == "ns"
+    assert meta["name"].startswith("dj1-serve-")
     owner = meta["ownerReferences"][0]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("DistillationJob", "u-1", True)
     spec = deployment["spec"]
@@ -214,19 +215,22 @@ def test_service_selects_the_serving_pods_on_port_8000() -> None:
     body, _ = make()
     service, deployment = serving_service(body), build()
     assert service["kind"] == "Service" and service["spec"]["type"] == "ClusterIP"
-    assert service["metadata"]["name"] == service_name("dj1") == "dj1-serve"
+    assert service["metadata"]["name"] == service_name("dj1", "u-1") == serving_name("dj1", "u-1")
     assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
     port = {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
     assert service["spec"]["ports"] == [port]
     assert service["metadata"]["ownerReferences"] == deployment["metadata"]["ownerReferences"]
-    assert endpoint_url("dj1", "ns") == "http://dj1-serve.ns.svc:8000/v1"
-    assert service_name("7up")[0].isalpha() and serving_name("7up") == "7up-serve"
+    assert endpoint_url("dj1", "u-1", "ns") == f"http://{service_name('dj1', 'u-1')}.ns.svc:8000/v1"
+    assert service_name("7up", "u")[0].isalpha() and serving_name("7up", "u").startswith("7up-serve-")
+    # Issue 15: jobs "1job" and "s1job" once shared the Service "s1job-serve".
+    assert service_name("1job", "uid-a") != service_name("s1job", "uid-b")
+    assert service_name("1job", "uid-a").startswith("s1job-serve-")
 
 
 def test_names_are_deterministic_and_short() -> None:
     assert build() == build()
-    long = serving_name("j" * 70)
-    assert len(long) <= 63 and long == serving_name("j" * 70)
+    long = serving_name("j" * 70, "u")
+    assert len(long) <= 63 and long == serving_name("j" * 70, "u")
 
 
 def test_user_resources_merge_over_defaults_and_stay_valid() -> None:
@@ -260,7 +264,7 @@ def test_disabled_serving_desires_nothing() -> None:
 
 def test_desired_serving_names_the_endpoint() -> None:
     p = plan()
-    assert (p.url, p.model) == ("http://dj1-serve.ns.svc:8000/v1", "tiny")
+    assert (p.url, p.model) == (f"http://{service_name('dj1', 'u-1')}.ns.svc:8000/v1", "tiny")
     assert p.endpoint(ready=True).to_api() == {"url": p.url, "model": "tiny", "ready": True}
     assert p.objects() == (p.deployment, p.service)
 

@@ -108,6 +108,18 @@ def test_the_budget_stops_the_job_before_training_it_cannot_pay_for() -> None:
     assert "budget of 0.30 USD" in conditions(status)["Failed"]["message"]
 
 
+def test_synthesis_is_capped_at_what_is_left_of_the_budget() -> None:
+    """Issue 15, defect 10: the synthesize program gets the remaining budget as its cap (budgetUsd)."""
+    executor = StageExecutor({"a": 0.9})
+    run_job(executor, requirements={"budget": 0.3})
+    (synthesis, *_) = [r for r in executor.started if r.stage == "synthesize"]
+    # 0.3 budget - 0.01 spent on teacher evaluation (ok(): costUSD 0.01)
+    assert synthesis.config["budgetUsd"] == 0.29
+    unlimited = StageExecutor({"a": 0.9})
+    run_job(unlimited)
+    assert all("budgetUsd" not in r.config for r in unlimited.started if r.stage == "synthesize")
+
+
 def test_a_failed_stage_surfaces_in_the_conditions_with_its_cause() -> None:
     status = run_job(StageExecutor({"a": 0.9}, failing={"train"}))
     assert conditions(status)["Trained"]["reason"] == "TrainingFailed"

@@ -384,3 +384,23 @@ def test_bad_config_is_reported(tmp_path):
     with FakeOpenAI(model="m") as fake:
         proc, result = run(tmp_path, fake, strategy="sideways")
     assert proc.returncode == 1 and result["kind"] == "ConfigError" and "strategy" in result["error"]
+
+
+def test_the_budget_caps_synthesis_inside_the_workload_and_keeps_what_was_written(tmp_path):
+    """Issue 15, defect 10: once the stage's budget is spent no new teacher request starts; the requests
+    in flight (at most 2 x maxConcurrency decisions) finish and the examples written are kept."""
+    task = build_task(TaskSpec.model_validate(MAHJONG))
+    real = select_real(task.load("train"), limit=40, seed=0)
+    with FakeOpenAI(samples=real, model="m", correct_ids={s.id for s in real}) as fake:
+        proc, result = run(tmp_path, fake, targetSamples=40, augment="none", budgetUsd=1e-9)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert result["stoppedEarly"] == "budget" and result["costUSD"] >= 1e-9
+    window = 2 * 4  # in flight when the first decision spent the budget
+    assert 1 <= result["kept"] <= window and len(fake.chat_requests) <= window * 3 < 40
+    assert len(rows_of(result)) == result["kept"]
+    # A later run of the stage (a retried pod) finds the budget used and asks nothing more.
+    asked = len(fake.chat_requests)
+    with FakeOpenAI(samples=real, model="m", correct_ids={s.id for s in real}) as again:
+        proc, second = run(tmp_path, again, targetSamples=40, augment="none", budgetUsd=1e-9)
+    assert proc.returncode == 0 and second["stoppedEarly"] == "budget" and again.chat_requests == []
+    assert second["kept"] == result["kept"] and asked > 0

@@ -11,7 +11,8 @@ from kubernetes.utils import parse_quantity
 from pydantic import Field, field_validator, model_validator
 
 from stratos.api.base import ApiModel, CelRule, cel_config, cel_schema
-from stratos.api.types import Quantity, ResourceName, StorageUri
+from stratos.api.durations import parse_duration
+from stratos.api.types import Duration, Quantity, ResourceName, StorageUri
 
 # ------------------------------------------------------------------------------------------ servers
 
@@ -231,3 +232,12 @@ class RetryPolicy(ApiModel):
     """How often a failed stage is retried before the job fails."""
 
     backoff_limit: int = Field(2, ge=0, le=10, description="Retries per stage Job (its backoffLimit).")
+    start_timeout: Duration = Field(
+        "15m",
+        description="How long a stage pod may stay unstarted (unschedulable, image not pulled, a missing "
+        "Secret, ConfigMap or PersistentVolumeClaim) before the job fails with the pod's own reason.",
+    )
+
+    @property
+    def start_timeout_seconds(self) -> float:
+        return parse_duration(self.start_timeout)

@@ -104,6 +104,14 @@ class DatasetSpec(ApiModel):
         description="Regular expression (Python syntax) for the regex verifier; required for regex.",
     )
 
+    @field_validator("train", "test")
+    @classmethod
+    def _stays_on_storage(cls, value: str | None) -> str | None:
+        """A plain path is on the storage volume: a ``..`` segment could lead off it, so none is allowed."""
+        if value is not None and "://" not in value and ".." in value.split("/"):
+            raise ValueError(f"{value!r}: a path on the storage volume may not contain '..' segments")
+        return value
+
     @field_validator("pattern")
     @classmethod
     def _pattern_compiles(cls, value: str | None) -> str | None:

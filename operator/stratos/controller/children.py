@@ -1,9 +1,10 @@
 """Manifests of the objects a DistillationJob owns: one ConfigMap and one batch/v1 Job per stage run.
 
-Every child has a deterministic name (``naming.child_name``), the job's labels and a controller owner
-reference, so the garbage collector removes it with its parent. Stage pods run under the restricted
-Pod Security Standard, with no ServiceAccount token: they need no API access. API keys reach them only
-as ``secretKeyRef`` environment variables, never through the ConfigMap.
+Every child has a deterministic name unique to its owner (``naming.child_name``), the job's labels
+(it is found by them, never by name) and a controller owner reference, so the garbage collector removes
+it with its parent. Stage pods run under the restricted Pod Security Standard, with no ServiceAccount
+token: they need no API access. API keys reach them only as ``secretKeyRef`` environment variables,
+never through the ConfigMap.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from stratos.api.spec import DistillationJobSpec
 from stratos.controller.config import OperatorConfig
 from stratos.controller.machine import StageRun
-from stratos.controller.naming import child_labels, child_name, owner_reference
+from stratos.controller.naming import child_labels, child_name, owner_reference, owner_uid
 
 CONFIG_DIR = "/etc/stratos/config"
 # configmap://NAME/KEY datasets: each ConfigMap is mounted at CONFIGMAP_ROOT/NAME (stratos.data.sources).
@@ -27,15 +28,23 @@ GPU_RESOURCE = "nvidia.com/gpu"
 RUN_AS_USER = 65532
 
 
+def stage_name(body: Mapping[str, Any], run: StageRun) -> str:
+    """The name of a stage run's Job and ConfigMap (unique per job uid, stage and candidate)."""
+    return child_name(body["metadata"]["name"], owner_uid(body), run.stage, run.candidate)
+
+
+def stage_labels(body: Mapping[str, Any], run: StageRun) -> dict[str, str]:
+    return child_labels(body["metadata"]["name"], owner_uid(body), run.stage, run.candidate)
+
+
 def stage_configmap(body: Mapping[str, Any], run: StageRun) -> dict[str, Any]:
-    job = body["metadata"]["name"]
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": child_name(job, run.stage, run.candidate),
+            "name": stage_name(body, run),
             "namespace": body["metadata"]["namespace"],
-            "labels": child_labels(job, run.stage, run.candidate),
+            "labels": stage_labels(body, run),
             "ownerReferences": [owner_reference(body)],
         },
         "data": {CONFIG_FILE: json.dumps(run.config, sort_keys=True, indent=1)},
@@ -45,9 +54,7 @@ def stage_configmap(body: Mapping[str, Any], run: StageRun) -> dict[str, Any]:
 def stage_job(
     body: Mapping[str, Any], spec: DistillationJobSpec, run: StageRun, cfg: OperatorConfig
 ) -> dict[str, Any]:
-    job = body["metadata"]["name"]
-    name = child_name(job, run.stage, run.candidate)
-    labels = child_labels(job, run.stage, run.candidate)
+    name, labels = stage_name(body, run), stage_labels(body, run)
     if run.gpus:
         # Model stages: host memory to load and save checkpoints, and every GPU asked for. No memory
         # limit: a real student's shards pass through host memory, and the node is this job's anyway.
@@ -124,14 +131,18 @@ def stage_job(
 
 def dataset_configmaps(spec: DistillationJobSpec) -> list[str]:
     """Names of the ConfigMaps that ``configmap://NAME/KEY`` dataset URIs point at, in order, once each."""
+    return list(dict.fromkeys(name for _, name in dataset_configmap_fields(spec)))
+
+
+def dataset_configmap_fields(spec: DistillationJobSpec) -> list[tuple[str, str]]:
+    """(field of spec.task.dataset, ConfigMap name) for each ``configmap://NAME/KEY`` dataset URI."""
     dataset = spec.task.dataset
-    uris = [dataset.train, dataset.test] if dataset is not None else []
-    names = [
-        uri.removeprefix("configmap://").split("/", 1)[0]
-        for uri in uris
+    fields = [("train", dataset.train), ("test", dataset.test)] if dataset is not None else []
+    return [
+        (field, uri.removeprefix("configmap://").split("/", 1)[0])
+        for field, uri in fields
         if uri and uri.startswith("configmap://")
     ]
-    return list(dict.fromkeys(names))
 
 
 def container_security() -> dict[str, Any]:

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from stratos import GROUP
+from stratos.api.durations import format_duration
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.children import STORAGE_DIR, stage_configmap, stage_job
+from stratos.controller.children import (
+    STORAGE_DIR,
+    dataset_configmap_fields,
+    stage_configmap,
+    stage_job,
+    stage_name,
+)
 from stratos.controller.config import OperatorConfig
 from stratos.controller.machine import (
     ChildRejected,
@@ -25,7 +34,8 @@ from stratos.controller.machine import (
     RunStatus,
     StageRun,
 )
-from stratos.controller.naming import LABEL_JOB, child_name
+from stratos.controller.naming import ChildKey, child_key, is_same_child, owner_uid
+from stratos.serving.manifests import STAGE as SERVE
 from stratos.serving.manifests import desired_serving, service_name, serving_name
 from stratos.serving.probe import probe_endpoint
 from stratos.serving.rollout import deployment_ready, serving_patch
@@ -43,11 +53,20 @@ STUCK_REASONS = {
 }
 # Job conditions that mean the Job has failed (FailureTarget comes first, while its pods terminate).
 FAILED_CONDITIONS = ("Failed", "FailureTarget")
+# Annotation on a stage Job that did not start within spec.retries.startTimeout: why (the Job is
+# suspended, so its pod goes and cannot start later).
+START_FAILURE = f"{GROUP}/start-failure"
 
 
 def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
     status = body.get("status") or {}
+    meta = body.get("metadata") or {}
     return {
+        "name": meta.get("name"),
+        "uid": meta.get("uid"),
+        "created": meta.get("creationTimestamp", ""),
+        # Set by the operator when the run did not start in time (``start_deadline``): its verdict.
+        "startFailure": (meta.get("annotations") or {}).get(START_FAILURE),
         "backoffLimit": (body.get("spec") or {}).get("backoffLimit"),
         "deleting": bool((body.get("metadata") or {}).get("deletionTimestamp")),
         "conditions": [
@@ -67,8 +86,11 @@ def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def pod_view(body: Mapping[str, Any]) -> dict[str, Any]:
     status = body.get("status") or {}
+    labels = body.get("metadata", {}).get("labels") or {}
     return {
         "name": body.get("metadata", {}).get("name"),
+        # The Job that made the pod: pods of a deleted namesake Job (a cancelled run) are not this one's.
+        "jobUid": labels.get("batch.kubernetes.io/controller-uid") or labels.get("controller-uid"),
         "phase": status.get("phase", "Pending"),
         "conditions": [
             {
@@ -132,6 +154,8 @@ def run_state(
     (``spec.backoffLimit``), an image that cannot be pulled, a missing Secret, an unschedulable pod.
     """
     pods = sorted(pods, key=_pod_order)
+    if job.get("startFailure"):
+        return RunStatus("Failed", message=str(job["startFailure"]))
     conds = {c.get("type"): c for c in job.get("conditions", []) if c.get("status") == "True"}
     # A succeeded pod is the run's result: taking it from the pod, not from the Job's Complete
     # condition, saves the Job controller's one-second batching on every stage transition.
@@ -177,6 +201,38 @@ def run_state(
             "Pending", message=f"pod {name} scheduled on node {node}, not started by its kubelet yet{retries}"
         )
     return RunStatus("Pending", message=f"pod {name} {str(pod.get('phase', 'Pending')).lower()}{retries}")
+
+
+def start_deadline(
+    run: RunStatus,
+    job: Mapping[str, Any],
+    pods: Iterable[Mapping[str, Any]],
+    now: datetime,
+    timeout: float,
+) -> RunStatus:
+    """``run``, or Failed when its pod (or the Job, before any pod) has waited longer than ``timeout``
+    seconds to start (pure). The message is the pod's own reason, as ``run_state`` gave it.
+
+    Only a run that never started counts: a pod that is Pending while an earlier attempt ran is measured
+    from its own creation, and a Running pod is never "stuck"."""
+    if run.state != "Pending":
+        return run
+    latest = sorted(pods, key=_pod_order)[-1:]
+    if latest and latest[0].get("phase") != "Pending":
+        return run
+    since = _timestamp(latest[0].get("creationTimestamp") if latest else job.get("created"))
+    if since is None or (now - since).total_seconds() <= timeout:
+        return run
+    what = f"pod {latest[0].get('name')}" if latest else f"Job {job.get('name')} created no pod and"
+    waited = format_duration(timeout)
+    return RunStatus("Failed", message=f"{run.message} ({what} not started within startTimeout {waited})")
+
+
+def _timestamp(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _pod_order(pod: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -250,30 +306,48 @@ class KubeExecutor:
         body: Mapping[str, Any],
         cfg: OperatorConfig,
         api: client.ApiClient,
-        jobs: Mapping[tuple[str, str], Iterable[Mapping[str, Any]]],
-        pods: Mapping[tuple[str, str], Iterable[Mapping[str, Any]]],
-        deployments: Mapping[tuple[str, str], Iterable[Mapping[str, Any]]] | None = None,
+        jobs: Mapping[ChildKey, Iterable[Mapping[str, Any]]],
+        pods: Mapping[ChildKey, Iterable[Mapping[str, Any]]],
+        deployments: Mapping[ChildKey, Iterable[Mapping[str, Any]]] | None = None,
     ) -> None:
         self.body, self.cfg, self.api = body, cfg, api
         self.jobs, self.pods, self.deployments = jobs, pods, deployments or {}
         self.namespace = str(body["metadata"]["namespace"])
         self.job_name = str(body["metadata"]["name"])
+        self.uid = owner_uid(body)
 
     def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
-        name = child_name(self.body["metadata"]["name"], run.stage, run.candidate)
-        key = (self.namespace, name)
+        # Found by its labels (owner uid, stage, candidate), never by its name.
+        key: ChildKey = (self.uid, run.stage, run.candidate or "")
         views = list(self.jobs.get(key, []))
         if not views:
+            name = stage_name(self.body, run)
             self._create(stage_configmap(self.body, run), "ConfigMap")
             self._create(stage_job(self.body, spec, run, self.cfg), "Job")
             return RunStatus("Pending", message=f"created Job {name}")
-        if views[-1].get("deleting"):  # a cancelled run (suspend, node lost) on its way out
-            return RunStatus("Pending", message=f"waiting for the previous Job {name} to be deleted")
-        pods = list(self.pods.get(key, []))
-        if completed_without_result(views[-1], pods):
+        job = views[-1]
+        if job.get("deleting"):  # a cancelled run (suspend, node lost) on its way out
+            return RunStatus(
+                "Pending", message=f"waiting for the previous Job {job.get('name')} to be deleted"
+            )
+        pods = [p for p in self.pods.get(key, []) if p.get("jobUid") in (None, job.get("uid"))]
+        if completed_without_result(job, pods):
             # The pod index has not caught up with the Job index (or the pod is gone): ask the API.
-            return run_state(views[-1], self._read_pods(name), pods_read=True)
-        return run_state(views[-1], pods)
+            return run_state(job, self._read_pods(str(job["name"])), pods_read=True)
+        state = run_state(job, pods)
+        if state.state != "Pending":
+            return state
+        missing = self._missing_configmaps(spec)
+        if missing:
+            state = RunStatus("Pending", message=f"{state.message}; {missing}")
+        timeout = spec.retries.start_timeout_seconds
+        stuck = start_deadline(state, job, pods, datetime.now(UTC), timeout)
+        if stuck.state == "Failed":
+            # Suspending the Job deletes its pod (so it cannot start later, for a job that has failed)
+            # and keeps the verdict on the Job for every later tick and a restarted operator.
+            patch = {"metadata": {"annotations": {START_FAILURE: stuck.message}}, "spec": {"suspend": True}}
+            client.BatchV1Api(self.api).patch_namespaced_job(str(job["name"]), self.namespace, patch)
+        return stuck
 
     def _read_pods(self, job_name: str) -> list[dict[str, Any]]:
         raw: Any = client.CoreV1Api(self.api).list_namespaced_pod(
@@ -281,26 +355,44 @@ class KubeExecutor:
         )
         return [pod_view(item) for item in json.loads(raw.data).get("items") or []]
 
+    def _missing_configmaps(self, spec: DistillationJobSpec) -> str:
+        """``ConfigMap "NAME" not found (spec.task.dataset.train)`` for a dataset ConfigMap that is not
+        there: the kubelet keeps such a pod ContainerCreating and says why only in an Event."""
+        dataset = spec.task.dataset
+        if dataset is None:
+            return ""
+        core = client.CoreV1Api(self.api)
+        for field, name in dataset_configmap_fields(spec):
+            try:
+                core.read_namespaced_config_map(name, self.namespace)
+            except ApiException as err:
+                if err.status == 404:
+                    return f'ConfigMap "{name}" not found (spec.task.dataset.{field})'
+                raise
+        return ""
+
     def cancel_runs(self) -> None:
-        """Delete this job's unfinished stage Jobs (their pods go with them); finished ones stay."""
+        """Delete this job's unfinished stage Jobs (their pods go with them); finished ones stay.
+
+        This job's Jobs are those whose labels carry its uid (``child_key``): no other job's, whatever
+        the names look like."""
         batch = client.BatchV1Api(self.api)
         # A snapshot of the keys: the index is updated by the watch while this runs.
-        for namespace, name in list(self.jobs.keys()):
-            if namespace != self.namespace or not name.startswith(f"{self.job_name}-"):
-                continue
-            views = list(self.jobs.get((namespace, name), []))
-            finished = any(
-                c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-                for view in views
-                for c in view.get("conditions", [])
-            )
-            if finished:
-                continue
-            try:
-                batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
-            except ApiException as err:
-                if err.status != 404:
-                    raise
+        for key in [k for k in list(self.jobs.keys()) if k[0] == self.uid]:
+            for view in list(self.jobs.get(key, [])):
+                finished = any(
+                    c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                    for c in view.get("conditions", [])
+                )
+                if finished or view.get("deleting") or not view.get("name"):
+                    continue
+                try:
+                    batch.delete_namespaced_job(
+                        str(view["name"]), self.namespace, propagation_policy="Background"
+                    )
+                except ApiException as err:
+                    if err.status != 404:
+                        raise
 
     def ensure_endpoint(self, request: EndpointRequest, spec: DistillationJobSpec) -> EndpointState:
         plan = desired_serving(
@@ -319,7 +411,7 @@ class KubeExecutor:
             self.remove_endpoint()
             return EndpointState("Pending", message="serving is disabled")
         name = plan.deployment["metadata"]["name"]
-        views = list(self.deployments.get((self.namespace, name), []))
+        views = list(self.deployments.get((self.uid, SERVE, ""), []))
         live = views[-1] if views else None
         if live is None:
             self._create(plan.service, "Service")
@@ -330,10 +422,10 @@ class KubeExecutor:
         return endpoint_state(live, plan.url)
 
     def remove_endpoint(self) -> None:
-        job = self.job_name
+        job, uid = self.job_name, self.uid
         for delete, name in (
-            (client.AppsV1Api(self.api).delete_namespaced_deployment, serving_name(job)),
-            (client.CoreV1Api(self.api).delete_namespaced_service, service_name(job)),
+            (client.AppsV1Api(self.api).delete_namespaced_deployment, serving_name(job, uid)),
+            (client.CoreV1Api(self.api).delete_namespaced_service, service_name(job, uid)),
         ):
             try:
                 delete(name, self.namespace)
@@ -345,19 +437,31 @@ class KubeExecutor:
         return probe(url, model)
 
     def _create(self, manifest: dict[str, Any], kind: str) -> None:
-        creators: dict[str, Callable[..., Any]] = {
-            "ConfigMap": client.CoreV1Api(self.api).create_namespaced_config_map,
-            "Service": client.CoreV1Api(self.api).create_namespaced_service,
-            "Job": client.BatchV1Api(self.api).create_namespaced_job,
-            "Deployment": client.AppsV1Api(self.api).create_namespaced_deployment,
+        core, batch, apps = (
+            client.CoreV1Api(self.api),
+            client.BatchV1Api(self.api),
+            client.AppsV1Api(self.api),
+        )
+        creators: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+            "ConfigMap": (core.create_namespaced_config_map, core.read_namespaced_config_map),
+            "Service": (core.create_namespaced_service, core.read_namespaced_service),
+            "Job": (batch.create_namespaced_job, batch.read_namespaced_job),
+            "Deployment": (apps.create_namespaced_deployment, apps.read_namespaced_deployment),
         }
+        create, read = creators[kind]
         try:
-            creators[kind](self.namespace, manifest)
+            create(self.namespace, manifest)
         except ApiException as err:
             if err.status in (400, 422):  # invalid: the spec produced something Kubernetes refuses
                 raise ChildRejected(kind, _api_message(err)) from err
-            if err.status != 409:  # 409: created before, e.g. by an operator that has since restarted
+            if err.status != 409:
                 raise
+            # 409: created before, e.g. by an operator that has since restarted. Adopted only if it is
+            # this very child (same owner uid and labels); anything else under that name is refused.
+            name = manifest["metadata"]["name"]
+            live = self.api.sanitize_for_serialization(read(name, self.namespace))
+            if not is_same_child(live, manifest):
+                raise ChildRejected(kind, f"{kind} {name} exists and is not this job's") from err
 
 
 def _api_message(err: ApiException) -> str:
@@ -378,9 +482,6 @@ def probe(url: str, model: str) -> ProbeOutcome:
     )
 
 
-def index_key_for_pod(body: Mapping[str, Any]) -> tuple[str, str] | None:
-    labels = body.get("metadata", {}).get("labels") or {}
-    job_name = labels.get("job-name") or labels.get("batch.kubernetes.io/job-name")
-    if not job_name or LABEL_JOB not in labels:
-        return None
-    return (str(body["metadata"]["namespace"]), str(job_name))
+def index_key(body: Mapping[str, Any]) -> ChildKey | None:
+    """Index key of a stage Job, its pods, or a serving Deployment: (owner uid, stage, candidate)."""
+    return child_key(body.get("metadata", {}).get("labels"))

@@ -28,6 +28,7 @@ from stratos.controller.machine import (
 from stratos.controller.stage_server import node_lost, reselect_server
 from stratos.controller.stage_teachers import API_KEY_ENV
 from stratos.controller.stages import Stage
+from stratos.decide.endpoints import EndpointPolicy, refused_teachers
 from stratos.serving.commands import model_location
 
 SYNTHESIZE, TRAIN, EVALUATE = "synthesize", "train", "evaluate"
@@ -67,6 +68,15 @@ def synthesize_step(ctx: Context) -> Stage | None:
         return Stage.TRAIN
     spec = ctx.spec
     teacher, secrets = _teacher_connection(ctx)
+    # The selected teacher's URL may have been edited since it was evaluated: checked again here.
+    refused = refused_teachers(
+        [(t.name, t.endpoint.base_url) for t in spec.teachers if t.name == teacher["name"]],
+        EndpointPolicy.from_env(),
+    )
+    if refused:
+        message = "; ".join(refused)
+        ctx.condition(c.DATA_READY, c.FALSE, "TeacherEndpointRefused", message, event="Warning")
+        return fail(ctx, "TeacherEndpointRefused", message)
     config = {
         "strategy": ctx.status["strategy"]["selected"],
         "teacher": teacher,
@@ -76,6 +86,12 @@ def synthesize_step(ctx: Context) -> Stage | None:
         "dataRoot": ctx.data_root,
         "outputDir": ctx.job_dir,
     }
+    budget = spec.requirements.budget
+    if budget is not None:
+        # The cap inside the workload: what is left of the budget when synthesis starts (every run of
+        # the stage counts against it together; the Job's config is written once, at its creation).
+        spent = float((ctx.status.get("cost") or {}).get("spentUsd") or 0.0)
+        config["budgetUsd"] = round(max(budget - spent, 0.0), 6)
     run = ctx.run(StageRun(SYNTHESIZE, "stratos.workloads.synthesize", config, secret_env=secrets))
     if (error := _failed(run)) is not None:
         ctx.condition(c.DATA_READY, c.FALSE, "SynthesisFailed", error, event="Warning")
@@ -98,6 +114,8 @@ def synthesize_step(ctx: Context) -> Stage | None:
         f"{r.get('kept')} examples ({r.get('real')} real, {r.get('synthetic')} synthetic) by "
         f"{r.get('strategy')}; rejected: {rejected}"
     )
+    if r.get("stoppedEarly") == "budget":
+        message += f"; stopped at the budget ({float(r.get('costUSD') or 0.0):.2f} USD spent on synthesis)"
     ctx.condition(c.DATA_READY, c.TRUE, "DataSynthesized", message, event="Normal")
     return Stage.TRAIN
 

@@ -15,6 +15,7 @@ from stratos.api.status import StrategyDecision, TeacherCandidate, TeacherDecisi
 from stratos.controller import conditions as c
 from stratos.controller.machine import Context, Event, RunStatus, SecretEnv, StageRun, fail, step
 from stratos.controller.stages import Stage
+from stratos.decide.endpoints import EndpointPolicy, refused_teachers
 from stratos.decide.strategy import StrategyError, select_strategy
 from stratos.decide.teachers import TeacherEval, select_teacher
 
@@ -72,6 +73,13 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
         ctx.status.get("conditions"), c.TEACHER_SELECTED
     ):
         return Stage.SELECT_STUDENT
+    refused = refused_teachers(
+        [(t.name, t.endpoint.base_url) for t in spec.teachers], EndpointPolicy.from_env()
+    )
+    if refused:
+        message = "; ".join(refused)
+        ctx.condition(c.TEACHER_SELECTED, c.FALSE, "TeacherEndpointRefused", message, event="Warning")
+        return fail(ctx, "TeacherEndpointRefused", message)
     runs = {t.name: ctx.run(teacher_eval_run(ctx, t)) for t in spec.teachers}
     waiting = {name: run for name, run in runs.items() if run.state in ("Pending", "Running")}
     if waiting:

@@ -54,12 +54,24 @@ def _is_under(path: str, root: str) -> bool:
     return bool(root) and path.startswith(root + "/")
 
 
+def confine(uri: str, path: Path, root: str) -> Path:
+    """``path`` if it really is inside ``root`` (after ``..`` and symbolic links), else DataSourceError."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise DataSourceError(uri, f"the path leaves the storage volume ({root}); refused")
+    return Path(real)
+
+
 def local_path(uri: str, *, data_root: str | None = None) -> Path | None:
-    """The local file a URI names, or None for remote schemes (s3://, hf://)."""
+    """The local file a URI names, or None for remote schemes (s3://, hf://).
+
+    A plain path is on the storage volume when ``data_root`` is given: it is resolved there and may not
+    leave it (``..``, a symbolic link pointing out): ``DataSourceError`` otherwise."""
     scheme = _scheme(uri)
     if scheme == "":
-        if data_root and not _is_under(uri, data_root):
-            return Path(data_root) / uri.lstrip("/")
+        if data_root:
+            inside = uri if _is_under(uri, data_root) else os.path.join(data_root, uri.lstrip("/"))
+            return confine(uri, Path(inside), data_root)
         return Path(uri)
     if scheme == "file":
         parsed = urlparse(uri)
@@ -69,7 +81,7 @@ def local_path(uri: str, *, data_root: str | None = None) -> Path | None:
     if scheme == "configmap":
         rest = uri.split("://", 1)[1].strip("/")
         parts = rest.split("/")
-        if len(parts) != 2 or not all(parts):
+        if len(parts) != 2 or not all(parts) or parts[1] in (".", ".."):
             raise DataSourceError(uri, "expected configmap://NAME/KEY")
         root = os.environ.get(CONFIGMAP_ROOT_ENV, DEFAULT_CONFIGMAP_ROOT)
         return Path(root) / parts[0] / parts[1]

@@ -46,7 +46,8 @@ class LocalExecutor:
         return str(self.workdir)
 
     def run_dir(self, run: StageRun) -> Path:
-        return self.workdir / "runs" / child_name(self.job_name, run.stage, run.candidate)
+        # One workdir per job: the "uid" only has to be constant.
+        return self.workdir / "runs" / child_name(self.job_name, "local", run.stage, run.candidate)
 
     def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
         folder = self.run_dir(run)

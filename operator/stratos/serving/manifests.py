@@ -40,7 +40,7 @@ from stratos.controller.children import (
     storage_volume,
 )
 from stratos.controller.config import OperatorConfig
-from stratos.controller.naming import child_labels, child_name, owner_reference
+from stratos.controller.naming import child_labels, child_name, owner_reference, owner_uid
 from stratos.serving.commands import (
     HEALTH_PATH,
     SERVING_PORT,
@@ -77,20 +77,20 @@ class ServingPlan:
         return EndpointStatus(url=self.url, model=self.model, ready=ready)
 
 
-def serving_name(job: str) -> str:
-    """Name of the Deployment: ``<job>-serve`` (hashed down to 63 characters when longer)."""
-    return child_name(job, STAGE)
+def serving_name(job: str, uid: str) -> str:
+    """Name of the Deployment: ``<job>-serve-<digest of the job's uid>`` (``naming.child_name``)."""
+    return child_name(job, uid, STAGE)
 
 
-def service_name(job: str) -> str:
-    """Name of the Service: ``<job>-serve`` too, unless that is no DNS-1035 label (leading digit)."""
-    name = serving_name(job)
-    return name if name[0].isalpha() else child_name(f"s{job}", STAGE)
+def service_name(job: str, uid: str) -> str:
+    """Name of the Service: the Deployment's, with an ``s`` first when the job's name starts with a
+    digit (a Service name is a DNS-1035 label); the digest keeps ``1job`` and ``s1job`` apart."""
+    return child_name(job, uid, STAGE, letter_first=True)
 
 
-def endpoint_url(job: str, namespace: str) -> str:
+def endpoint_url(job: str, uid: str, namespace: str) -> str:
     """In-cluster base URL of the OpenAI-compatible API."""
-    return f"http://{service_name(job)}.{namespace}.svc:{SERVING_PORT}/v1"
+    return f"http://{service_name(job, uid)}.{namespace}.svc:{SERVING_PORT}/v1"
 
 
 def merge_resources(defaults: ResourceRequirements, override: ResourceRequirements | None) -> dict[str, Any]:
@@ -166,9 +166,9 @@ def serving_deployment(
     on the storage volume, as the train stage reports them.
     """
     check_model_name(model_name)
-    job, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    job, namespace, uid = body["metadata"]["name"], body["metadata"]["namespace"], owner_uid(body)
     serving = spec.serving
-    labels = child_labels(job, STAGE)
+    labels = child_labels(job, uid, STAGE)
     env = [
         {"name": "HOME", "value": "/tmp"},
         {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
@@ -272,19 +272,19 @@ def serving_deployment(
         "strategy": {"type": "RollingUpdate", "rollingUpdate": surge},
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
-    return _object("apps/v1", "Deployment", serving_name(job), namespace, labels, body, deployment_spec)
+    return _object("apps/v1", "Deployment", serving_name(job, uid), namespace, labels, body, deployment_spec)
 
 
 def serving_service(body: Mapping[str, Any]) -> dict[str, Any]:
     """ClusterIP Service on port 8000 (``http``) selecting the serving pods."""
-    job, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-    labels = child_labels(job, STAGE)
+    job, namespace, uid = body["metadata"]["name"], body["metadata"]["namespace"], owner_uid(body)
+    labels = child_labels(job, uid, STAGE)
     spec = {
         "type": "ClusterIP",
         "selector": labels,
         "ports": [{"name": "http", "port": SERVING_PORT, "targetPort": "http", "protocol": "TCP"}],
     }
-    return _object("v1", "Service", service_name(job), namespace, labels, body, spec)
+    return _object("v1", "Service", service_name(job, uid), namespace, labels, body, spec)
 
 
 def desired_serving(
@@ -302,7 +302,7 @@ def desired_serving(
 ) -> ServingPlan | None:
     """The objects serving should consist of now; None when ``spec.serving.enabled`` is false.
 
-    None means: delete the Deployment ``serving_name(job)`` and the Service ``service_name(job)`` if
+    None means: delete the Deployment ``serving_name(job, uid)`` and the Service ``service_name(job, uid)`` if
     they exist. Otherwise create what is missing and apply ``stratos.serving.rollout.serving_patch`` to
     what exists.
     """
@@ -321,7 +321,8 @@ def desired_serving(
         lora_rank=lora_rank,
     )
     job, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-    return ServingPlan(deployment, serving_service(body), endpoint_url(job, namespace), model_name)
+    url = endpoint_url(job, owner_uid(body), namespace)
+    return ServingPlan(deployment, serving_service(body), url, model_name)
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:

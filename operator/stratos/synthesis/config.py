@@ -76,6 +76,14 @@ class SynthesizeConfig(WorkloadConfig):
     #: At most ``ceil(candidateFactor * targetSamples)`` synthetic candidates are tried, so a teacher
     #: whose candidates are all rejected cannot spend without bound.
     candidate_factor: float = Field(4.0, ge=0, le=1000)
+    #: What the stage may spend on the teacher (USD, every run of the stage together): once reached,
+    #: no new request starts, the requests in flight finish and what was written is kept.
+    budget_usd: float | None = Field(None, ge=0)
+
+    def worst_case_usd(self) -> float:
+        """Every question asked ``attempts`` times with ``maxTokens`` completions (prompts not counted)."""
+        requests = self.target_samples * self.attempts
+        return requests * (self.teacher.max_tokens or 0) * self.teacher.cost_per_million_tokens / 1e6
 
     def task_spec(self) -> TaskSpec:
         try:

@@ -11,6 +11,9 @@
   weights), see ``deadline_reached``;
 - when the pod is asked to stop (SIGTERM: preemption, node drain), ``request_stop`` makes the next
   step end stop and save, within the pod's termination grace period if a step is shorter than it.
+
+Under torchrun the decision is collective (``distributed.agree_to_stop``): every rank stops at the same
+step when any rank's deadline is near or any rank got SIGTERM, so none waits alone in a collective.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from stratos.training.distributed import DEADLINE, TERMINATED, VERDICTS, agree_to_stop
 
 log = logging.getLogger("stratos.training")
 
@@ -44,6 +50,35 @@ def save_reserve(max_seconds: float, *, merge: bool) -> float:
     """Seconds kept for the final save: 10% of the budget, between 2 s and 30 s; merging the weights adds
     20% of the budget, at most 120 s."""
     return min(max(0.1 * max_seconds, 2.0), 30.0) + (min(0.2 * max_seconds, 120.0) if merge else 0.0)
+
+
+class TimeLedger:
+    """Seconds of ``maxSeconds`` used by earlier pods of this training, kept on the storage volume.
+
+    Each pod adds what it used (written at every step end by rank 0), so a retried or resumed pod gets
+    what is left instead of a fresh ``maxSeconds``; time while no pod ran (suspended) is not counted.
+    """
+
+    def __init__(self, path: Path, began: float, *, writer: bool = True) -> None:
+        self.path, self.began, self.writer = path, began, writer
+        try:
+            self.before = max(0.0, float(path.read_text()))
+        except (FileNotFoundError, ValueError):
+            self.before = 0.0
+
+    def deadline(self, max_seconds: float | None) -> float | None:
+        """The monotonic time this pod must stop by."""
+        return self.began + max_seconds - self.before if max_seconds else None
+
+    def used(self, now: float) -> float:
+        return self.before + (now - self.began)
+
+    def record(self, now: float) -> None:
+        if self.writer:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(f"{self.used(now):.3f}")
+            tmp.replace(self.path)
 
 
 class ProgressLogger(TrainerCallback):
@@ -103,9 +138,12 @@ class ProgressLogger(TrainerCallback):
 class StopAndSave(TrainerCallback):
     """Save at the last step; stop and save when the deadline nears or a stop was requested."""
 
-    def __init__(self, *, deadline: float | None = None, reserve: float = 0.0) -> None:
+    def __init__(
+        self, *, deadline: float | None = None, reserve: float = 0.0, ledger: TimeLedger | None = None
+    ) -> None:
         self.deadline = deadline
         self.reserve = reserve
+        self.ledger = ledger
         self.stop_reason: str | None = None
         self._stop_requested = False
         self._began: float | None = None
@@ -126,15 +164,19 @@ class StopAndSave(TrainerCallback):
     ) -> None:
         self._steps += 1
         now = time.monotonic()
+        if self.ledger is not None:
+            self.ledger.record(now)
         step_seconds = (now - (self._began or now)) / self._steps
-        if state.global_step >= state.max_steps:
+        if state.global_step >= state.max_steps:  # the same step on every rank
             control.should_save = True
             return
+        local = 0
         if self._stop_requested:
-            self.stop_reason = "terminated"
+            local = TERMINATED
         elif deadline_reached(now, self.deadline, step_seconds, self.reserve):
-            self.stop_reason = "deadline"
-        else:
+            local = DEADLINE
+        self.stop_reason = VERDICTS[agree_to_stop(local, getattr(args, "device", None))]
+        if self.stop_reason is None:
             return
         log.warning(
             "stopping at step %d/%d (%s); saving a checkpoint to resume from",

@@ -126,7 +126,10 @@ def resolve_model_uri(uri: str, *, data_root: str | None = None) -> ModelRef:
     else:
         candidates = []
         if data_root and not text.startswith(data_root.rstrip("/") + "/"):
-            candidates.append(Path(data_root) / text.lstrip("/"))
+            on_storage = os.path.realpath(Path(data_root) / text.lstrip("/"))
+            real_root = os.path.realpath(data_root)
+            if os.path.commonpath([on_storage, real_root]) == real_root:  # never a path out of it
+                candidates.append(Path(on_storage))
         candidates.append(Path(text))
     for path in candidates:
         if path.is_dir():

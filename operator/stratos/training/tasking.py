@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from stratos.api.base import format_errors
 from stratos.api.spec import TaskSpec
+from stratos.data.sources import confine
 from stratos.tasks import Sample, Task, build_task, sample_for_probe
 from stratos.workloads.common import ConfigError
 
@@ -40,10 +41,13 @@ def probe_set(task: Task, spec: TaskSpec, *, sample_size: int | None, seed: int 
 
 
 def local_file(path: str, *, data_root: str | None) -> Path:
-    """A path from a config: relative paths are under ``data_root`` (the storage mount) when given."""
+    """A path from a config: relative paths are under ``data_root`` (the storage mount) when given, and
+    a path under ``data_root`` may not leave it (``..``, symbolic links): ValueError otherwise."""
     p = Path(path)
-    if not p.is_absolute() and data_root:
-        return Path(data_root) / p
+    if not data_root:
+        return p
+    if not p.is_absolute() or str(p).startswith(data_root.rstrip("/") + "/"):
+        return confine(path, Path(data_root) / p, data_root)
     return p
 
 

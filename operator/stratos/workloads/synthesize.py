@@ -139,6 +139,14 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
             return Progress.line(config.target_samples, kept, totals.real, totals.synthetic, totals.rejected)
 
         run_requests = run_errors = 0
+        budget = config.budget_usd
+        if budget is not None:
+            log.info(
+                "synthesize: budget %.2f USD (worst case %.2f USD), %.2f USD spent by earlier runs",
+                budget,
+                config.worst_case_usd(),
+                totals.cost_usd,
+            )
 
         def on_decision(decision: Decision) -> None:
             nonlocal run_requests, run_errors
@@ -155,6 +163,8 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
             run_requests += decision.tally.requests
             run_errors += decision.tally.errors
             progress.tick(line)
+            if budget is not None and totals.cost_usd >= budget:
+                raise BudgetReached()
             if run_requests >= REFUSAL_BREAKER and run_errors == run_requests:
                 name = config.teacher.name
                 raise TeacherUnavailable(
@@ -183,13 +193,26 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
                 seed=seed,
                 window=2 * concurrency,
             )
-            await engine.run(todo, on_decision)
+            stopped = None
+            if budget is not None and totals.cost_usd >= budget:
+                stopped = "budget"  # an earlier run used it up: keep what it wrote
+            else:
+                try:
+                    await engine.run(todo, on_decision)
+                except BudgetReached:
+                    stopped = "budget"
+        if stopped:
+            log.warning("synthesize: the budget of %.2f USD is used up; keeping what was written", budget)
         log.info("%s", line())
         kept = len(totals.kept)
         if kept == 0:
             if run_requests and run_errors == run_requests:
                 raise TeacherUnavailable(f"teacher {config.teacher.name}: every request was refused")
             reasons = ", ".join(f"{r} {n}" for r, n in totals.rejected.most_common()) or "nothing to do"
+            if stopped:
+                raise StageError(
+                    f"the budget of {budget:.2f} USD was used before any example", kind="BudgetExceeded"
+                )
             raise StageError(f"no example survived verification ({reasons})", kind="NoTrainingData")
         if kept < config.target_samples:
             log.warning(
@@ -216,8 +239,13 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
             "promptTokens": totals.prompt_tokens,
             "completionTokens": totals.completion_tokens,
             "costUSD": totals.cost_usd,
+            "stoppedEarly": stopped,
             "datasetPath": str(store.data_path.resolve()),
         }
+
+
+class BudgetReached(Exception):
+    """The stage's budget is used: no new teacher request starts."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,7 +134,7 @@ def stop_on_sigterm(stopper: Any) -> Iterator[None]:
 def train(config: TrainConfig) -> dict[str, Any]:
     began = time.monotonic()  # before the heavy imports: maxSeconds covers them too
     from stratos.training import data, launch
-    from stratos.training.callbacks import ProgressLogger, StopAndSave, save_reserve
+    from stratos.training.callbacks import ProgressLogger, StopAndSave, TimeLedger, save_reserve
     from stratos.training.checkpoints import (
         copy_adapter,
         first_last,
@@ -184,9 +184,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     main_process = launch.rank() == 0
     trained: Any = None  # the PeftModel, when this run trained
     dropped = 0
+    # maxSeconds is for the whole training, not per pod: earlier pods' time comes off it.
+    ledger = TimeLedger(out / "seconds-used", began, writer=main_process)
+    if ledger.before:
+        log.info("%.0f s of maxSeconds used by earlier pods", ledger.before)
     stopper = StopAndSave(
-        deadline=began + config.max_seconds if config.max_seconds else None,
+        deadline=ledger.deadline(config.max_seconds),
         reserve=save_reserve(config.max_seconds or 0.0, merge=config.merge),
+        ledger=ledger,
     )
     if resume is not None and is_finished(resume, config.max_steps):
         log.info("%s already reached the last step; saving its adapter", resume)
@@ -264,6 +269,7 @@ def _dataset(
 ) -> tuple[Any, int]:
     from stratos.tasks import Sample
     from stratos.training import data
+    from stratos.training.distributed import ensure_process_group, map_sharded, world
     from stratos.training.generation import generate
 
     if config.algorithm == "sft-lora":
@@ -273,8 +279,7 @@ def _dataset(
     if config.algorithm == "white-box-kd":
         return data.kd_dataset(rows), 0
 
-    def student_answers(prompts: list[list[dict[str, str]]]) -> list[str]:
-        log.info("dpo: generating the student's own answers to %d prompts (the rejected side)", len(prompts))
+    def answer(prompts: list[list[dict[str, str]]]) -> list[str]:
         answers, _ = generate(
             model,
             tokenizer,
@@ -283,6 +288,17 @@ def _dataset(
             batch_size=config.dpo.batch_size,
         )
         return [a.text for a in answers]
+
+    def student_answers(prompts: list[list[dict[str, str]]]) -> list[str]:
+        # Under torchrun each rank answers its share of the prompts; all get every answer back.
+        ensure_process_group()
+        rank, size = world()
+        log.info(
+            "dpo: generating the student's own answers to %d prompts (the rejected side)%s",
+            len(prompts),
+            f", rank {rank} of {size} takes every {size}th" if size > 1 else "",
+        )
+        return map_sharded(answer, prompts)
 
     def is_correct(answer: str, row: dict[str, Any]) -> bool:
         if task is None or row.get("answer") is None:
