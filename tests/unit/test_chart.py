@@ -43,6 +43,21 @@ NAMESPACED_PERMISSIONS = {
     *(("", "services", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
     *(("", "persistentvolumeclaims", v) for v in ("get", "list", "watch")),
 }
+# Kueue Workloads (read) and the optional serving objects; Secrets by name only (the serving API key).
+INTEGRATION_PERMISSIONS = {
+    *(("kueue.x-k8s.io", "workloads", v) for v in ("get", "list")),
+    *(
+        (group, resource, v)
+        for group, resource in (
+            ("networking.k8s.io", "ingresses"),
+            ("gateway.networking.k8s.io", "httproutes"),
+            ("autoscaling", "horizontalpodautoscalers"),
+            ("monitoring.coreos.com", "podmonitors"),
+        )
+        for v in ("get", "create", "patch", "delete")
+    ),
+    ("", "secrets", "get"),
+}
 CLUSTER_PERMISSIONS = {
     *(("", "nodes", v) for v in ("get", "list", "watch")),
     # kopf's runtime observation of CRDs (and, in namespaced mode, of namespaces).
@@ -161,6 +176,8 @@ def test_defaults_render_the_expected_objects() -> None:
         [
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "CustomResourceDefinition",
@@ -333,7 +350,10 @@ def test_rbac_has_no_wildcards_and_no_secrets() -> None:
                 assert not rule.get("nonResourceURLs"), where
                 if rule.get("resourceNames"):  # only kopf's keep-alive into the release's peering object
                     assert rule["apiGroups"] == ["kopf.dev"] and rule["verbs"] == ["patch"], where
-                assert not {"secrets", "serviceaccounts/token"} & set(rule["resources"]), where
+                if "secrets" in rule["resources"]:  # only the serving API key, read by name
+                    assert role["metadata"]["name"].endswith("-integrations"), where
+                    assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], where
+                assert "serviceaccounts/token" not in rule["resources"], where
                 assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), where
 
 
@@ -343,6 +363,7 @@ def test_all_namespaces_rbac_is_exactly_what_the_operator_needs() -> None:
     roles = {r["metadata"]["name"]: r for r in of_kind(objects, "ClusterRole")}
     assert permissions(roles[fullname]) == NAMESPACED_PERMISSIONS
     assert permissions(roles[f"{fullname}-cluster"]) == CLUSTER_PERMISSIONS
+    assert permissions(roles[f"{fullname}-integrations"]) == INTEGRATION_PERMISSIONS
     assert not of_kind(objects, "Role") and not of_kind(objects, "RoleBinding")
     service_account = one(objects, "ServiceAccount")["metadata"]
     for binding in of_kind(objects, "ClusterRoleBinding"):
@@ -354,11 +375,14 @@ def test_all_namespaces_rbac_is_exactly_what_the_operator_needs() -> None:
 
 def test_watched_namespaces_get_a_role_each_and_no_cluster_wide_namespaced_rights() -> None:
     objects = render(SCENARIOS["watched"])
-    roles = of_kind(objects, "Role")
+    integrations = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-integrations")]
+    assert sorted(r["metadata"]["namespace"] for r in integrations) == ["team-a", "team-b"]
+    assert all(permissions(r) == INTEGRATION_PERMISSIONS for r in integrations)
+    roles = [r for r in of_kind(objects, "Role") if r not in integrations]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
         assert permissions(role) == NAMESPACED_PERMISSIONS
-    bindings = of_kind(objects, "RoleBinding")
+    bindings = [b for b in of_kind(objects, "RoleBinding") if b["roleRef"]["name"] == RELEASE]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["roleRef"] == {
@@ -377,7 +401,7 @@ def test_watched_namespaces_get_a_role_each_and_no_cluster_wide_namespaced_right
 
 def test_duplicate_watched_namespaces_render_once() -> None:
     objects = render({"watchedNamespaces": ["team-a", "team-a"]})
-    assert len(of_kind(objects, "Role")) == 1
+    assert len(of_kind(objects, "Role")) == 2  # the operator's and the integrations' Role
     assert operator_container(objects)["args"] == ["--namespace=team-a"]
 
 

@@ -7,6 +7,8 @@ means the object is already there, which is what a restarted operator expects to
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -14,8 +16,10 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from stratos import GROUP
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.children import STORAGE_DIR, stage_configmap, stage_job
+from stratos.controller import kueue
+from stratos.controller.children import KUEUE_QUEUE_LABEL, STORAGE_DIR, stage_configmap, stage_job
 from stratos.controller.config import OperatorConfig
 from stratos.controller.machine import (
     ChildRejected,
@@ -26,7 +30,14 @@ from stratos.controller.machine import (
     StageRun,
 )
 from stratos.controller.naming import LABEL_JOB, child_name
-from stratos.serving.manifests import desired_serving, service_name, serving_name
+from stratos.serving.manifests import (
+    EXTRA_APIS,
+    SPEC_HASH,
+    desired_serving,
+    service_name,
+    serving_name,
+    spec_hash,
+)
 from stratos.serving.probe import probe_endpoint
 from stratos.serving.rollout import deployment_ready, serving_patch
 
@@ -41,13 +52,19 @@ STUCK_REASONS = {
     "RunContainerError",
     "CrashLoopBackOff",
 }
+#: Hash of the optional serving objects last synced, kept on the serving Deployment.
+EXTRAS_HASH = f"{GROUP}/extras-hash"
 # Job conditions that mean the Job has failed (FailureTarget comes first, while its pods terminate).
 FAILED_CONDITIONS = ("Failed", "FailureTarget")
 
 
 def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
     status = body.get("status") or {}
+    meta = body.get("metadata") or {}
     return {
+        "uid": meta.get("uid"),
+        "queue": (meta.get("labels") or {}).get(KUEUE_QUEUE_LABEL),
+        "suspended": bool((body.get("spec") or {}).get("suspend")),
         "backoffLimit": (body.get("spec") or {}).get("backoffLimit"),
         "deleting": bool((body.get("metadata") or {}).get("deletionTimestamp")),
         "conditions": [
@@ -254,7 +271,29 @@ class KubeExecutor:
             return RunStatus("Pending", message=f"created Job {name}")
         if views[-1].get("deleting"):  # a cancelled run (suspend, node lost) on its way out
             return RunStatus("Pending", message=f"waiting for the previous Job {name} to be deleted")
+        queue = views[-1].get("queue")
+        if queue and views[-1].get("suspended"):  # Kueue has not admitted it, or preempted it
+            message = kueue.waiting_message(str(queue), self._workloads(views[-1].get("uid")))
+            return RunStatus("Pending", message=f"Job {name}: {message}")
         return run_state(views[-1], self.pods.get(key, []))
+
+    def _workloads(self, job_uid: Any) -> list[dict[str, Any]] | None:
+        """Kueue's Workloads for the Job with this uid; None when they cannot be read."""
+        if not job_uid:
+            return None
+        try:
+            found = client.CustomObjectsApi(self.api).list_namespaced_custom_object(
+                kueue.GROUP,
+                kueue.VERSION,
+                self.namespace,
+                kueue.PLURAL,
+                label_selector=f"{kueue.JOB_UID_LABEL}={job_uid}",
+            )
+        except ApiException as err:
+            if err.status in (403, 404):  # Kueue not installed, or not readable by this operator
+                return None
+            raise
+        return list(dict(found).get("items") or [])  # type: ignore[call-overload]
 
     def cancel_runs(self) -> None:
         """Delete this job's unfinished stage Jobs (their pods go with them); finished ones stay."""
@@ -296,16 +335,69 @@ class KubeExecutor:
         name = plan.deployment["metadata"]["name"]
         views = list(self.deployments.get((self.namespace, name), []))
         live = views[-1] if views else None
+        # The optional objects (Ingress, HTTPRoute, HPA, PodMonitor) are synced only when the hash of
+        # all of them, kept on the Deployment, changes: no API calls for them on a steady tick.
+        extras_hash = spec_hash({"extras": list(plan.extras)})
+        live_annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+        if live_annotations.get(EXTRAS_HASH) != extras_hash:
+            self._sync_extras(plan.extras)
         if live is None:
             self._create(plan.service, "Service")
-            self._create(plan.deployment, "Deployment")
+            deployment = copy.deepcopy(plan.deployment)
+            deployment["metadata"]["annotations"][EXTRAS_HASH] = extras_hash
+            self._create(deployment, "Deployment")
         elif (patch := serving_patch(live, plan.deployment)) is not None:
+            patch["metadata"]["annotations"][EXTRAS_HASH] = extras_hash
             client.AppsV1Api(self.api).patch_namespaced_deployment(name, self.namespace, patch)
             return EndpointState("Pending", message="rolling out the new serving spec")
+        elif live_annotations.get(EXTRAS_HASH) != extras_hash:
+            annotations = {"metadata": {"annotations": {EXTRAS_HASH: extras_hash}}}
+            client.AppsV1Api(self.api).patch_namespaced_deployment(name, self.namespace, annotations)
         return endpoint_state(live, plan.url)
+
+    def _sync_extras(self, extras: Iterable[Mapping[str, Any]]) -> None:
+        """Create or update each optional serving object asked for; delete the kinds not asked for."""
+        wanted = {str(m["kind"]): dict(m) for m in extras}
+        objects = client.CustomObjectsApi(self.api)
+        name = serving_name(self.job_name)
+        for kind, (group, version, plural) in EXTRA_APIS.items():
+            desired = wanted.get(kind)
+            if desired is None:
+                try:
+                    objects.delete_namespaced_custom_object(group, version, self.namespace, plural, name)
+                except ApiException as err:
+                    if err.status != 404:  # gone already, or the API is not installed
+                        raise
+                continue
+            live: Mapping[str, Any] | None
+            try:
+                live = dict(
+                    objects.get_namespaced_custom_object(group, version, self.namespace, plural, name)
+                )  # type: ignore[call-overload]
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+                live = None
+            try:
+                if live is None:
+                    objects.create_namespaced_custom_object(group, version, self.namespace, plural, desired)
+                elif (patch := extra_patch(live, desired)) is not None:
+                    objects.patch_namespaced_custom_object(
+                        group, version, self.namespace, plural, name, patch
+                    )
+            except ApiException as err:
+                if err.status == 404:  # the resource type itself is not served
+                    raise ChildRejected(
+                        kind, f"the cluster does not serve {plural}.{group}/{version}; install its CRDs"
+                    ) from err
+                if err.status in (400, 422):
+                    raise ChildRejected(kind, _api_message(err)) from err
+                if err.status != 409:
+                    raise
 
     def remove_endpoint(self) -> None:
         job = self.job_name
+        self._sync_extras(())
         for delete, name in (
             (client.AppsV1Api(self.api).delete_namespaced_deployment, serving_name(job)),
             (client.CoreV1Api(self.api).delete_namespaced_service, service_name(job)),
@@ -317,7 +409,21 @@ class KubeExecutor:
                     raise
 
     def probe_endpoint(self, url: str, model: str) -> ProbeOutcome:
-        return probe(url, model)
+        return probe(url, model, api_key=self._serving_api_key())
+
+    def _serving_api_key(self) -> str | None:
+        """The key of ``spec.serving.apiKeySecretRef``, read for the probe only and never stored."""
+        ref = (((self.body.get("spec") or {}).get("serving") or {}).get("apiKeySecretRef")) or None
+        if not ref:
+            return None
+        try:
+            secret = client.CoreV1Api(self.api).read_namespaced_secret(str(ref["name"]), self.namespace)
+        except ApiException as err:
+            if err.status in (403, 404):  # missing, or not readable: the probe reports the server's 401
+                return None
+            raise
+        value = (secret.data or {}).get(str(ref["key"]))
+        return base64.b64decode(value).decode() if value else None
 
     def _create(self, manifest: dict[str, Any], kind: str) -> None:
         creators: dict[str, Callable[..., Any]] = {
@@ -342,9 +448,23 @@ def _api_message(err: ApiException) -> str:
         return str(err.reason)
 
 
-def probe(url: str, model: str) -> ProbeOutcome:
+def extra_patch(live: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
+    """JSON merge patch taking an optional serving object to ``desired``; None when its hash matches.
+
+    Top-level spec keys the desired object lacks are nulled (a merge patch keeps what it does not name).
+    """
+    want = desired["metadata"]["annotations"][SPEC_HASH]
+    if ((live.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH) == want:
+        return None
+    spec: dict[str, Any] = {k: None for k in (live.get("spec") or {}) if k not in desired["spec"]}
+    spec.update(copy.deepcopy(dict(desired["spec"])))
+    metadata = {"labels": dict(desired["metadata"]["labels"]), "annotations": {SPEC_HASH: want}}
+    return {"metadata": metadata, "spec": spec}
+
+
+def probe(url: str, model: str, api_key: str | None = None) -> ProbeOutcome:
     """Latency and tokens/s of a ready endpoint, from a few short chat completions."""
-    result = probe_endpoint(url, model)
+    result = probe_endpoint(url, model, api_key=api_key)
     return ProbeOutcome(
         ok=result.ok,
         latency_ms=result.latency_ms_p50,
