@@ -322,7 +322,7 @@ def logs(
                 sys.stdout.write(chunk.decode(errors="replace"))
                 sys.stdout.flush()
             return
-        text = core.read_namespaced_pod_log(name, cluster.namespace, tail_lines=tail)
+        text = core.read_namespaced_pod_log(name, cluster.namespace, tail_lines=tail, _request_timeout=60)
     except ApiException as err:
         detail = ""
         with contextlib.suppress(TypeError, ValueError, AttributeError):

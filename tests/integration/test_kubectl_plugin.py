@@ -109,10 +109,11 @@ def test_get_describe_logs_and_plan_against_the_live_cluster(
             annotations={**annotations, "stratos.io/hourly-cost": cost},
         )
         fake_kubelet.add_node(node)
+    # The teacher is evaluated (a scripted result); later stages stop at once: nothing runs for real.
     fake_kubelet.intercept = lambda pod: (
         Outcome(0, "Completed", json.dumps(RESULT))
         if (pod["metadata"].get("labels") or {}).get("stratos.io/stage") == "teacher-eval"
-        else None
+        else Outcome(1, "Error", "stopped by the test")
     )
     manifest = dj("plug", namespace)
     apply(control_plane, namespace, manifest)

@@ -26,8 +26,14 @@ from pathlib import Path
 from typing import Any
 
 TOY_FACTS = {
-    "cat": "red", "dog": "green", "fox": "blue", "owl": "yellow",
-    "bee": "red", "ant": "green", "cow": "blue", "pig": "yellow",
+    "cat": "red",
+    "dog": "green",
+    "fox": "blue",
+    "owl": "yellow",
+    "bee": "red",
+    "ant": "green",
+    "cow": "blue",
+    "pig": "yellow",
 }
 
 #: Environment for stage programs run as subprocesses: one torch thread, no tokenizer threads.
@@ -84,8 +90,14 @@ def write_toy_task(directory: Path) -> dict[str, Any]:
     return {"builtin": "jsonl", "dataset": {"train": str(path), "test": str(path)}}
 
 
-def write_sft_dataset(directory: Path, task_spec: dict[str, Any], *, name: str = "train.jsonl",
-                      split: str = "train", reasoning: bool = False) -> Path:
+def write_sft_dataset(
+    directory: Path,
+    task_spec: dict[str, Any],
+    *,
+    name: str = "train.jsonl",
+    split: str = "train",
+    reasoning: bool = False,
+) -> Path:
     """The synthesize stage's output format for ``task_spec``'s samples: conversational rows with the
     canonical completion (``Task.completion``), plus ``id`` and ``answer``. With ``reasoning`` the
     Mahjong task's programmatic explanation precedes the answer line."""
@@ -100,6 +112,10 @@ def write_sft_dataset(directory: Path, task_spec: dict[str, Any], *, name: str =
             thought = explain(sample) if reasoning and explain else None
             answer = {"role": "assistant", "content": task.completion(sample, thought)}
             messages = [*task.messages(sample), answer]
-            fh.write(json.dumps({"messages": messages, "id": sample.id, "answer": sample.answer},
-                                ensure_ascii=False) + "\n")
+            fh.write(
+                json.dumps(
+                    {"messages": messages, "id": sample.id, "answer": sample.answer}, ensure_ascii=False
+                )
+                + "\n"
+            )
     return path

@@ -9,8 +9,18 @@ import pytest
 from stratos.catalog.gpus import GPUS, GPUSpec, lookup_gpu, mig_slice
 
 CANONICAL = [
-    "RTX 3090", "RTX 4090", "RTX 6000 Ada", "L4", "L20", "L40S",
-    "A10", "H20", "A100 40GB", "A100 80GB", "H100", "H200",
+    "RTX 3090",
+    "RTX 4090",
+    "RTX 6000 Ada",
+    "L4",
+    "L20",
+    "L40S",
+    "A10",
+    "H20",
+    "A100 40GB",
+    "A100 80GB",
+    "H100",
+    "H200",
 ]
 
 # name -> (memory GiB, dense BF16 TFLOPS, bandwidth GB/s): the datasheet figures the module docstring cites.
@@ -104,10 +114,17 @@ def test_lookup_maps_product_strings(product: str, expected: str) -> None:
 @pytest.mark.parametrize(
     "product",
     [
-        "", "unknown", "NVIDIA-Tesla-T4", "NVIDIA-L40",  # L40 is not L40S
+        "",
+        "unknown",
+        "NVIDIA-Tesla-T4",
+        "NVIDIA-L40",  # L40 is not L40S
         "NVIDIA-A10G",  # AWS variant, different tensor throughput
-        "NVIDIA-GeForce-RTX-3090-Ti", "NVIDIA-GeForce-RTX-4090-D",
-        "NVIDIA-H100-PCIe", "NVIDIA-H100-NVL", "NVIDIA-H200-NVL", "NVIDIA-H800",
+        "NVIDIA-GeForce-RTX-3090-Ti",
+        "NVIDIA-GeForce-RTX-4090-D",
+        "NVIDIA-H100-PCIe",
+        "NVIDIA-H100-NVL",
+        "NVIDIA-H200-NVL",
+        "NVIDIA-H800",
         "A100",  # ambiguous: 40 or 80 GB
         "NVIDIA-L4-MIG-1g.5gb",  # L4 has no MIG
         "NVIDIA-A100-SXM4-40GB-MIG-9g.5gb",  # more slices than the GPU has

@@ -31,10 +31,17 @@ DEFAULTS = {"sequence_length": 1024, "micro_batch_size": 4, "lora_rank": 16}  # 
 
 
 def facts(parameters: float) -> ModelFacts:
-    return ModelFacts.from_spec(SimpleNamespace(
-        parameters=parameters, layers=None, hidden_size=None, vocab_size=None, num_attention_heads=None,
-        num_key_value_heads=None, intermediate_size=None,
-    ))
+    return ModelFacts.from_spec(
+        SimpleNamespace(
+            parameters=parameters,
+            layers=None,
+            hidden_size=None,
+            vocab_size=None,
+            num_attention_heads=None,
+            num_key_value_heads=None,
+            intermediate_size=None,
+        )
+    )
 
 
 S3B = facts(3.2e9)

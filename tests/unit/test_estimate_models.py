@@ -14,26 +14,60 @@ import pytest
 from stratos.decide.models import ModelFacts, count_parameters, infer_facts
 
 LLAMA_TINY = {
-    "model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 176,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000, "tie_word_embeddings": False,
+    "model_type": "llama",
+    "num_hidden_layers": 2,
+    "hidden_size": 64,
+    "intermediate_size": 176,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 1000,
+    "tie_word_embeddings": False,
 }
 QWEN2_TINY = {
-    "model_type": "qwen2", "num_hidden_layers": 3, "hidden_size": 128, "intermediate_size": 256,
-    "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 500, "tie_word_embeddings": True,
+    "model_type": "qwen2",
+    "num_hidden_layers": 3,
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "vocab_size": 500,
+    "tie_word_embeddings": True,
 }
-GPT2_TINY = {"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 1000,
-             "n_positions": 128, "n_inner": None}
+GPT2_TINY = {
+    "model_type": "gpt2",
+    "n_layer": 2,
+    "n_embd": 64,
+    "n_head": 4,
+    "vocab_size": 1000,
+    "n_positions": 128,
+    "n_inner": None,
+}
 # The published meta-llama/Llama-3.2-3B config.json (shape keys).
 LLAMA_32_3B = {
-    "model_type": "llama", "num_hidden_layers": 28, "hidden_size": 3072, "intermediate_size": 8192,
-    "num_attention_heads": 24, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256,
+    "model_type": "llama",
+    "num_hidden_layers": 28,
+    "hidden_size": 3072,
+    "intermediate_size": 8192,
+    "num_attention_heads": 24,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 128256,
     "tie_word_embeddings": True,
 }
 
 
 def spec(**kw: object) -> SimpleNamespace:
-    fields = dict.fromkeys(("parameters", "layers", "hidden_size", "vocab_size", "num_attention_heads",
-                            "num_key_value_heads", "intermediate_size"))
+    fields = dict.fromkeys(
+        (
+            "parameters",
+            "layers",
+            "hidden_size",
+            "vocab_size",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "intermediate_size",
+        )
+    )
     fields.update(kw)
     return SimpleNamespace(**fields)
 
@@ -46,7 +80,12 @@ def test_llama_style_config() -> None:
     # total: 2*46208 = 92416 + untied embeddings 2*1000*64 = 128000 + final norm 64 = 220480
     assert f.parameters == 220_480
     assert (f.layers, f.vocab_size, f.num_key_value_heads, f.tie_embeddings, f.gated_mlp) == (
-        2, 1000, 2, False, True)
+        2,
+        1000,
+        2,
+        False,
+        True,
+    )
 
 
 def test_qwen2_style_config() -> None:
@@ -107,8 +146,14 @@ def test_spec_with_parameters_only_snaps_to_published_shape(
     parameters: float, reference: str, layers: int, hidden: int, heads: int, kv: int, inter: int, vocab: int
 ) -> None:
     f = ModelFacts.from_spec(spec(parameters=parameters))
-    assert (f.layers, f.hidden_size, f.num_attention_heads, f.num_key_value_heads, f.intermediate_size,
-            f.vocab_size) == (layers, hidden, heads, kv, inter, vocab)
+    assert (
+        f.layers,
+        f.hidden_size,
+        f.num_attention_heads,
+        f.num_key_value_heads,
+        f.intermediate_size,
+        f.vocab_size,
+    ) == (layers, hidden, heads, kv, inter, vocab)
     assert f.parameters == parameters  # weights memory always uses the stated count
     assert f.basis == f"shape of {reference}"
     assert "layers" in f.inferred and "parameters" not in f.inferred
@@ -127,7 +172,11 @@ def test_spec_given_fields_win_and_shape_follows() -> None:
     assert (f.num_attention_heads, f.num_key_value_heads, f.intermediate_size) == (20, 5, 6848)
     assert "scaled" in f.basis
     assert set(f.inferred) == {
-        "vocab_size", "num_attention_heads", "num_key_value_heads", "intermediate_size"}
+        "vocab_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+    }
 
 
 def test_spec_far_from_references_uses_aspect_ratio_rule() -> None:
@@ -141,8 +190,15 @@ def test_spec_far_from_references_uses_aspect_ratio_rule() -> None:
 
 
 def test_spec_without_parameters_counts_the_shape() -> None:
-    f = infer_facts(parameters=None, layers=2, hidden_size=64, vocab_size=1000, num_attention_heads=4,
-                    num_key_value_heads=2, intermediate_size=176)
+    f = infer_facts(
+        parameters=None,
+        layers=2,
+        hidden_size=64,
+        vocab_size=1000,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=176,
+    )
     assert f.parameters == 220_480 - 1000 * 64  # the llama tiny shape, but tied (nearest reference is tied)
     assert f.inferred == ("parameters",)
     with pytest.raises(ValueError, match="parameters"):
@@ -166,6 +222,13 @@ def test_lora_parameters_by_hand() -> None:
 
 
 def test_count_parameters_matches_published_8b() -> None:
-    n = count_parameters(layers=32, hidden_size=4096, vocab_size=128256, num_attention_heads=32,
-                         num_key_value_heads=8, intermediate_size=14336, tie_embeddings=False)
+    n = count_parameters(
+        layers=32,
+        hidden_size=4096,
+        vocab_size=128256,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=14336,
+        tie_embeddings=False,
+    )
     assert n == 8_030_261_248  # Llama-3.1-8B

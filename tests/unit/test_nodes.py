@@ -119,7 +119,9 @@ def test_candidates_keep_input_order() -> None:
 
 def test_stratos_labels_beat_gfd_labels() -> None:
     node = make_node(
-        product="NVIDIA-L4", count=1, memory_mib=23034,
+        product="NVIDIA-L4",
+        count=1,
+        memory_mib=23034,
         labels={n.ANN_GPU_PRODUCT: "H100", n.ANN_GPU_COUNT: "2", n.ANN_GPU_MEMORY: "40960"},
     )
     facts = only([node])
@@ -309,11 +311,18 @@ def test_malformed_region_latency_entry() -> None:
 
 def test_malformed_objects_never_raise() -> None:
     bad: list[Any] = [
-        None, "node", {}, {"metadata": {"name": ""}}, {"metadata": "x"},
+        None,
+        "node",
+        {},
+        {"metadata": {"name": ""}},
+        {"metadata": "x"},
         {"metadata": {"name": "a", "labels": ["x"]}},
         {"metadata": {"name": "b"}, "status": {"conditions": "Ready"}},
-        {"metadata": {"name": "c"}, "spec": {"taints": ["NoSchedule"]}, "status": {"conditions": [
-            {"type": "Ready", "status": "True"}]}},
+        {
+            "metadata": {"name": "c"},
+            "spec": {"taints": ["NoSchedule"]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        },
     ]
     candidates, rejected = gather(bad)
     assert candidates == []
@@ -347,7 +356,10 @@ def test_reasons_are_counted_together() -> None:
     candidates, rejected = gather(nodes)
     assert [c.name for c in candidates] == ["ok"]
     assert rejected == {
-        n.REASON_CORDONED: 1, n.REASON_NOT_READY: 2, n.REASON_NO_GPU: 1, n.REASON_UNKNOWN_GPU: 1,
+        n.REASON_CORDONED: 1,
+        n.REASON_NOT_READY: 2,
+        n.REASON_NO_GPU: 1,
+        n.REASON_UNKNOWN_GPU: 1,
     }
 
 

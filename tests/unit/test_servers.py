@@ -173,7 +173,11 @@ def test_every_node_filtered_out_counts_reasons() -> None:
         node("unknown", 1.0, 0.0, latency_known=False),
     ]
     choice = select_server(
-        nodes, cost_window=0.2, min_gpu_memory_gib=24.0, max_hourly_cost=5.0, max_latency_ms=100.0,
+        nodes,
+        cost_window=0.2,
+        min_gpu_memory_gib=24.0,
+        max_hourly_cost=5.0,
+        max_latency_ms=100.0,
         rejected={"not Ready": 2, "unknown GPU model": 1},
     )
     assert choice.chosen is None
@@ -181,8 +185,12 @@ def test_every_node_filtered_out_counts_reasons() -> None:
     assert choice.runners_up == []
     assert (choice.candidates, choice.feasible) == (5, 0)
     assert choice.rejected == {
-        REASON_MEMORY: 2, REASON_COST: 1, REASON_LATENCY: 1, REASON_NO_LATENCY: 1,
-        "not Ready": 2, "unknown GPU model": 1,
+        REASON_MEMORY: 2,
+        REASON_COST: 1,
+        REASON_LATENCY: 1,
+        REASON_NO_LATENCY: 1,
+        "not Ready": 2,
+        "unknown GPU model": 1,
     }
     assert choice.reason == (
         "No feasible node among 5 candidate(s); rejected: 2 insufficient GPU memory, 2 not Ready, "
@@ -203,8 +211,12 @@ def test_no_nodes_at_all() -> None:
 def test_constraints_are_inclusive_and_rejections_merge() -> None:
     at_cap = node("at-cap", 3.0, 100.0, memory=24.0)
     choice = select_server(
-        [at_cap, node("over", 3.01, 10.0)], cost_window=0.2,
-        min_gpu_memory_gib=24.0, max_hourly_cost=3.0, max_latency_ms=100.0, rejected={"not Ready": 1},
+        [at_cap, node("over", 3.01, 10.0)],
+        cost_window=0.2,
+        min_gpu_memory_gib=24.0,
+        max_hourly_cost=3.0,
+        max_latency_ms=100.0,
+        rejected={"not Ready": 1},
     )
     assert choice.chosen == at_cap
     assert choice.rejected == {REASON_COST: 1, "not Ready": 1}

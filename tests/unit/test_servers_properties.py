@@ -59,6 +59,7 @@ def feasible(node: NodeFacts, limits: dict[str, float | None]) -> bool:
 
 def normalised(nodes: list[NodeFacts]) -> dict[str, tuple[float, float, float]]:
     """Each node's (c~, l~, h~), 0 = best, computed independently of the implementation."""
+
     def scale(values: list[float], maximise: bool) -> list[float]:
         lo, hi = min(values), max(values)
         if hi == lo:
@@ -170,9 +171,7 @@ def brute_force_nondominated(cells: np.ndarray) -> np.ndarray:
 
 @SETTINGS
 @given(
-    st.lists(
-        st.tuples(*(st.integers(min_value=0, max_value=6),) * 3), min_size=1, max_size=80, unique=True
-    )
+    st.lists(st.tuples(*(st.integers(min_value=0, max_value=6),) * 3), min_size=1, max_size=80, unique=True)
 )
 def test_nondominated_matches_brute_force(rows: list[tuple[int, int, int]]) -> None:
     cells = np.array(rows, dtype=np.int64)

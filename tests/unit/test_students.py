@@ -32,28 +32,53 @@ PROBE = {"llama-3.2-1b": 0.4420, "qwen-2.5-1.5b": 0.5732, "llama-3.2-3b": 0.5967
 
 
 def facts(parameters: float) -> ModelFacts:
-    return ModelFacts.from_spec(SimpleNamespace(
-        parameters=parameters, layers=None, hidden_size=None, vocab_size=None, num_attention_heads=None,
-        num_key_value_heads=None, intermediate_size=None,
-    ))
+    return ModelFacts.from_spec(
+        SimpleNamespace(
+            parameters=parameters,
+            layers=None,
+            hidden_size=None,
+            vocab_size=None,
+            num_attention_heads=None,
+            num_key_value_heads=None,
+            intermediate_size=None,
+        )
+    )
 
 
-def cand(name: str, accuracy: float | None, t: float, r: float, *, parameters: float = 1e9,
-         fits: bool = True) -> StudentAssessment:
-    return StudentAssessment(name=name, parameters=parameters, fits=fits,
-                             fit_reason="fits" if fits else "exceeds the selected server's memory (x)",
-                             accuracy=accuracy, training_time_hours=t, tokens_per_second=r)
+def cand(
+    name: str, accuracy: float | None, t: float, r: float, *, parameters: float = 1e9, fits: bool = True
+) -> StudentAssessment:
+    return StudentAssessment(
+        name=name,
+        parameters=parameters,
+        fits=fits,
+        fit_reason="fits" if fits else "exceeds the selected server's memory (x)",
+        accuracy=accuracy,
+        training_time_hours=t,
+        tokens_per_second=r,
+    )
 
 
 def assess_pool(gpu_name: str, probe: dict[str, float]) -> tuple[list[str], list[StudentAssessment]]:
     gpu = GPUS[gpu_name]
-    fits = {name: hardware_fit(facts(n), gpu.memory_gib, context_length=4096, **TRAINING)
-            for name, n in POOL.items()}
+    fits = {
+        name: hardware_fit(facts(n), gpu.memory_gib, context_length=4096, **TRAINING)
+        for name, n in POOL.items()
+    }
     probed = students_to_probe(fits)
     tokens = tokens_for(10_000, 1, 1024)  # the paper's 10,000 distillation samples, one epoch
     assessments = [
-        assess_student(name, facts(n), fits[name], gpu=gpu, gpu_count=1, tokens=tokens, mfu=0.35,
-                       gradient_checkpointing=True, accuracy=probe.get(name) if name in probed else None)
+        assess_student(
+            name,
+            facts(n),
+            fits[name],
+            gpu=gpu,
+            gpu_count=1,
+            tokens=tokens,
+            mfu=0.35,
+            gradient_checkpointing=True,
+            accuracy=probe.get(name) if name in probed else None,
+        )
         for name, n in POOL.items()
     ]
     return probed, assessments
@@ -67,15 +92,17 @@ def test_paper_table_2_decision_on_an_rtx_4090() -> None:
     assert probed == ["llama-3.2-1b", "qwen-2.5-1.5b", "llama-3.2-3b"]
     # The paper's GSM8K requirement (65%) is for the distilled model; the probe threshold is A = 0.58,
     # which Table 1's 1B (44.20%) and 1.5B (57.32%) miss and the 3B (59.67%) meets.
-    choice = select_student(assessments, min_accuracy=0.58, max_training_hours=2.0, min_tokens_per_second=30,
-                            weights=WEIGHTS)
+    choice = select_student(
+        assessments, min_accuracy=0.58, max_training_hours=2.0, min_tokens_per_second=30, weights=WEIGHTS
+    )
     assert choice.selected == "llama-3.2-3b"
     assert choice.ranking == ("llama-3.2-3b",)
     v = {c.name: c for c in choice.candidates}
     assert v["llama-3.2-1b"].verdict == "accuracy below threshold (0.442 < 0.58)"
     assert v["qwen-2.5-1.5b"].verdict == "accuracy below threshold (0.5732 < 0.58)"
     assert v["llama-3.1-8b"].verdict == (
-        "exceeds the selected server's memory (LoRA training needs 24.8 GiB, has 24.0 GiB)")
+        "exceeds the selected server's memory (LoRA training needs 24.8 GiB, has 24.0 GiB)"
+    )
     assert v["llama-3.1-8b"].outcome == "hardware" and v["llama-3.1-8b"].accuracy is None
     # 3B: t = 6 * 3.21e9 * 1.024e7 / (165.2e12 * 0.35) / 3600 = 0.9475 h <= 2 h;
     #     r = 1008e9 * 0.6 / (2 * 3.21e9) = 94.2 tok/s >= 30. Lone survivor: score 1.
@@ -88,8 +115,16 @@ def test_paper_table_2_decision_on_an_rtx_4090() -> None:
     assert choice.reason.startswith("llama-3.2-3b: balanced performance and deployability")
     assert "1 of 4 candidates" in choice.reason
     assert set(winner.status_fields()) == {
-        "name", "parameters", "accuracy", "training_time_hours", "tokens_per_second", "training_memory_gib",
-        "serving_memory_gib", "score", "verdict"}
+        "name",
+        "parameters",
+        "accuracy",
+        "training_time_hours",
+        "tokens_per_second",
+        "training_memory_gib",
+        "serving_memory_gib",
+        "score",
+        "verdict",
+    }
 
 
 def test_on_an_h20_the_8b_fits_but_trains_too_long() -> None:
@@ -97,8 +132,9 @@ def test_on_an_h20_the_8b_fits_but_trains_too_long() -> None:
     # t = 6 * 8.03e9 * 1.024e7 / (148e12 * 0.35) / 3600 = 2.6457 h > 2 h.
     probed, assessments = assess_pool("H20", {**PROBE, "llama-3.1-8b": 0.6149})
     assert probed == list(POOL)
-    choice = select_student(assessments, min_accuracy=0.58, max_training_hours=2.0, min_tokens_per_second=30,
-                            weights=WEIGHTS)
+    choice = select_student(
+        assessments, min_accuracy=0.58, max_training_hours=2.0, min_tokens_per_second=30, weights=WEIGHTS
+    )
     assert choice.selected == "llama-3.2-3b"
     v = {c.name: c for c in choice.candidates}
     assert v["llama-3.1-8b"].verdict == "training time 2.646 h exceeds 2 h"
@@ -111,8 +147,9 @@ def test_three_survivors_scored_by_hand() -> None:
     # M(a) = 0.5*0 + 0.2*(1-0) + 0.3*1 = 0.50;  M(b) = 0.5*0.5 + 0.2*0 + 0.3*0 = 0.25
     # M(c) = 0.5*1 + 0.2*0.5 + 0.3*0.5 = 0.75 -> c wins, then a, then b
     cands = [cand("a", 0.6, 1.0, 100), cand("b", 0.7, 2.0, 50), cand("c", 0.8, 1.5, 75)]
-    choice = select_student(cands, min_accuracy=0.5, max_training_hours=3, min_tokens_per_second=10,
-                            weights=WEIGHTS)
+    choice = select_student(
+        cands, min_accuracy=0.5, max_training_hours=3, min_tokens_per_second=10, weights=WEIGHTS
+    )
     assert choice.selected == "c" and choice.ranking == ("c", "a", "b")
     scores = {c.name: c.score for c in choice.candidates}
     assert scores == {"a": pytest.approx(0.5), "b": pytest.approx(0.25), "c": pytest.approx(0.75)}
@@ -121,8 +158,13 @@ def test_three_survivors_scored_by_hand() -> None:
     assert v["b"] == "lower score (0.25 vs 0.75)"
     assert v["c"] == "balanced performance and deployability (highest score 0.75)"
     # weights are divided by their sum: doubling them all changes nothing
-    doubled = select_student(cands, min_accuracy=0.5, max_training_hours=3, min_tokens_per_second=10,
-                             weights=ScoreWeights(1.0, 0.4, 0.6))
+    doubled = select_student(
+        cands,
+        min_accuracy=0.5,
+        max_training_hours=3,
+        min_tokens_per_second=10,
+        weights=ScoreWeights(1.0, 0.4, 0.6),
+    )
     assert [c.score for c in doubled.candidates] == [c.score for c in choice.candidates]
 
 
@@ -136,8 +178,9 @@ def test_three_survivors_scored_by_hand() -> None:
 )
 def test_weights_all_on_one_objective(weights: ScoreWeights, winner: str) -> None:
     cands = [cand("a", 0.6, 1.0, 100), cand("b", 0.7, 2.0, 50), cand("c", 0.8, 1.5, 75)]
-    choice = select_student(cands, min_accuracy=0, max_training_hours=3, min_tokens_per_second=0,
-                            weights=weights)
+    choice = select_student(
+        cands, min_accuracy=0, max_training_hours=3, min_tokens_per_second=0, weights=weights
+    )
     assert choice.selected == winner
 
 
@@ -148,8 +191,9 @@ def test_requirement_filters_and_messages() -> None:
         cand("both", 0.9, 5.0, 12.4),
         cand("ok", 0.7, 1.0, 40),
     ]
-    choice = select_student(cands, min_accuracy=0.5, max_training_hours=2, min_tokens_per_second=30,
-                            weights=WEIGHTS)
+    choice = select_student(
+        cands, min_accuracy=0.5, max_training_hours=2, min_tokens_per_second=30, weights=WEIGHTS
+    )
     v = {c.name: c.verdict for c in choice.candidates}
     assert v["slow"] == "training time 3.1 h exceeds 2 h"
     assert v["sluggish"] == "throughput 12 tok/s below 30"
@@ -159,13 +203,19 @@ def test_requirement_filters_and_messages() -> None:
 
 
 def test_single_survivor_scores_one() -> None:
-    choice = select_student([cand("only", 0.7, 1.0, 50), cand("weak", 0.1, 1.0, 50)], min_accuracy=0.5,
-                            max_training_hours=2, min_tokens_per_second=0, weights=WEIGHTS)
+    choice = select_student(
+        [cand("only", 0.7, 1.0, 50), cand("weak", 0.1, 1.0, 50)],
+        min_accuracy=0.5,
+        max_training_hours=2,
+        min_tokens_per_second=0,
+        weights=WEIGHTS,
+    )
     only = choice.candidates[0]
     assert choice.selected == "only" and only.score == pytest.approx(1.0)
     assert only.verdict == (
         "balanced performance and deployability (highest score 1.00); "
-        "the only student meeting every requirement")
+        "the only student meeting every requirement"
+    )
 
 
 def test_all_rejected() -> None:
@@ -175,16 +225,21 @@ def test_all_rejected() -> None:
         cand("weak", 0.2, 1.0, 50),
         cand("slow", 0.9, 9.0, 50),
     ]
-    choice = select_student(cands, min_accuracy=0.5, max_training_hours=2, min_tokens_per_second=0,
-                            weights=WEIGHTS)
+    choice = select_student(
+        cands, min_accuracy=0.5, max_training_hours=2, min_tokens_per_second=0, weights=WEIGHTS
+    )
     assert choice.selected is None and choice.ranking == ()
     assert [c.outcome for c in choice.candidates] == ["hardware", "not-probed", "accuracy", "requirements"]
     assert choice.reason.startswith("no student meets the requirements: big: exceeds the selected server's")
-    for name in ("unprobed: no probe accuracy", "weak: accuracy below threshold (0.2 < 0.5)",
-                 "slow: training time 9 h exceeds 2 h"):
+    for name in (
+        "unprobed: no probe accuracy",
+        "weak: accuracy below threshold (0.2 < 0.5)",
+        "slow: training time 9 h exceeds 2 h",
+    ):
         assert name in choice.reason
-    empty = select_student([], min_accuracy=0.5, max_training_hours=2, min_tokens_per_second=0,
-                           weights=WEIGHTS)
+    empty = select_student(
+        [], min_accuracy=0.5, max_training_hours=2, min_tokens_per_second=0, weights=WEIGHTS
+    )
     assert empty.selected is None and empty.reason == "no student candidates"
 
 
@@ -211,8 +266,13 @@ def test_ties_are_deterministic() -> None:
 
 def test_accuracy_threshold_tolerates_rounding() -> None:
     # 29/50 = 0.58 exactly at the threshold passes
-    choice = select_student([cand("s", 29 / 50, 1.0, 50)], min_accuracy=0.58, max_training_hours=2,
-                            min_tokens_per_second=0, weights=WEIGHTS)
+    choice = select_student(
+        [cand("s", 29 / 50, 1.0, 50)],
+        min_accuracy=0.58,
+        max_training_hours=2,
+        min_tokens_per_second=0,
+        weights=WEIGHTS,
+    )
     assert choice.selected == "s"
 
 
@@ -220,13 +280,15 @@ def test_hardware_fit_messages() -> None:
     s3b = facts(3.2e9)
     ok = hardware_fit(s3b, 24.0, context_length=4096, **TRAINING)
     assert ok.fits and ok.reason == (
-        "fits the selected server's memory (training 13.9 GiB, serving 8.0 GiB of 24.0 GiB)")
+        "fits the selected server's memory (training 13.9 GiB, serving 8.0 GiB of 24.0 GiB)"
+    )
     # A 131072-token context: KV = 2*28*1024*131072*2 B = 15,032,385,536; with 6.4e9 B of weights
     # 21,432,385,536 B = 19.96 GiB * 1.1 + 1 = 22.96 GiB > 0.9 * 24 = 21.6 GiB usable by vLLM
     long = hardware_fit(s3b, 24.0, context_length=131072, **TRAINING)
     assert not long.fits
     assert long.reason == (
-        "exceeds the selected server's memory (serving needs 23.0 GiB, has 21.6 GiB usable of 24.0 GiB)")
+        "exceeds the selected server's memory (serving needs 23.0 GiB, has 21.6 GiB usable of 24.0 GiB)"
+    )
     assert long.serving_memory_gib == pytest.approx(22.957, abs=1e-3)
     # without serving only training counts
     assert hardware_fit(s3b, 24.0, context_length=131072, serving=False, **TRAINING).fits
@@ -234,7 +296,8 @@ def test_hardware_fit_messages() -> None:
     both = hardware_fit(facts(8.03e9), 16.0, context_length=4096, **TRAINING)
     assert both.reason == (
         "exceeds the selected server's memory (LoRA training needs 24.8 GiB, has 16.0 GiB; "
-        "serving needs 18.0 GiB, has 14.4 GiB usable of 16.0 GiB)")
+        "serving needs 18.0 GiB, has 14.4 GiB usable of 16.0 GiB)"
+    )
     assert students_to_probe({"a": ok, "b": long, "c": both}) == ["a"]
 
 
@@ -248,11 +311,21 @@ def test_sizes_that_round_equal_are_shown_apart() -> None:
 
 def test_invalid_inputs() -> None:
     with pytest.raises(ValueError, match="weights"):
-        select_student([cand("a", 0.5, 1, 1)], min_accuracy=0, max_training_hours=1, min_tokens_per_second=0,
-                       weights=ScoreWeights(0, 0, 0))
+        select_student(
+            [cand("a", 0.5, 1, 1)],
+            min_accuracy=0,
+            max_training_hours=1,
+            min_tokens_per_second=0,
+            weights=ScoreWeights(0, 0, 0),
+        )
     with pytest.raises(ValueError, match="unique"):
-        select_student([cand("a", 0.5, 1, 1), cand("a", 0.5, 1, 1)], min_accuracy=0, max_training_hours=1,
-                       min_tokens_per_second=0, weights=WEIGHTS)
+        select_student(
+            [cand("a", 0.5, 1, 1), cand("a", 0.5, 1, 1)],
+            min_accuracy=0,
+            max_training_hours=1,
+            min_tokens_per_second=0,
+            weights=WEIGHTS,
+        )
 
 
 _candidates = st.lists(
@@ -269,12 +342,19 @@ _candidates = st.lists(
     unique_by=lambda c: c.name,
 )
 _weights = st.builds(ScoreWeights, st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)).filter(
-    lambda w: w.accuracy + w.training_time + w.throughput > 0.01)
+    lambda w: w.accuracy + w.training_time + w.throughput > 0.01
+)
 
 
 @settings(max_examples=200, deadline=None)
-@given(cands=_candidates, weights=_weights, a=st.floats(0, 1), t_max=st.floats(0.1, 10),
-       r_min=st.floats(0, 300), seed=st.randoms())
+@given(
+    cands=_candidates,
+    weights=_weights,
+    a=st.floats(0, 1),
+    t_max=st.floats(0.1, 10),
+    r_min=st.floats(0, 300),
+    seed=st.randoms(),
+)
 def test_selection_properties(cands, weights, a, t_max, r_min, seed) -> None:
     kw = {"min_accuracy": a, "max_training_hours": t_max, "min_tokens_per_second": r_min, "weights": weights}
     choice = select_student(cands, **kw)
@@ -311,10 +391,20 @@ def test_accepts_the_api_models() -> None:
     f = ModelFacts.from_spec(ModelSpec(uri="hf://meta-llama/Llama-3.2-3B", parameters=3.2e9))
     assert (f.layers, f.hidden_size) == (28, 3072)
     fit = hardware_fit(f, RTX4090.memory_gib, context_length=4096, **TRAINING)
-    s = assess_student("llama-3.2-3b", f, fit, gpu=RTX4090, gpu_count=1, tokens=1e7, mfu=0.35,
-                       gradient_checkpointing=True, accuracy=0.6)
-    choice = select_student([s], min_accuracy=0.5, max_training_hours=2, min_tokens_per_second=30,
-                            weights=Weights())
+    s = assess_student(
+        "llama-3.2-3b",
+        f,
+        fit,
+        gpu=RTX4090,
+        gpu_count=1,
+        tokens=1e7,
+        mfu=0.35,
+        gradient_checkpointing=True,
+        accuracy=0.6,
+    )
+    choice = select_student(
+        [s], min_accuracy=0.5, max_training_hours=2, min_tokens_per_second=30, weights=Weights()
+    )
     recorded = StudentCandidate(**choice.candidates[0].status_fields())
     assert recorded.score == pytest.approx(1.0)
     assert recorded.training_memory_gib == pytest.approx(13.936, abs=1e-3)

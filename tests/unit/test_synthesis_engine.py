@@ -34,8 +34,9 @@ MAHJONG = {"builtin": "mahjong", "seed": 0, "trainSize": 30, "testSize": 10}
 
 
 def chat(text: str, reasoning: str | None = None, finish: str = "stop") -> ChatResult:
-    return ChatResult(text=text, prompt_tokens=3, completion_tokens=2, finish_reason=finish, attempts=1,
-                      reasoning=reasoning)
+    return ChatResult(
+        text=text, prompt_tokens=3, completion_tokens=2, finish_reason=finish, attempts=1, reasoning=reasoning
+    )
 
 
 def hand_of(messages: list[dict[str, Any]]) -> list[int]:
@@ -73,10 +74,22 @@ def make_engine(task, caller, **overrides) -> tuple[eng.Engine, list[eng.Decisio
     decisions: list[eng.Decision] = []
     real = select_real(task.load("train"), limit=8, seed=0)
     kwargs: dict[str, Any] = dict(
-        task=task, strategy="alignment", mode="mutate", teacher=caller, verifier=caller, seeds=real,
-        known_keys={question_key(s) for s in (*task.load("train"), *task.load("test"))}, decided=(),
-        kept=lambda: sum(d.kept for d in decisions), target=20, max_candidates=200, attempts=1,
-        temperature=0.7, verifier_temperature=0.0, seed=0, window=4,
+        task=task,
+        strategy="alignment",
+        mode="mutate",
+        teacher=caller,
+        verifier=caller,
+        seeds=real,
+        known_keys={question_key(s) for s in (*task.load("train"), *task.load("test"))},
+        decided=(),
+        kept=lambda: sum(d.kept for d in decisions),
+        target=20,
+        max_candidates=200,
+        attempts=1,
+        temperature=0.7,
+        verifier_temperature=0.0,
+        seed=0,
+        window=4,
     )
     kwargs.update(overrides)
     return eng.Engine(**kwargs), decisions
@@ -166,15 +179,22 @@ def test_a_failing_teacher_ends_the_run_and_cancels_the_rest():
 
 
 def config(tmp_path: Path, fake: FakeOpenAI, **extra: Any) -> SynthesizeConfig:
-    return SynthesizeConfig.model_validate({
-        "strategy": "injection",
-        "teacher": {"baseURL": fake.base_url, "model": fake.model, "maxConcurrency": 3, "maxRetries": 0,
-                    "costPerMillionTokens": 1.0},
-        "task": MAHJONG,
-        "outputDir": str(tmp_path / "out"),
-        "attempts": 1,
-        **extra,
-    })
+    return SynthesizeConfig.model_validate(
+        {
+            "strategy": "injection",
+            "teacher": {
+                "baseURL": fake.base_url,
+                "model": fake.model,
+                "maxConcurrency": 3,
+                "maxRetries": 0,
+                "costPerMillionTokens": 1.0,
+            },
+            "task": MAHJONG,
+            "outputDir": str(tmp_path / "out"),
+            "attempts": 1,
+            **extra,
+        }
+    )
 
 
 def figure5_reply(messages: list[dict], body: dict) -> str | None:
@@ -188,8 +208,10 @@ def figure5_reply(messages: list[dict], body: dict) -> str | None:
         return "I would change the pair.\nThe answer is 🀇"
     new, answer = mutate_hand(hand_of(messages), random.Random(seed))
     stated = wrong(answer) if seed % 5 == 1 else answer
-    return (f"New hand: {format_tiles(new)}\nStep 1: group the new hand by suit.\n"
-            f"Step 2: try each candidate.\nThe answer is {stated}")
+    return (
+        f"New hand: {format_tiles(new)}\nStep 1: group the new hand by suit.\n"
+        f"Step 2: try each candidate.\nThe answer is {stated}"
+    )
 
 
 def test_figure5_rewriting_is_checked_by_the_solver(tmp_path):
@@ -218,8 +240,9 @@ def test_figure5_rewriting_is_checked_by_the_solver(tmp_path):
             kept += 1
 
     with FakeOpenAI(samples=real, model="t", reply=figure5_reply) as fake:
-        result = asyncio.run(synthesize(config(tmp_path, fake, maxRealSamples=6, targetSamples=14,
-                                               augment="teacher")))
+        result = asyncio.run(
+            synthesize(config(tmp_path, fake, maxRealSamples=6, targetSamples=14, augment="teacher"))
+        )
         assert len(fake.chat_requests) == 6 + index
     assert result["augment"] == "rewrite"
     assert (result["kept"], result["real"], result["synthetic"]) == (14, 6, 8)
@@ -264,8 +287,13 @@ def test_reasoning_model_chain_of_thought_becomes_the_target(tmp_path):
     task = build_task(TaskSpec.model_validate(MAHJONG))
     real = select_real(task.load("train"), limit=3, seed=0)
     with FakeOpenAI(samples=real, model="r1", reasoning_field="reasoning_content") as fake:
-        result = asyncio.run(synthesize(config(tmp_path, fake, strategy="alignment", maxRealSamples=3,
-                                               targetSamples=3, augment="none")))
+        result = asyncio.run(
+            synthesize(
+                config(
+                    tmp_path, fake, strategy="alignment", maxRealSamples=3, targetSamples=3, augment="none"
+                )
+            )
+        )
     assert (result["kept"], result["rejected"]) == (3, {})
     for line in Path(result["datasetPath"]).read_text().splitlines():
         content = json.loads(line)["messages"][2]["content"]

@@ -18,19 +18,26 @@ from stratos.tasks.mahjong_tiles import canonical_answer
 
 
 def reply(text: str, reasoning: str | None = None, finish: str = "stop") -> ChatResult:
-    return ChatResult(text=text, prompt_tokens=1, completion_tokens=1, finish_reason=finish, attempts=1,
-                      reasoning=reasoning)
+    return ChatResult(
+        text=text, prompt_tokens=1, completion_tokens=1, finish_reason=finish, attempts=1, reasoning=reasoning
+    )
 
 
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("Question: How many?\nSolution: 2 + 2 = 4.\nThe answer is 4",
-         ("How many?", "2 + 2 = 4.\nThe answer is 4")),
-        ("**Question:** A b c?\n\n**Solution:** step one.\nThe answer is 3",
-         ("A b c?", "step one.\nThe answer is 3")),
-        ("Sure!\nNew problem: Two lines\nof question?\nSolution: 1.\nThe answer is 1",
-         ("Two lines\nof question?", "1.\nThe answer is 1")),
+        (
+            "Question: How many?\nSolution: 2 + 2 = 4.\nThe answer is 4",
+            ("How many?", "2 + 2 = 4.\nThe answer is 4"),
+        ),
+        (
+            "**Question:** A b c?\n\n**Solution:** step one.\nThe answer is 3",
+            ("A b c?", "step one.\nThe answer is 3"),
+        ),
+        (
+            "Sure!\nNew problem: Two lines\nof question?\nSolution: 1.\nThe answer is 1",
+            ("Two lines\nof question?", "1.\nThe answer is 1"),
+        ),
         ("Question: only a question", None),
         ("Solution: only a solution\nThe answer is 1", None),
         ("Question:\nSolution: nothing asked", None),
@@ -126,8 +133,16 @@ HEADER = {"strategy": "injection", "seed": 0}
 
 
 def entry(item: str, kept: bool, reason: str | None = None, cost: float = 0.1, **extra) -> dict:
-    e = {"id": item, "source": "real", "kept": kept, "attempts": 1, "promptTokens": 10,
-         "completionTokens": 5, "costUSD": cost, **extra}
+    e = {
+        "id": item,
+        "source": "real",
+        "kept": kept,
+        "attempts": 1,
+        "promptTokens": 10,
+        "completionTokens": 5,
+        "costUSD": cost,
+        **extra,
+    }
     if reason:
         e["reason"] = reason
     return e

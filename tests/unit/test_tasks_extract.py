@@ -18,38 +18,44 @@ from stratos.tasks.extract import (
 )
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("She has 36 - 9 = 27 pencils.\nThe answer is 27.", "27"),
-    ("Total: 8 + 6 = 14\n#### 14", "14"),
-    ("So the final answer is $1,234.50.", "1234.5"),
-    ("**Answer:** 42 apples", "42"),
-    ("Thus the answer is \\boxed{18}.", "18"),
-    ("\\boxed{\\text{1,500}}", "1500"),
-    ("The answer is 42. This is because 6 times 7 is 42, and 7 + 1 = 8.", "42"),
-    ("The answer is: 5 + 3 = 8", "8"),
-    ("#### Step 1\nAdd them: 3 + 4 = 7.\n#### Step 2\nDouble: 14.", "14"),
-    ("<think>Maybe 12? No, 13.</think>\nThe answer is 13.", "13"),
-    ("Answer: 18.0", "18"),
-    ("The answer is -7 degrees.", "-7"),
-    ("The answer is 3/4 of a cup.", "0.75"),
-    ("After all that, she keeps 9 eggs.", "9"),
-    ("The answer is 25%.", "25"),
-    ("I am not sure.", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("She has 36 - 9 = 27 pencils.\nThe answer is 27.", "27"),
+        ("Total: 8 + 6 = 14\n#### 14", "14"),
+        ("So the final answer is $1,234.50.", "1234.5"),
+        ("**Answer:** 42 apples", "42"),
+        ("Thus the answer is \\boxed{18}.", "18"),
+        ("\\boxed{\\text{1,500}}", "1500"),
+        ("The answer is 42. This is because 6 times 7 is 42, and 7 + 1 = 8.", "42"),
+        ("The answer is: 5 + 3 = 8", "8"),
+        ("#### Step 1\nAdd them: 3 + 4 = 7.\n#### Step 2\nDouble: 14.", "14"),
+        ("<think>Maybe 12? No, 13.</think>\nThe answer is 13.", "13"),
+        ("Answer: 18.0", "18"),
+        ("The answer is -7 degrees.", "-7"),
+        ("The answer is 3/4 of a cup.", "0.75"),
+        ("After all that, she keeps 9 eggs.", "9"),
+        ("The answer is 25%.", "25"),
+        ("I am not sure.", None),
+        ("", None),
+    ],
+)
 def test_extract_number(text: str, expected: str | None) -> None:
     assert extract_number(text) == expected
 
 
-@pytest.mark.parametrize(("text", "span"), [
-    ("Reasoning...\nThe answer is Paris.", "Paris"),
-    ("Reasoning...\nFinal Answer: **Paris**", "Paris"),
-    ("The answer is Paris, because it is the capital.", "Paris"),
-    ("Long reasoning.\nParis", "Paris"),
-    ("The answer would be: \"blue\"", "blue"),
-    ("#### Paris", "Paris"),
-    ("   ", None),
-])
+@pytest.mark.parametrize(
+    ("text", "span"),
+    [
+        ("Reasoning...\nThe answer is Paris.", "Paris"),
+        ("Reasoning...\nFinal Answer: **Paris**", "Paris"),
+        ("The answer is Paris, because it is the capital.", "Paris"),
+        ("Long reasoning.\nParis", "Paris"),
+        ('The answer would be: "blue"', "blue"),
+        ("#### Paris", "Paris"),
+        ("   ", None),
+    ],
+)
 def test_answer_span(text: str, span: str | None) -> None:
     assert answer_span(text) == span
 

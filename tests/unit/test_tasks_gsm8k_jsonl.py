@@ -28,14 +28,18 @@ def test_bundled_gsm8k_sample_loads_with_holdout() -> None:
     assert "<<3*12=36>>" in first.meta["solution"]
     # The holdout is seeded: same seed, same split; another seed, another split.
     assert [s.id for s in GSM8KTask(train_uri=SAMPLE_URI, test_uri=None, seed=0).load("test")] == [
-        s.id for s in test]
+        s.id for s in test
+    ]
 
 
 def test_gsm8k_answers_are_canonical_numbers(tmp_path: Path) -> None:
-    uri = _write(tmp_path / "g.jsonl", [
-        {"question": "q1", "answer": "work\n#### 1,200"},
-        {"question": "q2", "answer": "#### 3.50"},
-    ])
+    uri = _write(
+        tmp_path / "g.jsonl",
+        [
+            {"question": "q1", "answer": "work\n#### 1,200"},
+            {"question": "q2", "answer": "#### 3.50"},
+        ],
+    )
     task = GSM8KTask(train_uri=uri, test_uri=uri)
     assert [s.answer for s in task.load("test")] == ["1200", "3.5"]
     s = task.load("train")[0]

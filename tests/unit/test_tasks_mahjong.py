@@ -48,7 +48,8 @@ def test_generation_is_deterministic_per_seed() -> None:
     b = MahjongTask(seed=3, train_size=50, test_size=10)
     c = MahjongTask(seed=4, train_size=50, test_size=10)
     assert [(s.id, s.question, s.answer) for s in a.load("train")] == [
-        (s.id, s.question, s.answer) for s in b.load("train")]
+        (s.id, s.question, s.answer) for s in b.load("train")
+    ]
     assert [s.question for s in a.load("test")] != [s.question for s in c.load("test")]
     assert a.load("train")[0].id == "mahjong-3-train-00000"
     # A bigger split extends a smaller one, so ids stay stable when sizes change.
@@ -77,21 +78,24 @@ def test_verify_compares_sets_exactly() -> None:
     assert not task.verify("", s) and not task.verify(None, s)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("After checking each tile, the answer is 🀇 🀊.", "🀇 🀊"),
-    ("The answer is 🀇 and 🀊, because 🀈🀉 forms a sequence with either.", "🀇 🀊"),
-    ("**Winning tiles:** 🀊, 🀇", "🀇 🀊"),
-    ("The winning tiles are:\n- 🀇 (1 of characters)\n- 🀊 (4 of characters)\n\nThose complete it.", "🀇"),
-    ("The winning tiles are:\n- 🀇\n- 🀊\n", "🀇 🀊"),
-    ("Final answer: \\boxed{🀇, 🀊}", "🀇 🀊"),
-    ("<think>maybe 🀄🀄🀄 ...</think>\nAnswer: 🀄\ufe0f 🀅", "🀄 🀅"),
-    ("Sorting gives 🀇🀈🀉 🀊🀋.\nSo you need 🀌 or 🀉 to win.", "🀉 🀌"),
-    ("In short notation the answer is 14m.", "🀇 🀊"),
-    ("So the answer is the two tiles 🀙 and 🀜.", "🀙 🀜"),
-    ("The answer is 🀇 🀊.\nNote that 🀋 is not a winning tile: it leaves 🀈🀉🀋 unmatched.", "🀇 🀊"),
-    ("I cannot determine this.", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("After checking each tile, the answer is 🀇 🀊.", "🀇 🀊"),
+        ("The answer is 🀇 and 🀊, because 🀈🀉 forms a sequence with either.", "🀇 🀊"),
+        ("**Winning tiles:** 🀊, 🀇", "🀇 🀊"),
+        ("The winning tiles are:\n- 🀇 (1 of characters)\n- 🀊 (4 of characters)\n\nThose complete it.", "🀇"),
+        ("The winning tiles are:\n- 🀇\n- 🀊\n", "🀇 🀊"),
+        ("Final answer: \\boxed{🀇, 🀊}", "🀇 🀊"),
+        ("<think>maybe 🀄🀄🀄 ...</think>\nAnswer: 🀄\ufe0f 🀅", "🀄 🀅"),
+        ("Sorting gives 🀇🀈🀉 🀊🀋.\nSo you need 🀌 or 🀉 to win.", "🀉 🀌"),
+        ("In short notation the answer is 14m.", "🀇 🀊"),
+        ("So the answer is the two tiles 🀙 and 🀜.", "🀙 🀜"),
+        ("The answer is 🀇 🀊.\nNote that 🀋 is not a winning tile: it leaves 🀈🀉🀋 unmatched.", "🀇 🀊"),
+        ("I cannot determine this.", None),
+        ("", None),
+    ],
+)
 def test_extract_realistic_outputs(text: str, expected: str | None) -> None:
     assert MahjongTask().extract(text) == expected
 

@@ -43,11 +43,18 @@ def test_gsm8k_defaults_to_the_hub_and_reads_question_field(tmp_path: Path) -> N
 def test_jsonl_from_taskspec_with_data_root(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "t.jsonl").write_text(json.dumps({"q": "2+2?", "a": "4"}) + "\n")
-    spec = TaskSpec.model_validate({
-        "builtin": "jsonl",
-        "dataset": {"train": "/d/t.jsonl", "test": "/d/t.jsonl", "promptField": "q", "answerField": "a",
-                    "verifier": "numeric"},
-    })
+    spec = TaskSpec.model_validate(
+        {
+            "builtin": "jsonl",
+            "dataset": {
+                "train": "/d/t.jsonl",
+                "test": "/d/t.jsonl",
+                "promptField": "q",
+                "answerField": "a",
+                "verifier": "numeric",
+            },
+        }
+    )
     task = build_task(spec, data_root=str(tmp_path))
     assert isinstance(task, JsonlTask) and task.verifier == "numeric"
     assert task.load("test")[0].answer == "4"
@@ -56,8 +63,9 @@ def test_jsonl_from_taskspec_with_data_root(tmp_path: Path) -> None:
 def test_plain_mappings_and_duck_typed_objects() -> None:
     task = build_task({"builtin": "mahjong", "seed": 2, "trainSize": 7, "testSize": 3})
     assert isinstance(task, MahjongTask) and (task.seed, task.train_size, task.test_size) == (2, 7, 3)
-    ds = SimpleNamespace(train="x.jsonl", test=None, prompt_field="p", answer_field="a", verifier="set",
-                         pattern=None)
+    ds = SimpleNamespace(
+        train="x.jsonl", test=None, prompt_field="p", answer_field="a", verifier="set", pattern=None
+    )
     obj = SimpleNamespace(builtin="jsonl", sample_size=5, seed=0, train_size=None, test_size=None, dataset=ds)
     task = build_task(obj)
     assert isinstance(task, JsonlTask) and task.verifier == "set" and task.prompt_field == "p"

@@ -71,8 +71,13 @@ def test_last_checkpoint_skips_incomplete_ones(tmp_path):
 
 
 def test_first_last_of_logged_metrics():
-    history = [{"loss": 3.0, "step": 1}, {"reward": 0.5}, {"loss": 2.0}, {"train_runtime": 1.0},
-               {"loss": 1.5}]
+    history = [
+        {"loss": 3.0, "step": 1},
+        {"reward": 0.5},
+        {"loss": 2.0},
+        {"train_runtime": 1.0},
+        {"loss": 1.5},
+    ]
     assert first_last(history, "loss") == {"first": 3.0, "last": 1.5}
     assert first_last(history, "reward") == {"first": 0.5, "last": 0.5}
     assert first_last(history, "kl") is None
@@ -89,8 +94,19 @@ def test_relaunch_only_with_several_gpus_outside_torchrun():
 
 def test_torchrun_command_reruns_the_same_stage_with_the_same_arguments():
     cmd = launch.torchrun_command("stratos.workloads.train", ["--config", "/etc/c.json", "--result", "/r"], 8)
-    assert cmd == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8",
-                   "-m", "stratos.workloads.train", "--config", "/etc/c.json", "--result", "/r"]
+    assert cmd == [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=8",
+        "-m",
+        "stratos.workloads.train",
+        "--config",
+        "/etc/c.json",
+        "--result",
+        "/r",
+    ]
 
 
 def test_result_path_rewriting_for_non_zero_ranks():
@@ -104,8 +120,9 @@ def test_result_path_rewriting_for_non_zero_ranks():
 
 def test_relaunch_reports_a_failed_torchrun_itself(tmp_path, monkeypatch):
     result = tmp_path / "result.json"
-    monkeypatch.setattr(launch, "torchrun_command", lambda module, argv, nproc: [sys.executable, "-c",
-                                                                                 "raise SystemExit(3)"])
+    monkeypatch.setattr(
+        launch, "torchrun_command", lambda module, argv, nproc: [sys.executable, "-c", "raise SystemExit(3)"]
+    )
     assert launch.relaunch("stratos.workloads.train", ["--config", "c", "--result", str(result)], 2) == 3
     assert '"kind":"DistributedLaunchFailed"' in result.read_text()
     assert "exited with code 3" in result.read_text()
@@ -113,9 +130,10 @@ def test_relaunch_reports_a_failed_torchrun_itself(tmp_path, monkeypatch):
 
 def test_relaunch_keeps_the_result_rank_zero_wrote(tmp_path, monkeypatch):
     result = tmp_path / "result.json"
-    script = f"open({str(result)!r}, 'w').write('{{\"ok\":false,\"kind\":\"X\"}}'); raise SystemExit(1)"
-    monkeypatch.setattr(launch, "torchrun_command",
-                        lambda module, argv, nproc: [sys.executable, "-c", script])
+    script = f'open({str(result)!r}, \'w\').write(\'{{"ok":false,"kind":"X"}}\'); raise SystemExit(1)'
+    monkeypatch.setattr(
+        launch, "torchrun_command", lambda module, argv, nproc: [sys.executable, "-c", script]
+    )
     assert launch.relaunch("m", ["--result", str(result)], 2) == 1
     assert result.read_text() == '{"ok":false,"kind":"X"}'
 
@@ -128,11 +146,21 @@ def test_a_checkpoint_at_the_last_step_is_finished_and_its_adapter_can_be_copied
     ckpt = tmp_path / "checkpoint-6"
     ckpt.mkdir()
     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 6, "max_steps": 6}))
-    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "optimizer.pt",
-                 "scheduler.pt", "rng_state.pth", "training_args.bin"):
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng_state.pth",
+        "training_args.bin",
+    ):
         (ckpt / name).write_text(name)
     assert is_finished(ckpt, None) and is_finished(ckpt, 6) and is_finished(ckpt, 4)
     assert not is_finished(ckpt, 10)
     copied = copy_adapter(ckpt, tmp_path / "adapter")
     assert sorted(p.name for p in copied.iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors", "tokenizer.json"]
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+    ]

@@ -41,11 +41,14 @@ def test_sft_rows_become_prompt_completion_so_only_the_answer_is_trained():
     assert ds[0]["prompt"] == [SYSTEM, USER] and ds[0]["completion"] == [ASSISTANT]
 
 
-@pytest.mark.parametrize("row, message", [
-    ({"messages": "text"}, "expected 'messages'"),
-    ({"messages": [USER]}, "last message must be the assistant"),
-    ({"messages": [SYSTEM, USER]}, "last message must be the assistant"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"messages": "text"}, "expected 'messages'"),
+        ({"messages": [USER]}, "last message must be the assistant"),
+        ({"messages": [SYSTEM, USER]}, "last message must be the assistant"),
+    ],
+)
 def test_malformed_rows_are_refused(row, message):
     with pytest.raises(DatasetError, match=message):
         data.sft_dataset([row])
@@ -60,8 +63,10 @@ def test_grpo_rows_keep_the_answer_for_the_reward():
 
 
 def test_dpo_uses_given_preference_pairs_as_they_are():
-    rows = [{"prompt": [USER], "chosen": "The answer is 4.", "rejected": "The answer is 5."},
-            {"messages": [USER, ASSISTANT], "chosen": [ASSISTANT], "rejected": "no idea"}]
+    rows = [
+        {"prompt": [USER], "chosen": "The answer is 4.", "rejected": "The answer is 5."},
+        {"messages": [USER, ASSISTANT], "chosen": [ASSISTANT], "rejected": "no idea"},
+    ]
     ds, dropped = data.dpo_dataset(rows)
     assert dropped == 0
     assert ds[0]["chosen"] == [{"role": "assistant", "content": "The answer is 4."}]
@@ -77,14 +82,16 @@ def test_dpo_builds_rejected_from_the_students_answers_and_drops_what_it_already
         calls.append(len(prompts))
         return [student[r["id"]] for r in rows]
 
-    ds, dropped = data.dpo_dataset(rows, student_answers=answers,
-                                   is_correct=lambda text, row: text.endswith("is 4."))
+    ds, dropped = data.dpo_dataset(
+        rows, student_answers=answers, is_correct=lambda text, row: text.endswith("is 4.")
+    )
     assert calls == [3]  # one batched call
     assert dropped == 2 and len(ds) == 1
     assert ds[0]["chosen"] == [ASSISTANT] and ds[0]["rejected"][0]["content"] == "The answer is 5."
     with pytest.raises(DatasetError, match="already answers every training prompt"):
-        data.dpo_dataset([_row()], student_answers=lambda p: ["The answer is 4."],
-                         is_correct=lambda text, row: True)
+        data.dpo_dataset(
+            [_row()], student_answers=lambda p: ["The answer is 4."], is_correct=lambda text, row: True
+        )
     with pytest.raises(DatasetError, match="no chosen/rejected pairs"):
         data.dpo_dataset([_row()])
 
@@ -103,8 +110,9 @@ def test_verifier_reward_scores_extracted_answers_with_the_task():
         "no answer at all",
         f"The answer is {sample.answer}",  # standard (non-chat) completions are plain strings
     ]
-    scores = reward(prompts=[None] * 4, completions=completions, answer=[sample.answer] * 4,
-                    id=[sample.id] * 4)
+    scores = reward(
+        prompts=[None] * 4, completions=completions, answer=[sample.answer] * 4, id=[sample.id] * 4
+    )
     assert scores == [1.0, 0.0, 0.0, 1.0]
 
 

@@ -44,13 +44,16 @@ def test_hub_uris_parse_with_optional_revision():
     assert resolve_model_uri("hf://meta-llama/Llama-3.2-1B-Instruct").revision is None
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("hf://just-a-name", "expected hf://ORG/NAME"),
-    ("s3://bucket/model", "unsupported scheme 's3'"),
-    ("/nowhere/at/all", "no model directory at /nowhere/at/all"),
-    ("Qwen/Qwen2.5-0.5B", "Hub models are written hf://ORG/NAME"),
-    ("", "empty model URI"),
-])
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("hf://just-a-name", "expected hf://ORG/NAME"),
+        ("s3://bucket/model", "unsupported scheme 's3'"),
+        ("/nowhere/at/all", "no model directory at /nowhere/at/all"),
+        ("Qwen/Qwen2.5-0.5B", "Hub models are written hf://ORG/NAME"),
+        ("", "empty model URI"),
+    ],
+)
 def test_bad_uris_are_refused_with_a_reason(uri, message):
     with pytest.raises(ModelLoadError) as err:
         resolve_model_uri(uri)
@@ -82,7 +85,10 @@ def test_hub_downloads_are_cached_on_the_storage_volume(monkeypatch, tmp_path):
 def test_adapter_metadata_round_trip(tmp_path):
     write_adapter_metadata(tmp_path / "adapter", base_model_uri="hf://a/b", algorithm="sft-lora", steps=3)
     assert read_adapter_metadata(tmp_path / "adapter") == {
-        "baseModelUri": "hf://a/b", "algorithm": "sft-lora", "steps": 3}
+        "baseModelUri": "hf://a/b",
+        "algorithm": "sft-lora",
+        "steps": 3,
+    }
     assert read_adapter_metadata(tmp_path / "missing") == {}
 
 

@@ -55,12 +55,15 @@ def test_chat_template_prompt_is_a_token_prefix_of_prompt_plus_answer():
     sample = task.load("train")[0]
     prompt = task.messages(sample)
     full = [*prompt, {"role": "assistant", "content": task.completion(sample)}]
-    p_ids = tokenizer(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False),
-                      add_special_tokens=False)["input_ids"]
-    f_ids = tokenizer(tokenizer.apply_chat_template(full, tokenize=False),
-                      add_special_tokens=False)["input_ids"]
+    p_ids = tokenizer(
+        tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False),
+        add_special_tokens=False,
+    )["input_ids"]
+    f_ids = tokenizer(tokenizer.apply_chat_template(full, tokenize=False), add_special_tokens=False)[
+        "input_ids"
+    ]
     assert f_ids[: len(p_ids)] == p_ids
-    assert tokenizer.eos_token_id in f_ids[len(p_ids):]
+    assert tokenizer.eos_token_id in f_ids[len(p_ids) :]
 
 
 def test_model_loads_through_the_checkpoint_path_and_generates():
@@ -68,8 +71,9 @@ def test_model_loads_through_the_checkpoint_path_and_generates():
     assert ref.is_local and model.config.vocab_size == len(tokenizer)
     assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 2
     with one_thread():
-        out, stats = generate(model, tokenizer, [[{"role": "user", "content": "hello"}]] * 3,
-                              max_new_tokens=5, batch_size=2)
+        out, stats = generate(
+            model, tokenizer, [[{"role": "user", "content": "hello"}]] * 3, max_new_tokens=5, batch_size=2
+        )
     assert len(out) == 3 and all(1 <= o.new_tokens <= 5 for o in out)
     assert out[0].text == out[1].text == out[2].text  # greedy, padding does not change the answer
     assert stats.sequences == 3 and stats.tokens_per_second > 0

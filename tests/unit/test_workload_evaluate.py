@@ -21,10 +21,18 @@ def trained(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("evaluate")
     task = write_toy_task(root / "toy")
     config = {
-        "algorithm": "sft-lora", "modelUri": str(tiny_model()), "task": task,
-        "datasetPath": str(write_sft_dataset(root / "toy", task)), "outputDir": str(root / "train"),
-        "lora": {"rank": 8, "alpha": 16, "dropout": 0.0}, "learningRate": 1e-2, "microBatchSize": 8,
-        "sequenceLength": 256, "gradientCheckpointing": False, "maxSteps": 40, "saveSteps": 1000,
+        "algorithm": "sft-lora",
+        "modelUri": str(tiny_model()),
+        "task": task,
+        "datasetPath": str(write_sft_dataset(root / "toy", task)),
+        "outputDir": str(root / "train"),
+        "lora": {"rank": 8, "alpha": 16, "dropout": 0.0},
+        "learningRate": 1e-2,
+        "microBatchSize": 8,
+        "sequenceLength": 256,
+        "gradientCheckpointing": False,
+        "maxSteps": 40,
+        "saveSteps": 1000,
     }
     (root / "train.json").write_text(json.dumps(config))
     with one_thread():
@@ -34,13 +42,30 @@ def trained(tmp_path_factory) -> dict:
 
 
 def test_evaluate_runs_as_a_stage_process_and_reports_accuracy_and_baseline(trained, tmp_path):
-    config = {"student": "tiny", "adapterPath": trained["adapterPath"], "task": trained["task"],
-              "maxNewTokens": 12, "batchSize": 4, "baseline": True, "outputDir": str(tmp_path)}
+    config = {
+        "student": "tiny",
+        "adapterPath": trained["adapterPath"],
+        "task": trained["task"],
+        "maxNewTokens": 12,
+        "batchSize": 4,
+        "baseline": True,
+        "outputDir": str(tmp_path),
+    }
     (tmp_path / "config.json").write_text(json.dumps(config))
     proc = subprocess.run(
-        [sys.executable, "-m", "stratos.workloads.evaluate", "--config", str(tmp_path / "config.json"),
-         "--result", str(tmp_path / "result.json")],
-        capture_output=True, text=True, env=subprocess_env(), timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "stratos.workloads.evaluate",
+            "--config",
+            str(tmp_path / "config.json"),
+            "--result",
+            str(tmp_path / "result.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((tmp_path / "result.json").read_text())
@@ -56,8 +81,14 @@ def test_evaluate_runs_as_a_stage_process_and_reports_accuracy_and_baseline(trai
 
 
 def test_evaluate_the_base_model_alone_and_a_capped_split(trained, tmp_path):
-    config = evaluate.EvaluateConfig(modelUri=str(tiny_model()), task=trained["task"], maxSamples=3,
-                                     maxNewTokens=4, baseline=True, outputDir=str(tmp_path))
+    config = evaluate.EvaluateConfig(
+        modelUri=str(tiny_model()),
+        task=trained["task"],
+        maxSamples=3,
+        maxNewTokens=4,
+        baseline=True,
+        outputDir=str(tmp_path),
+    )
     with one_thread():
         result = evaluate.evaluate(config)
     assert result["samples"] == 3 and result["baseline"] is None and result["adapterPath"] is None

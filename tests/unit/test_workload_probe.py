@@ -24,8 +24,17 @@ TASK = {"builtin": "mahjong", "trainSize": 40, "testSize": 5, "seed": 0}
 def _write_traces(path: Path, sample_size: int) -> dict[str, dict]:
     """Traces as teacher-eval writes them: a correct one, a wrong one, a failed request, a torn line."""
     task = build_task(TASK)
-    samples = probe_samples(TeacherEvalConfig(teacher="t", baseURL="http://x", model="m", task=TASK,
-                                              sampleSize=sample_size, seed=1, outputDir="unused"))[1]
+    samples = probe_samples(
+        TeacherEvalConfig(
+            teacher="t",
+            baseURL="http://x",
+            model="m",
+            task=TASK,
+            sampleSize=sample_size,
+            seed=1,
+            outputDir="unused",
+        )
+    )[1]
     rows = {
         samples[0].id: {"correct": True, "text": task.explain(samples[0])},  # type: ignore[attr-defined]
         samples[1].id: {"correct": False, "text": "Step 1: guess.\nThe answer is 🀇."},
@@ -36,8 +45,15 @@ def _write_traces(path: Path, sample_size: int) -> dict[str, dict]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
         for sample_id, row in rows.items():
-            line = {"id": sample_id, "question": "...", "expected": "...", "extracted": None,
-                    "promptTokens": 10, "completionTokens": 20, **row}
+            line = {
+                "id": sample_id,
+                "question": "...",
+                "expected": "...",
+                "extracted": None,
+                "promptTokens": 10,
+                "completionTokens": 20,
+                **row,
+            }
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
         fh.write('{"id": "torn", "text": "cut off mid-wri')
     return rows
@@ -56,13 +72,32 @@ def test_load_reasoning_skips_failed_requests_and_torn_lines(tmp_path):
 def test_probe_runs_as_a_stage_process_on_teacher_evals_samples_with_their_reasoning(tmp_path):
     traces = tmp_path / "teacher-eval" / "t" / "traces.jsonl"
     _write_traces(traces, 6)
-    config = {"student": "tiny", "modelUri": str(tiny_model()), "task": TASK, "sampleSize": 6, "seed": 1,
-              "tracesPath": str(traces), "maxNewTokens": 8, "batchSize": 4, "outputDir": str(tmp_path)}
+    config = {
+        "student": "tiny",
+        "modelUri": str(tiny_model()),
+        "task": TASK,
+        "sampleSize": 6,
+        "seed": 1,
+        "tracesPath": str(traces),
+        "maxNewTokens": 8,
+        "batchSize": 4,
+        "outputDir": str(tmp_path),
+    }
     (tmp_path / "config.json").write_text(json.dumps(config))
     proc = subprocess.run(
-        [sys.executable, "-m", "stratos.workloads.student_probe", "--config", str(tmp_path / "config.json"),
-         "--result", str(tmp_path / "result.json")],
-        capture_output=True, text=True, env=subprocess_env(), timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "stratos.workloads.student_probe",
+            "--config",
+            str(tmp_path / "config.json"),
+            "--result",
+            str(tmp_path / "result.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((tmp_path / "result.json").read_text())
@@ -71,8 +106,14 @@ def test_probe_runs_as_a_stage_process_on_teacher_evals_samples_with_their_reaso
     assert result["accuracy"] == result["correct"] / 6
     assert result["tokensPerSecond"] > 0 and 6 <= result["generatedTokens"] <= 48
     answers = [json.loads(line) for line in Path(result["answersPath"]).read_text().splitlines()]
-    expected_ids = [s.id for s in probe_samples(TeacherEvalConfig(
-        teacher="t", baseURL="http://x", model="m", task=TASK, sampleSize=6, seed=1, outputDir="x"))[1]]
+    expected_ids = [
+        s.id
+        for s in probe_samples(
+            TeacherEvalConfig(
+                teacher="t", baseURL="http://x", model="m", task=TASK, sampleSize=6, seed=1, outputDir="x"
+            )
+        )[1]
+    ]
     assert [a["id"] for a in answers] == expected_ids
     assert [a["withReasoning"] for a in answers] == [True, True, False, True, False, False]
     assert "6 probe samples, 3 with the teacher's reasoning" in proc.stdout
@@ -89,9 +130,16 @@ def test_probe_prompts_carry_the_reasoning_without_its_answer(tmp_path, monkeypa
         return [Generation("The answer is 🀇.", 5) for _ in prompts], GenerationStats(len(prompts), 30, 1.0)
 
     monkeypatch.setattr("stratos.training.generation.generate", fake_generate)
-    config = StudentProbeConfig(student="tiny", modelUri=str(tiny_model()), task=TASK, sampleSize=6, seed=1,
-                                tracesPath=str(tmp_path / "traces.jsonl"), correctTracesOnly=True,
-                                outputDir=str(tmp_path))
+    config = StudentProbeConfig(
+        student="tiny",
+        modelUri=str(tiny_model()),
+        task=TASK,
+        sampleSize=6,
+        seed=1,
+        tracesPath=str(tmp_path / "traces.jsonl"),
+        correctTracesOnly=True,
+        outputDir=str(tmp_path),
+    )
     with one_thread():
         result = student_probe.probe(config)
     assert result["withReasoning"] == 2 and result["tokensPerSecond"] == 30.0
@@ -102,8 +150,14 @@ def test_probe_prompts_carry_the_reasoning_without_its_answer(tmp_path, monkeypa
 
 
 def test_probe_without_traces_measures_the_bare_student(tmp_path):
-    config = StudentProbeConfig(student="tiny", modelUri=str(tiny_model()), task=TASK, sampleSize=3,
-                                maxNewTokens=4, outputDir=str(tmp_path))
+    config = StudentProbeConfig(
+        student="tiny",
+        modelUri=str(tiny_model()),
+        task=TASK,
+        sampleSize=3,
+        maxNewTokens=4,
+        outputDir=str(tmp_path),
+    )
     with one_thread():
         result = student_probe.probe(config)
     assert result["samples"] == 3 and result["withReasoning"] == 0

@@ -134,8 +134,12 @@ def test_injection_on_mahjong_then_resume(tmp_path, monkeypatch):
     assert len(kept_real) == 15
 
     with FakeOpenAI(
-        samples=[*real, *candidates], model="weak", correct_ids=correct, reverse_correct=False,
-        require_key=KEY, delay=0.005,
+        samples=[*real, *candidates],
+        model="weak",
+        correct_ids=correct,
+        reverse_correct=False,
+        require_key=KEY,
+        delay=0.005,
     ) as fake:
         knobs = {"maxRealSamples": 20, "targetSamples": target, "attempts": 1, "temperature": 0.0}
         proc, result = run(tmp_path, fake, **knobs)
@@ -193,8 +197,11 @@ def test_injection_on_mahjong_then_resume(tmp_path, monkeypatch):
         state.write_text("".join(entries[:11]) + entries[11][:20])
         kept_ids = {json.loads(e)["id"] for e in entries[1:11] if json.loads(e)["kept"]}
         data = Path(result["datasetPath"])
-        data.write_text("".join(line + "\n" for line in data.read_text().splitlines()
-                                if json.loads(line)["id"] in kept_ids))
+        data.write_text(
+            "".join(
+                line + "\n" for line in data.read_text().splitlines() if json.loads(line)["id"] in kept_ids
+            )
+        )
         fake.reset()
         proc, third = run(tmp_path, fake, **knobs)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -297,10 +304,21 @@ def test_alignment_on_gsm8k_with_teacher_written_questions(tmp_path, monkeypatch
         ) as fake,
         FakeOpenAI(model="judge", require_key=VERIFIER_KEY, reply=hook.verifier) as judge,
     ):
-        verifier = {"name": "judge", "baseURL": judge.base_url, "model": "judge",
-                    "apiKeyEnv": "VERIFIER_API_KEY", "costPerMillionTokens": 10.0, "maxConcurrency": 2}
-        extra = {"strategy": "alignment", "task": GSM8K, "targetSamples": target, "attempts": 2,
-                 "verifierTeacher": verifier}
+        verifier = {
+            "name": "judge",
+            "baseURL": judge.base_url,
+            "model": "judge",
+            "apiKeyEnv": "VERIFIER_API_KEY",
+            "costPerMillionTokens": 10.0,
+            "maxConcurrency": 2,
+        }
+        extra = {
+            "strategy": "alignment",
+            "task": GSM8K,
+            "targetSamples": target,
+            "attempts": 2,
+            "verifierTeacher": verifier,
+        }
         proc, result = run(tmp_path, fake, **extra)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert VERIFIER_KEY not in proc.stdout + proc.stderr
@@ -354,8 +372,11 @@ def test_no_surviving_example_is_a_failure(tmp_path):
     with FakeOpenAI(samples=real, model="weak", correct_ids=(), reverse_correct=False) as fake:
         proc, result = run(tmp_path, fake, maxRealSamples=5, targetSamples=5, attempts=2, augment="none")
     assert proc.returncode == 1
-    assert result == {"ok": False, "error": "no example survived verification (answer mismatch 5)",
-                      "kind": "NoTrainingData"}
+    assert result == {
+        "ok": False,
+        "error": "no example survived verification (answer mismatch 5)",
+        "kind": "NoTrainingData",
+    }
     assert len(fake.chat_requests) == 10
 
 

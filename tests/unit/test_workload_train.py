@@ -46,14 +46,28 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_train(tmp_path: Path, toy: dict[str, Any], **over: Any) -> tuple[int, dict[str, Any]]:
-    config = _merge({
-        "algorithm": "sft-lora", "student": "tiny", "modelUri": str(tiny_model()),
-        "datasetPath": toy["dataset"], "outputDir": str(tmp_path / "out"), "task": toy["task"],
-        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}, "learningRate": 5e-3, "microBatchSize": 4,
-        "sequenceLength": 256, "gradientCheckpointing": False, "maxSteps": 3, "saveSteps": 100, "seed": 0,
-        "grpo": {"numGenerations": 4, "maxCompletionLength": 12},
-        "dpo": {"maxNewTokens": 12, "batchSize": 8}, "kd": {"maxNewTokens": 12},
-    }, over)
+    config = _merge(
+        {
+            "algorithm": "sft-lora",
+            "student": "tiny",
+            "modelUri": str(tiny_model()),
+            "datasetPath": toy["dataset"],
+            "outputDir": str(tmp_path / "out"),
+            "task": toy["task"],
+            "lora": {"rank": 4, "alpha": 8, "dropout": 0.0},
+            "learningRate": 5e-3,
+            "microBatchSize": 4,
+            "sequenceLength": 256,
+            "gradientCheckpointing": False,
+            "maxSteps": 3,
+            "saveSteps": 100,
+            "seed": 0,
+            "grpo": {"numGenerations": 4, "maxCompletionLength": 12},
+            "dpo": {"maxNewTokens": 12, "batchSize": 8},
+            "kd": {"maxNewTokens": 12},
+        },
+        over,
+    )
     cfg_path, result_path = tmp_path / "config.json", tmp_path / "result.json"
     cfg_path.write_text(json.dumps(config))
     code = train.main(["--config", str(cfg_path), "--result", str(result_path)])
@@ -68,8 +82,9 @@ def assert_adapter_generates(adapter: str, *, trained: bool = True) -> None:
     base = AutoModelForCausalLM.from_pretrained(meta["baseModelUri"])
     model = PeftModel.from_pretrained(base, adapter)
     tokenizer = AutoTokenizer.from_pretrained(adapter)
-    out, _ = generate(model, tokenizer, [[{"role": "user", "content": "What is the colour of the cat?"}]],
-                      max_new_tokens=6)
+    out, _ = generate(
+        model, tokenizer, [[{"role": "user", "content": "What is the colour of the cat?"}]], max_new_tokens=6
+    )
     assert out[0].new_tokens >= 1
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora_b, "no LoRA weights in the adapter"
@@ -127,8 +142,13 @@ def test_dpo_prefers_the_teacher_answer_over_the_students_own(tmp_path, toy):
 @pytest.mark.parametrize("divergence, on_policy", [("forward-kl", 0.0), ("reverse-kl", 1.0)])
 def test_white_box_kd_distils_a_same_vocabulary_teacher(tmp_path, toy, divergence, on_policy):
     teacher = tiny_model(seed=1, hidden_size=96)
-    code, result = run_train(tmp_path, toy, algorithm="white-box-kd", teacherModelUri=str(teacher),
-                             kd={"divergence": divergence, "onPolicyFraction": on_policy})
+    code, result = run_train(
+        tmp_path,
+        toy,
+        algorithm="white-box-kd",
+        teacherModelUri=str(teacher),
+        kd={"divergence": divergence, "onPolicyFraction": on_policy},
+    )
     assert code == 0 and result["algorithm"] == "white-box-kd" and result["steps"] == 3
     assert result["trainLoss"]["first"] > 0
     assert_adapter_generates(result["adapterPath"])
@@ -143,11 +163,14 @@ def test_white_box_kd_refuses_a_teacher_with_another_vocabulary(tmp_path, toy):
     assert not (tmp_path / "out" / "checkpoints").exists()  # refused before any training
 
 
-@pytest.mark.parametrize("over, message", [
-    ({"algorithm": "white-box-kd"}, "needs teacherModelUri"),
-    ({"algorithm": "grpo", "task": None}, "grpo needs task"),
-    ({"algorithm": "ppo"}, "algorithm"),
-])
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"algorithm": "white-box-kd"}, "needs teacherModelUri"),
+        ({"algorithm": "grpo", "task": None}, "grpo needs task"),
+        ({"algorithm": "ppo"}, "algorithm"),
+    ],
+)
 def test_incomplete_configs_are_refused(tmp_path, toy, over, message):
     code, result = run_train(tmp_path, toy, **over)
     assert code == 1 and result["kind"] == "ConfigError" and message in result["error"]

@@ -39,17 +39,36 @@ def _stage(main: Any, tmp_path: Path, name: str, config: dict[str, Any]) -> dict
 def _train_config(tmp_path: Path, **over: Any) -> dict[str, Any]:
     task = write_toy_task(tmp_path / "toy")
     return {
-        "algorithm": "sft-lora", "modelUri": str(tiny_model()), "task": task,
-        "datasetPath": str(write_sft_dataset(tmp_path / "toy", task)), "outputDir": str(tmp_path / "sft"),
-        "lora": {"rank": 8, "alpha": 16, "dropout": 0.0}, "learningRate": 1e-2, "microBatchSize": 8,
-        "sequenceLength": 256, "gradientCheckpointing": False, "saveSteps": 1000, "seed": 0, **over,
+        "algorithm": "sft-lora",
+        "modelUri": str(tiny_model()),
+        "task": task,
+        "datasetPath": str(write_sft_dataset(tmp_path / "toy", task)),
+        "outputDir": str(tmp_path / "sft"),
+        "lora": {"rank": 8, "alpha": 16, "dropout": 0.0},
+        "learningRate": 1e-2,
+        "microBatchSize": 8,
+        "sequenceLength": 256,
+        "gradientCheckpointing": False,
+        "saveSteps": 1000,
+        "seed": 0,
+        **over,
     }
 
 
 def _evaluate(tmp_path: Path, task: dict[str, Any], **over: Any) -> dict[str, Any]:
-    return _stage(evaluate.main, tmp_path, "evaluate", {
-        "student": "tiny", "task": task, "maxNewTokens": 12, "batchSize": 8, "outputDir": str(tmp_path),
-        **over})
+    return _stage(
+        evaluate.main,
+        tmp_path,
+        "evaluate",
+        {
+            "student": "tiny",
+            "task": task,
+            "maxNewTokens": 12,
+            "batchSize": 8,
+            "outputDir": str(tmp_path),
+            **over,
+        },
+    )
 
 
 def test_lora_sft_lowers_the_loss_and_raises_accuracy(tmp_path):
@@ -68,9 +87,15 @@ def test_grpo_from_a_half_trained_student_earns_verifier_rewards_and_learns_from
     # A short SFT run leaves a student that is right on some facts and wrong on others: the spread of
     # rewards GRPO needs. Its merged weights are GRPO's base model.
     sft = _stage(train.main, tmp_path, "sft", _train_config(tmp_path, maxSteps=30, merge=True))
-    config = _train_config(tmp_path, algorithm="grpo", modelUri=sft["mergedPath"], maxSteps=16,
-                           learningRate=2e-3, outputDir=str(tmp_path / "grpo"),
-                           grpo={"numGenerations": 8, "maxCompletionLength": 12, "temperature": 0.3})
+    config = _train_config(
+        tmp_path,
+        algorithm="grpo",
+        modelUri=sft["mergedPath"],
+        maxSteps=16,
+        learningRate=2e-3,
+        outputDir=str(tmp_path / "grpo"),
+        grpo={"numGenerations": 8, "maxCompletionLength": 12, "temperature": 0.3},
+    )
     grpo = _stage(train.main, tmp_path, "grpo", config)
     assert grpo["reward"]["first"] > 0  # the verifier's reward reached the trainer
     adapter = Path(grpo["adapterPath"])

@@ -26,10 +26,18 @@ pytestmark = pytest.mark.slow
 def _config(tmp_path: Path, max_steps: int) -> Path:
     task = write_toy_task(tmp_path / "toy")
     config = {
-        "algorithm": "sft-lora", "modelUri": str(tiny_model()), "task": task,
-        "datasetPath": str(write_sft_dataset(tmp_path / "toy", task)), "outputDir": str(tmp_path / "out"),
-        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0}, "microBatchSize": 4, "sequenceLength": 256,
-        "gradientCheckpointing": False, "maxSteps": max_steps, "saveSteps": 100000, "seed": 0,
+        "algorithm": "sft-lora",
+        "modelUri": str(tiny_model()),
+        "task": task,
+        "datasetPath": str(write_sft_dataset(tmp_path / "toy", task)),
+        "outputDir": str(tmp_path / "out"),
+        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0},
+        "microBatchSize": 4,
+        "sequenceLength": 256,
+        "gradientCheckpointing": False,
+        "maxSteps": max_steps,
+        "saveSteps": 100000,
+        "seed": 0,
     }
     path = tmp_path / f"config-{max_steps}.json"
     path.write_text(json.dumps(config))
@@ -39,7 +47,10 @@ def _config(tmp_path: Path, max_steps: int) -> Path:
 def _run(config: Path, result: Path, *, stop_after_step: int | None = None) -> tuple[int, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "stratos.workloads.train", "--config", str(config), "--result", str(result)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=subprocess_env(),
     )
     assert proc.stdout is not None
     watchdog = threading.Timer(120, proc.kill)

@@ -39,7 +39,10 @@ def waiting_message(queue: str, workloads: Iterable[Mapping[str, Any]] | None) -
     """
     items = [w for w in workloads or [] if not (w.get("metadata") or {}).get("deletionTimestamp")]
     if workloads is None or not items:
-        return f"waiting for quota in queue {queue}: Kueue has not made a Workload for the Job yet"
+        return (
+            f"waiting for quota in queue {queue}: Kueue has not made a Workload for the Job yet "
+            "(is Kueue running, with its batch/job integration?)"
+        )
     conds = _conditions(items[-1])
     quota, admitted = conds.get("QuotaReserved"), conds.get("Admitted")
     evicted, preempted = conds.get("Evicted"), conds.get("Preempted")
