@@ -26,6 +26,7 @@ from stratos.controller.machine import ChildRejected
 from stratos.serving.manifests import desired_serving
 from support.controlplane import ControlPlane, rest, wait_for
 from support.djs import apply, get_dj
+from support.fake_openai import FakeOpenAI
 
 GATEWAY_API = (
     "sigs.k8s.io/gateway-api",
@@ -184,3 +185,22 @@ def check_serving_objects(
     assert names(api, namespace) == {
         k: [] for k in ("Ingress", "HorizontalPodAutoscaler", "HTTPRoute", "PodMonitor")
     }
+
+
+def test_the_endpoint_probe_reads_the_api_key_from_the_secret_on_the_api_server(
+    control_plane: ControlPlane, crd_installed: Path, namespace: str, api: Any
+) -> None:
+    key = "sk-serving-probe-5b7e21"
+    serving = {"apiKeySecretRef": {"name": "llm-key", "key": "token"}}
+    executor, _ = executor_for(control_plane, api, namespace, serving)
+    with FakeOpenAI(require_key=key, model="reach-tiny") as server:
+        missing = executor.probe_endpoint(server.base_url, "reach-tiny")
+        assert not missing.ok and missing.error == "Secret llm-key with the serving API key does not exist"
+        secret = {"metadata": {"name": "llm-key"}, "stringData": {"token": key}}
+        rest(api, "POST", f"/api/v1/namespaces/{namespace}/secrets", body=secret)
+        measured = executor.probe_endpoint(server.base_url, "reach-tiny")
+        assert measured.ok and measured.latency_ms is not None, measured
+        wrong = {"stringData": {"token": "sk-wrong-0000"}}
+        rest(api, "PATCH", f"/api/v1/namespaces/{namespace}/secrets/llm-key", body=wrong)
+        refused = executor.probe_endpoint(server.base_url, "reach-tiny")
+        assert not refused.ok and "401" in refused.error and "sk-wrong-0000" not in refused.error

@@ -43,7 +43,7 @@ NAMESPACED_PERMISSIONS = {
     *(("", "services", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
     *(("", "persistentvolumeclaims", v) for v in ("get", "list", "watch")),
 }
-# Kueue Workloads (read) and the optional serving objects; Secrets by name only (the serving API key).
+# Kueue Workloads (read) and the optional serving objects; no Secret unless rbac.servingApiKeySecrets.
 INTEGRATION_PERMISSIONS = {
     *(("kueue.x-k8s.io", "workloads", v) for v in ("get", "list")),
     *(
@@ -56,7 +56,6 @@ INTEGRATION_PERMISSIONS = {
         )
         for v in ("get", "create", "patch", "delete")
     ),
-    ("", "secrets", "get"),
 }
 CLUSTER_PERMISSIONS = {
     *(("", "nodes", v) for v in ("get", "list", "watch")),
@@ -350,10 +349,7 @@ def test_rbac_has_no_wildcards_and_no_secrets() -> None:
                 assert not rule.get("nonResourceURLs"), where
                 if rule.get("resourceNames"):  # only kopf's keep-alive into the release's peering object
                     assert rule["apiGroups"] == ["kopf.dev"] and rule["verbs"] == ["patch"], where
-                if "secrets" in rule["resources"]:  # only the serving API key, read by name
-                    assert role["metadata"]["name"].endswith("-integrations"), where
-                    assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], where
-                assert "serviceaccounts/token" not in rule["resources"], where
+                assert not {"secrets", "serviceaccounts/token"} & set(rule["resources"]), where
                 assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), where
 
 
@@ -644,3 +640,22 @@ def test_packaged_chart_carries_the_crd_schema_and_readme(tmp_path: Path) -> Non
         assert f"stratos/crds/{crd.name}" in names
     for crd in (REPO / "crds").glob("*.yaml"):
         assert f"stratos/files/crds/{crd.name}" in names
+
+
+def test_serving_api_key_secrets_are_readable_by_name_only_when_listed() -> None:
+    for values in ({}, {"watchedNamespaces": ["team-a"]}):
+        objects = render({**values, "rbac": {"servingApiKeySecrets": ["llm-key", "other-key"]}})
+        (role,) = [
+            r
+            for r in of_kind(objects, "ClusterRole") + of_kind(objects, "Role")
+            if r["metadata"]["name"].endswith("-integrations")
+        ]
+        secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+        assert secret_rules == [
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": ["llm-key", "other-key"],
+                "verbs": ["get"],
+            }
+        ]

@@ -409,21 +409,26 @@ class KubeExecutor:
                     raise
 
     def probe_endpoint(self, url: str, model: str) -> ProbeOutcome:
-        return probe(url, model, api_key=self._serving_api_key())
-
-    def _serving_api_key(self) -> str | None:
-        """The key of ``spec.serving.apiKeySecretRef``, read for the probe only and never stored."""
         ref = (((self.body.get("spec") or {}).get("serving") or {}).get("apiKeySecretRef")) or None
         if not ref:
-            return None
+            return probe(url, model)
+        name, key = str(ref["name"]), str(ref["key"])
         try:
-            secret = client.CoreV1Api(self.api).read_namespaced_secret(str(ref["name"]), self.namespace)
+            secret = client.CoreV1Api(self.api).read_namespaced_secret(name, self.namespace)
         except ApiException as err:
-            if err.status in (403, 404):  # missing, or not readable: the probe reports the server's 401
-                return None
+            if err.status == 403:
+                why = f"the operator may not read Secret {name}"
+                return ProbeOutcome(
+                    ok=False, error=f"{why} (list it in the chart's rbac.servingApiKeySecrets)"
+                )
+            if err.status == 404:
+                return ProbeOutcome(ok=False, error=f"Secret {name} with the serving API key does not exist")
             raise
-        value = (secret.data or {}).get(str(ref["key"]))
-        return base64.b64decode(value).decode() if value else None
+        value = (secret.data or {}).get(key)
+        if not value:
+            return ProbeOutcome(ok=False, error=f"Secret {name} has no key {key}")
+        # The key is used for the probe's requests only: never stored, logged or put in an error.
+        return probe(url, model, api_key=base64.b64decode(value).decode())
 
     def _create(self, manifest: dict[str, Any], kind: str) -> None:
         creators: dict[str, Callable[..., Any]] = {
