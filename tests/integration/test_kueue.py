@@ -109,7 +109,7 @@ def teacher_condition(api: Any, namespace: str, test: Callable[[str], bool], wha
         message = str(condition(get_dj(api, namespace, "queued"), "TeacherSelected").get("message", ""))
         return message if test(message) else None
 
-    found: str = wait_for(check, timeout=90, interval=0.3, what=what)
+    found: str = wait_for(check, timeout=240, interval=0.5, what=what)
     return found
 
 
@@ -161,7 +161,8 @@ def test_kueue_admits_and_preempts_stage_jobs_and_the_job_status_says_so(
     # A higher-priority Job needs the CPU: Kueue evicts ours, suspends its Job, and the status says so.
     kueue.apply(intruder(namespace, "team"))
     preempted = teacher_condition(api, namespace, lambda m: "preempted by Kueue" in m, "the preemption")
-    assert "waiting for quota in queue team" in preempted, preempted
+    assert preempted.endswith("); waiting for quota in queue team"), preempted
+    assert "due to prioritization in the ClusterQueue" in preempted, preempted
     assert stage_job(api, namespace)["spec"]["suspend"] is True
     dj = get_dj(api, namespace, "queued")
     assert dj["status"]["phase"] != "Failed", dj["status"]
@@ -172,5 +173,5 @@ def test_kueue_admits_and_preempts_stage_jobs_and_the_job_status_says_so(
         api, namespace, lambda m: "waiting for quota" not in m and "preempted" not in m, "readmission"
     )
     wait_for(
-        lambda: stage_job(api, namespace)["spec"]["suspend"] is False, timeout=60, what="unsuspended again"
+        lambda: stage_job(api, namespace)["spec"]["suspend"] is False, timeout=240, what="unsuspended again"
     )

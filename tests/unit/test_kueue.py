@@ -87,6 +87,20 @@ def test_preemption_is_surfaced_with_kueues_reason() -> None:
     assert msg.endswith(f"waiting for quota in queue team-a: {NO_QUOTA[3]}")
 
 
+def test_kueues_repeated_preemption_message_is_said_once() -> None:
+    why = (
+        "Preempted to accommodate a workload (UID: u2, JobUID: j2) due to prioritization in the ClusterQueue"
+    )
+    preempted = wl(
+        ("Evicted", "True", "Preempted", why),
+        ("Preempted", "True", "InClusterQueue", why),
+        ("QuotaReserved", "False", "Preempted", why),
+    )
+    assert (
+        kueue.waiting_message("q", [preempted]) == f"preempted by Kueue ({why}); waiting for quota in queue q"
+    )
+
+
 def test_other_evictions_give_their_reason() -> None:
     evicted = wl(("Evicted", "True", "PodsReadyTimeout", "Exceeded the PodsReady timeout"))
     msg = kueue.waiting_message("q", [evicted])

@@ -61,6 +61,8 @@ def waiting_message(queue: str, workloads: Iterable[Mapping[str, Any]] | None) -
         reason = str(evicted.get("reason") or "")
         was_preempted = preempted is not None and _true(preempted)
         why = _text(preempted) if preempted is not None and was_preempted else _text(evicted)
+        if detail == why:  # Kueue repeats the eviction message as the reason quota is not reserved
+            waiting = f"waiting for quota in queue {queue}"
         if reason == "Preempted" or was_preempted:
             return f"preempted by Kueue ({why}); {waiting}"
         return f"evicted by Kueue ({reason}: {why}); {waiting}"
