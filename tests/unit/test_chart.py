@@ -43,6 +43,20 @@ NAMESPACED_PERMISSIONS = {
     *(("", "services", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
     *(("", "persistentvolumeclaims", v) for v in ("get", "list", "watch")),
 }
+# Kueue Workloads (read) and the optional serving objects; no Secret unless rbac.servingApiKeySecrets.
+INTEGRATION_PERMISSIONS = {
+    *(("kueue.x-k8s.io", "workloads", v) for v in ("get", "list")),
+    *(
+        (group, resource, v)
+        for group, resource in (
+            ("networking.k8s.io", "ingresses"),
+            ("gateway.networking.k8s.io", "httproutes"),
+            ("autoscaling", "horizontalpodautoscalers"),
+            ("monitoring.coreos.com", "podmonitors"),
+        )
+        for v in ("get", "create", "patch", "delete")
+    ),
+}
 CLUSTER_PERMISSIONS = {
     *(("", "nodes", v) for v in ("get", "list", "watch")),
     # kopf's runtime observation of CRDs (and, in namespaced mode, of namespaces).
@@ -190,6 +204,8 @@ def test_defaults_render_the_expected_objects() -> None:
             "ClusterRole",
             "ClusterRole",  # the editor and viewer roles for users (rbac.userRoles)
             "ClusterRole",
+            "ClusterRole",  # the integrations role (Kueue Workloads, serving extras)
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "CustomResourceDefinition",
@@ -372,6 +388,7 @@ def test_all_namespaces_rbac_is_exactly_what_the_operator_needs() -> None:
     roles = {r["metadata"]["name"]: r for r in of_kind(objects, "ClusterRole")}
     assert permissions(roles[fullname]) == NAMESPACED_PERMISSIONS
     assert permissions(roles[f"{fullname}-cluster"]) == CLUSTER_PERMISSIONS
+    assert permissions(roles[f"{fullname}-integrations"]) == INTEGRATION_PERMISSIONS
     assert not of_kind(objects, "Role") and not of_kind(objects, "RoleBinding")
     service_account = one(objects, "ServiceAccount")["metadata"]
     for binding in of_kind(objects, "ClusterRoleBinding"):
@@ -383,11 +400,14 @@ def test_all_namespaces_rbac_is_exactly_what_the_operator_needs() -> None:
 
 def test_watched_namespaces_get_a_role_each_and_no_cluster_wide_namespaced_rights() -> None:
     objects = render(SCENARIOS["watched"])
-    roles = of_kind(objects, "Role")
+    integrations = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-integrations")]
+    assert sorted(r["metadata"]["namespace"] for r in integrations) == ["team-a", "team-b"]
+    assert all(permissions(r) == INTEGRATION_PERMISSIONS for r in integrations)
+    roles = [r for r in of_kind(objects, "Role") if r not in integrations]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
         assert permissions(role) == NAMESPACED_PERMISSIONS
-    bindings = of_kind(objects, "RoleBinding")
+    bindings = [b for b in of_kind(objects, "RoleBinding") if b["roleRef"]["name"] == RELEASE]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["roleRef"] == {
@@ -406,7 +426,7 @@ def test_watched_namespaces_get_a_role_each_and_no_cluster_wide_namespaced_right
 
 def test_duplicate_watched_namespaces_render_once() -> None:
     objects = render({"watchedNamespaces": ["team-a", "team-a"]})
-    assert len(of_kind(objects, "Role")) == 1
+    assert len(of_kind(objects, "Role")) == 2  # the operator's and the integrations' Role
     assert operator_container(objects)["args"] == ["--namespace=team-a"]
 
 
@@ -497,7 +517,7 @@ def test_peering_watched_namespaces_get_a_kopfpeering_each() -> None:
         ("KopfPeering", "team-a", RELEASE),
         ("KopfPeering", "team-b", RELEASE),
     ]
-    for role in of_kind(objects, "Role"):
+    for role in (r for r in of_kind(objects, "Role") if not r["metadata"]["name"].endswith("-integrations")):
         assert permissions(role) == NAMESPACED_PERMISSIONS | NAMESPACED_PEERING
         assert named_rules(role) == [("kopf.dev", "kopfpeerings", "patch", (RELEASE,))]
     (cluster_role,) = operator_cluster_roles(objects)
@@ -840,3 +860,22 @@ def test_editor_and_viewer_roles_aggregate_to_the_built_in_roles() -> None:
         for r in of_kind(render({"rbac": {"userRoles": False}}), "ClusterRole")
         if r["metadata"]["name"].endswith(USER_ROLE_SUFFIXES)
     ]
+
+
+def test_serving_api_key_secrets_are_readable_by_name_only_when_listed() -> None:
+    for values in ({}, {"watchedNamespaces": ["team-a"]}):
+        objects = render({**values, "rbac": {"servingApiKeySecrets": ["llm-key", "other-key"]}})
+        (role,) = [
+            r
+            for r in of_kind(objects, "ClusterRole") + of_kind(objects, "Role")
+            if r["metadata"]["name"].endswith("-integrations")
+        ]
+        secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+        assert secret_rules == [
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": ["llm-key", "other-key"],
+                "verbs": ["get"],
+            }
+        ]

@@ -11,7 +11,9 @@ from kubernetes.utils import parse_quantity
 from pydantic import Field, field_validator, model_validator
 
 from stratos.api.base import ApiModel, CelRule, cel_config, cel_schema
+from stratos.api.candidates import SecretKeyRef
 from stratos.api.durations import parse_duration
+from stratos.api.serving import AutoscalingSpec, HttpRouteSpec, IngressSpec
 from stratos.api.types import Duration, Quantity, ResourceName, StorageUri
 
 # ------------------------------------------------------------------------------------------ servers
@@ -159,10 +161,24 @@ def gpu_quantity(value: str | int | float) -> int | None:
     return int(amount) if amount == amount.to_integral_value() else None
 
 
+API_KEY_NEEDS_VLLM = CelRule(
+    rule="self.engine == 'vllm' || !has(self.apiKeySecretRef)",
+    message="apiKeySecretRef needs engine vllm: transformers serve has no API key option",
+    field_path=".apiKeySecretRef",
+    reason="FieldValueForbidden",
+)
+POD_MONITOR_NEEDS_VLLM = CelRule(
+    rule="self.engine == 'vllm' || !self.podMonitor",
+    message="podMonitor needs engine vllm: transformers serve has no /metrics",
+    field_path=".podMonitor",
+    reason="FieldValueForbidden",
+)
+
+
 class ServingSpec(ApiModel):
     """How the distilled model is served behind an OpenAI-compatible endpoint."""
 
-    model_config = cel_config(GPU_LIMIT_WHOLE, GPU_REQUEST_WHOLE)
+    model_config = cel_config(GPU_LIMIT_WHOLE, GPU_REQUEST_WHOLE, API_KEY_NEEDS_VLLM, POD_MONITOR_NEEDS_VLLM)
 
     enabled: bool = Field(True, description="Deploy the trained student after a successful evaluation.")
     engine: Literal["vllm", "transformers"] = Field(
@@ -182,6 +198,22 @@ class ServingSpec(ApiModel):
         description="Hours the served model is expected to run on the chosen node; with servers.rule joint "
         "its node cost counts in the expected total cost of each (node, student) pair.",
     )
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="Secret key holding the API key clients must send (Authorization: Bearer KEY); "
+        "vllm only (its VLLM_API_KEY). The operator's probe sends it too. Unset: no key is asked.",
+    )
+    ingress: IngressSpec | None = Field(None, description="Expose the endpoint through an Ingress.")
+    http_route: HttpRouteSpec | None = Field(
+        None, description="Expose the endpoint through a Gateway API HTTPRoute."
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        None, description="Scale the serving replicas with a HorizontalPodAutoscaler (replaces replicas)."
+    )
+    pod_monitor: bool = Field(
+        False,
+        description="Create a Prometheus Operator PodMonitor scraping the server's /metrics (vllm only).",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
@@ -191,6 +223,8 @@ class ServingSpec(ApiModel):
             if raw is not None:
                 count = gpu_quantity(raw)
                 rule.check(count is not None and count >= least, detail=f"got {raw!r}")
+        API_KEY_NEEDS_VLLM.check(self.engine == "vllm" or self.api_key_secret_ref is None)
+        POD_MONITOR_NEEDS_VLLM.check(self.engine == "vllm" or not self.pod_monitor)
         return self
 
 

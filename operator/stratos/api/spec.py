@@ -26,7 +26,7 @@ from stratos.api.placement import (
     StorageSpec,
     Toleration,
 )
-from stratos.api.types import DatasetUri, Duration
+from stratos.api.types import DNS_LABEL_PATTERN, DatasetUri, Duration
 
 __all__ = [
     "MAX_CANDIDATES",
@@ -346,6 +346,15 @@ class DistillationJobSpec(ApiModel):
     )
     retries: RetryPolicy = section(RetryPolicy, "Retries of failed stages.")
     suspend: bool = Field(False, description="Pause the job: no new stages start until it is false again.")
+    queue_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="Kueue LocalQueue (in the job's namespace) that admits the stage Jobs: each is created "
+        "suspended with the label kueue.x-k8s.io/queue-name and starts when Kueue admits it; the stage "
+        "condition says while it waits for quota and when it was preempted. Unset: Jobs start at once.",
+    )
 
     @field_validator("teachers")
     @classmethod

@@ -306,6 +306,14 @@ class EndpointStatus(StatusModel):
     tokens_per_second: float | None = Field(
         None, ge=0, description="Completion tokens per second measured by the same probe."
     )
+    external_url: str | None = Field(
+        None, description="Base URL of the API from outside the cluster (Ingress or HTTPRoute host)."
+    )
+    usage: str | None = Field(
+        None,
+        description="How to call the endpoint: the request, and where the API key is (a Secret "
+        "reference, never the key).",
+    )
 
 
 class CostStatus(StatusModel):

@@ -26,6 +26,8 @@ STORAGE_DIR = "/var/lib/stratos"
 TERMINATION_LOG = "/dev/termination-log"
 GPU_RESOURCE = "nvidia.com/gpu"
 RUN_AS_USER = 65532
+#: Kueue: the LocalQueue a workload is submitted to (sigs.k8s.io/kueue pkg/controller/constants).
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
 def stage_name(body: Mapping[str, Any], run: StageRun) -> str:
@@ -113,19 +115,26 @@ def stage_job(
     }
     if run.node:
         pod_spec.update(pin_to_node(spec, run.node))
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.retries.backoff_limit,
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    job_labels = dict(labels)
+    if spec.queue_name:
+        # Kueue admits the Job by unsuspending it (and may add its ResourceFlavor's node labels to the
+        # pod template first); created suspended, no pod exists before admission.
+        job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+        job_spec["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": name,
             "namespace": body["metadata"]["namespace"],
-            "labels": labels,
+            "labels": job_labels,
             "ownerReferences": [owner_reference(body)],
         },
-        "spec": {
-            "backoffLimit": spec.retries.backoff_limit,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-        },
+        "spec": job_spec,
     }
 
 

@@ -7,6 +7,8 @@ means the object is already there, which is what a restarted operator expects to
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -18,7 +20,9 @@ from kubernetes.client.exceptions import ApiException
 from stratos import GROUP
 from stratos.api.durations import format_duration
 from stratos.api.spec import DistillationJobSpec
+from stratos.controller import kueue
 from stratos.controller.children import (
+    KUEUE_QUEUE_LABEL,
     STORAGE_DIR,
     dataset_configmap_fields,
     stage_configmap,
@@ -35,8 +39,15 @@ from stratos.controller.machine import (
     StageRun,
 )
 from stratos.controller.naming import ChildKey, child_key, is_same_child, owner_uid
+from stratos.serving.manifests import (
+    EXTRA_APIS,
+    SPEC_HASH,
+    desired_serving,
+    service_name,
+    serving_name,
+    spec_hash,
+)
 from stratos.serving.manifests import STAGE as SERVE
-from stratos.serving.manifests import desired_serving, service_name, serving_name
 from stratos.serving.probe import probe_endpoint
 from stratos.serving.rollout import deployment_ready, serving_patch
 
@@ -51,6 +62,8 @@ STUCK_REASONS = {
     "RunContainerError",
     "CrashLoopBackOff",
 }
+#: Hash of the optional serving objects last synced, kept on the serving Deployment.
+EXTRAS_HASH = f"{GROUP}/extras-hash"
 # Job conditions that mean the Job has failed (FailureTarget comes first, while its pods terminate).
 FAILED_CONDITIONS = ("Failed", "FailureTarget")
 # Annotation on a stage Job that did not start within spec.retries.startTimeout: why (the Job is
@@ -67,6 +80,8 @@ def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
         "created": meta.get("creationTimestamp", ""),
         # Set by the operator when the run did not start in time (``start_deadline``): its verdict.
         "startFailure": (meta.get("annotations") or {}).get(START_FAILURE),
+        "queue": (meta.get("labels") or {}).get(KUEUE_QUEUE_LABEL),
+        "suspended": bool((body.get("spec") or {}).get("suspend")),
         "backoffLimit": (body.get("spec") or {}).get("backoffLimit"),
         "deleting": bool((body.get("metadata") or {}).get("deletionTimestamp")),
         "conditions": [
@@ -330,6 +345,11 @@ class KubeExecutor:
             return RunStatus(
                 "Pending", message=f"waiting for the previous Job {job.get('name')} to be deleted"
             )
+        queue = job.get("queue")
+        if queue and job.get("suspended") and not job.get("startFailure"):
+            # Kueue has not admitted it yet, or preempted it: its Workload says why.
+            message = kueue.waiting_message(str(queue), self._workloads(job.get("uid")))
+            return RunStatus("Pending", message=f"Job {job.get('name')}: {message}")
         pods = [p for p in self.pods.get(key, []) if p.get("jobUid") in (None, job.get("uid"))]
         if completed_without_result(job, pods):
             # The pod index has not caught up with the Job index (or the pod is gone): ask the API.
@@ -341,7 +361,10 @@ class KubeExecutor:
         if missing:
             state = RunStatus("Pending", message=f"{state.message}; {missing}")
         timeout = spec.retries.start_timeout_seconds
-        stuck = start_deadline(state, job, pods, datetime.now(UTC), timeout)
+        # A queued Job's wait before Kueue admitted it is Kueue's business, not a stuck start: its start
+        # is measured from its first pod.
+        queued_without_pod = bool(job.get("queue")) and not pods
+        stuck = state if queued_without_pod else start_deadline(state, job, pods, datetime.now(UTC), timeout)
         if stuck.state == "Failed":
             # Suspending the Job deletes its pod (so it cannot start later, for a job that has failed)
             # and keeps the verdict on the Job for every later tick and a restarted operator.
@@ -370,6 +393,24 @@ class KubeExecutor:
                     return f'ConfigMap "{name}" not found (spec.task.dataset.{field})'
                 raise
         return ""
+
+    def _workloads(self, job_uid: Any) -> list[dict[str, Any]] | None:
+        """Kueue's Workloads for the Job with this uid; None when they cannot be read."""
+        if not job_uid:
+            return None
+        try:
+            found = client.CustomObjectsApi(self.api).list_namespaced_custom_object(
+                kueue.GROUP,
+                kueue.VERSION,
+                self.namespace,
+                kueue.PLURAL,
+                label_selector=f"{kueue.JOB_UID_LABEL}={job_uid}",
+            )
+        except ApiException as err:
+            if err.status in (403, 404):  # Kueue not installed, or not readable by this operator
+                return None
+            raise
+        return list(dict(found).get("items") or [])  # type: ignore[call-overload]
 
     def cancel_runs(self) -> None:
         """Delete this job's unfinished stage Jobs (their pods go with them); finished ones stay.
@@ -413,16 +454,69 @@ class KubeExecutor:
         name = plan.deployment["metadata"]["name"]
         views = list(self.deployments.get((self.uid, SERVE, ""), []))
         live = views[-1] if views else None
+        # The optional objects (Ingress, HTTPRoute, HPA, PodMonitor) are synced only when the hash of
+        # all of them, kept on the Deployment, changes: no API calls for them on a steady tick.
+        extras_hash = spec_hash({"extras": list(plan.extras)})
+        live_annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+        if live_annotations.get(EXTRAS_HASH) != extras_hash:
+            self._sync_extras(plan.extras)
         if live is None:
             self._create(plan.service, "Service")
-            self._create(plan.deployment, "Deployment")
+            deployment = copy.deepcopy(plan.deployment)
+            deployment["metadata"]["annotations"][EXTRAS_HASH] = extras_hash
+            self._create(deployment, "Deployment")
         elif (patch := serving_patch(live, plan.deployment)) is not None:
+            patch["metadata"]["annotations"][EXTRAS_HASH] = extras_hash
             client.AppsV1Api(self.api).patch_namespaced_deployment(name, self.namespace, patch)
             return EndpointState("Pending", message="rolling out the new serving spec")
+        elif live_annotations.get(EXTRAS_HASH) != extras_hash:
+            annotations = {"metadata": {"annotations": {EXTRAS_HASH: extras_hash}}}
+            client.AppsV1Api(self.api).patch_namespaced_deployment(name, self.namespace, annotations)
         return endpoint_state(live, plan.url)
+
+    def _sync_extras(self, extras: Iterable[Mapping[str, Any]]) -> None:
+        """Create or update each optional serving object asked for; delete the kinds not asked for."""
+        wanted = {str(m["kind"]): dict(m) for m in extras}
+        objects = client.CustomObjectsApi(self.api)
+        name = serving_name(self.job_name, self.uid)
+        for kind, (group, version, plural) in EXTRA_APIS.items():
+            desired = wanted.get(kind)
+            if desired is None:
+                try:
+                    objects.delete_namespaced_custom_object(group, version, self.namespace, plural, name)
+                except ApiException as err:
+                    if err.status != 404:  # gone already, or the API is not installed
+                        raise
+                continue
+            live: Mapping[str, Any] | None
+            try:
+                live = dict(
+                    objects.get_namespaced_custom_object(group, version, self.namespace, plural, name)
+                )  # type: ignore[call-overload]
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+                live = None
+            try:
+                if live is None:
+                    objects.create_namespaced_custom_object(group, version, self.namespace, plural, desired)
+                elif (patch := extra_patch(live, desired)) is not None:
+                    objects.patch_namespaced_custom_object(
+                        group, version, self.namespace, plural, name, patch
+                    )
+            except ApiException as err:
+                if err.status == 404:  # the resource type itself is not served
+                    raise ChildRejected(
+                        kind, f"the cluster does not serve {plural}.{group}/{version}; install its CRDs"
+                    ) from err
+                if err.status in (400, 422):
+                    raise ChildRejected(kind, _api_message(err)) from err
+                if err.status != 409:
+                    raise
 
     def remove_endpoint(self) -> None:
         job, uid = self.job_name, self.uid
+        self._sync_extras(())
         for delete, name in (
             (client.AppsV1Api(self.api).delete_namespaced_deployment, serving_name(job, uid)),
             (client.CoreV1Api(self.api).delete_namespaced_service, service_name(job, uid)),
@@ -434,7 +528,26 @@ class KubeExecutor:
                     raise
 
     def probe_endpoint(self, url: str, model: str) -> ProbeOutcome:
-        return probe(url, model)
+        ref = (((self.body.get("spec") or {}).get("serving") or {}).get("apiKeySecretRef")) or None
+        if not ref:
+            return probe(url, model)
+        name, key = str(ref["name"]), str(ref["key"])
+        try:
+            secret = client.CoreV1Api(self.api).read_namespaced_secret(name, self.namespace)
+        except ApiException as err:
+            if err.status == 403:
+                why = f"the operator may not read Secret {name}"
+                return ProbeOutcome(
+                    ok=False, error=f"{why} (list it in the chart's rbac.servingApiKeySecrets)"
+                )
+            if err.status == 404:
+                return ProbeOutcome(ok=False, error=f"Secret {name} with the serving API key does not exist")
+            raise
+        value = (secret.data or {}).get(key)
+        if not value:
+            return ProbeOutcome(ok=False, error=f"Secret {name} has no key {key}")
+        # The key is used for the probe's requests only: never stored, logged or put in an error.
+        return probe(url, model, api_key=base64.b64decode(value).decode())
 
     def _create(self, manifest: dict[str, Any], kind: str) -> None:
         core, batch, apps = (
@@ -471,9 +584,23 @@ def _api_message(err: ApiException) -> str:
         return str(err.reason)
 
 
-def probe(url: str, model: str) -> ProbeOutcome:
+def extra_patch(live: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
+    """JSON merge patch taking an optional serving object to ``desired``; None when its hash matches.
+
+    Top-level spec keys the desired object lacks are nulled (a merge patch keeps what it does not name).
+    """
+    want = desired["metadata"]["annotations"][SPEC_HASH]
+    if ((live.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH) == want:
+        return None
+    spec: dict[str, Any] = {k: None for k in (live.get("spec") or {}) if k not in desired["spec"]}
+    spec.update(copy.deepcopy(dict(desired["spec"])))
+    metadata = {"labels": dict(desired["metadata"]["labels"]), "annotations": {SPEC_HASH: want}}
+    return {"metadata": metadata, "spec": spec}
+
+
+def probe(url: str, model: str, api_key: str | None = None) -> ProbeOutcome:
     """Latency and tokens/s of a ready endpoint, from a few short chat completions."""
-    result = probe_endpoint(url, model)
+    result = probe_endpoint(url, model, api_key=api_key)
     return ProbeOutcome(
         ok=result.ok,
         latency_ms=result.latency_ms_p50,

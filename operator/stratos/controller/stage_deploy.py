@@ -22,6 +22,7 @@ from stratos.controller.machine import (
 )
 from stratos.controller.stage_distill import current_student
 from stratos.controller.stages import Stage
+from stratos.serving.manifests import endpoint_usage, external_url
 
 
 def endpoint_request(ctx: Context) -> EndpointRequest:
@@ -47,6 +48,14 @@ def _ensure(ctx: Context) -> tuple[EndpointRequest, EndpointState] | None:
         return request, ctx.executor.ensure_endpoint(request, ctx.spec)
     except ValueError as err:  # the serving plan refuses what the spec asks for (engine, resources)
         raise SpecProblem(f"cannot serve {request.model_name} with spec.serving: {err}") from err
+
+
+def _how_to_call(ctx: Context, url: str, model: str) -> dict[str, str | None]:
+    namespace = str(ctx.body["metadata"].get("namespace") or "default")
+    return {
+        "external_url": external_url(ctx.spec),
+        "usage": endpoint_usage(ctx.spec, url, model, namespace),
+    }
 
 
 @step(Stage.DEPLOY)
@@ -76,6 +85,7 @@ def deploy_step(ctx: Context) -> Stage | None:
         ready=True,
         latency_ms=round(probe.latency_ms, 1) if probe.latency_ms is not None else None,
         tokens_per_second=round(probe.tokens_per_second, 1) if probe.tokens_per_second is not None else None,
+        **_how_to_call(ctx, state.url, request.model_name),
     ).to_api()
     measured = (
         f"{probe.latency_ms:.0f} ms, {probe.tokens_per_second:.1f} tokens/s"
@@ -100,9 +110,13 @@ def serving_step(ctx: Context) -> Stage | None:
     ensured = _ensure(ctx)
     if ensured is None:
         return None
-    _, state = ensured
+    request, state = ensured
     endpoint = ctx.status.setdefault("endpoint", {})
     endpoint["ready"] = state.state == "Ready"
+    if state.url:  # an Ingress, route or API key added while serving shows at once
+        how = _how_to_call(ctx, state.url, request.model_name)
+        endpoint.pop("externalUrl", None)
+        endpoint.update(EndpointStatus(**how).to_api())
     if state.state == "Ready":
         cond = c.get_condition(ctx.status.get("conditions"), c.READY) or {}
         # Keep the Deploy step's message (URL and probe figures), not that of an outage in between.

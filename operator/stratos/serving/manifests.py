@@ -69,6 +69,8 @@ class ServingPlan:
     service: dict[str, Any]
     url: str
     model: str
+    #: Optional objects asked for in spec.serving (Ingress, HTTPRoute, HPA, PodMonitor), by kind.
+    extras: tuple[dict[str, Any], ...] = ()
 
     def objects(self) -> tuple[dict[str, Any], dict[str, Any]]:
         return self.deployment, self.service
@@ -169,7 +171,7 @@ def serving_deployment(
     job, namespace, uid = body["metadata"]["name"], body["metadata"]["namespace"], owner_uid(body)
     serving = spec.serving
     labels = child_labels(job, uid, STAGE)
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": "HOME", "value": "/tmp"},
         {"name": "XDG_CACHE_HOME", "value": CACHE_DIR},
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
@@ -209,6 +211,13 @@ def serving_deployment(
             tensor_parallel=count,
         )
         container |= {"command": ["vllm", "serve"], "args": args}
+        if serving.api_key_secret_ref is not None:
+            # vLLM reads the key from VLLM_API_KEY (like --api-key) and then requires it on /v1/*;
+            # /health and /metrics stay open for the kubelet's probes and Prometheus.
+            ref = serving.api_key_secret_ref
+            env.append(
+                {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+            )
         env += [
             {"name": "VLLM_CACHE_ROOT", "value": f"{CACHE_DIR}/vllm"},
             {"name": "TRITON_CACHE_DIR", "value": f"{CACHE_DIR}/triton"},
@@ -263,7 +272,7 @@ def serving_deployment(
         pod_spec.update(pin_to_node(spec, node))
     # GPUs on the node are usually all taken by the old pod: surging a new one would leave it Pending.
     surge = {"maxSurge": 0, "maxUnavailable": 1} if count else {"maxSurge": 1, "maxUnavailable": 0}
-    deployment_spec = {
+    deployment_spec: dict[str, Any] = {
         "replicas": serving.replicas,
         "revisionHistoryLimit": 2,
         # Longer than the startup probe's budget: a slow model load is progress, not a stuck rollout.
@@ -272,6 +281,10 @@ def serving_deployment(
         "strategy": {"type": "RollingUpdate", "rollingUpdate": surge},
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
+    if serving.autoscaling is not None:
+        # The HorizontalPodAutoscaler owns the count: leaving replicas out of the spec (and of every
+        # patch) keeps the operator from resetting what the autoscaler chose.
+        del deployment_spec["replicas"]
     return _object("apps/v1", "Deployment", serving_name(job, uid), namespace, labels, body, deployment_spec)
 
 
@@ -322,7 +335,8 @@ def desired_serving(
     )
     job, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     url = endpoint_url(job, owner_uid(body), namespace)
-    return ServingPlan(deployment, serving_service(body), url, model_name)
+    extras = tuple(m for m in (build(body, spec) for build in EXTRAS.values()) if m is not None)
+    return ServingPlan(deployment, serving_service(body), url, model_name, extras)
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
@@ -365,3 +379,147 @@ def _storage_sub_path(spec: DistillationJobSpec, path: str) -> dict[str, str]:
     base = storage.pvc.sub_path if storage is not None and storage.pvc is not None else ""
     joined = posixpath.join(base, rel) if base and rel else base or rel
     return {"subPath": joined} if joined else {}
+
+
+# ---------------------------------------------------------------------------- optional objects
+
+
+def serving_ingress(body: Mapping[str, Any], spec: DistillationJobSpec) -> dict[str, Any] | None:
+    """Ingress routing every path of ``spec.serving.ingress.host`` to the serving Service."""
+    ingress = spec.serving.ingress
+    if ingress is None:
+        return None
+    job, namespace, uid = body["metadata"]["name"], body["metadata"]["namespace"], owner_uid(body)
+    backend: dict[str, Any] = {"service": {"name": service_name(job, uid), "port": {"name": "http"}}}
+    rule = {
+        "host": ingress.host,
+        "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]},
+    }
+    ingress_spec: dict[str, Any] = {"rules": [rule]}
+    if ingress.class_name:
+        ingress_spec["ingressClassName"] = ingress.class_name
+    if ingress.tls_secret_name:
+        ingress_spec["tls"] = [{"hosts": [ingress.host], "secretName": ingress.tls_secret_name}]
+    labels = child_labels(job, uid, STAGE)
+    return _object(
+        "networking.k8s.io/v1", "Ingress", serving_name(job, uid), namespace, labels, body, ingress_spec
+    )
+
+
+def serving_http_route(body: Mapping[str, Any], spec: DistillationJobSpec) -> dict[str, Any] | None:
+    """Gateway API HTTPRoute from the named Gateways to the serving Service."""
+    route = spec.serving.http_route
+    if route is None:
+        return None
+    job, namespace, uid = body["metadata"]["name"], body["metadata"]["namespace"], owner_uid(body)
+    parents = [
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", **p.to_api()} for p in route.parent_refs
+    ]
+    route_spec: dict[str, Any] = {
+        "parentRefs": parents,
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"name": service_name(job, uid), "port": SERVING_PORT}],
+            }
+        ],
+    }
+    if route.hostnames:
+        route_spec["hostnames"] = list(route.hostnames)
+    labels = child_labels(job, uid, STAGE)
+    return _object(
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        serving_name(job, uid),
+        namespace,
+        labels,
+        body,
+        route_spec,
+    )
+
+
+def serving_autoscaler(body: Mapping[str, Any], spec: DistillationJobSpec) -> dict[str, Any] | None:
+    """autoscaling/v2 HorizontalPodAutoscaler of the serving Deployment on CPU utilisation."""
+    scaling = spec.serving.autoscaling
+    if scaling is None:
+        return None
+    job, namespace, uid = body["metadata"]["name"], body["metadata"]["namespace"], owner_uid(body)
+    hpa_spec = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": serving_name(job, uid)},
+        "minReplicas": scaling.min_replicas,
+        "maxReplicas": scaling.max_replicas,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": scaling.target_cpu_utilization},
+                },
+            }
+        ],
+    }
+    labels = child_labels(job, uid, STAGE)
+    return _object(
+        "autoscaling/v2", "HorizontalPodAutoscaler", serving_name(job, uid), namespace, labels, body, hpa_spec
+    )
+
+
+def serving_pod_monitor(body: Mapping[str, Any], spec: DistillationJobSpec) -> dict[str, Any] | None:
+    """Prometheus Operator PodMonitor scraping vLLM's ``/metrics`` on the serving port."""
+    if not spec.serving.pod_monitor:
+        return None
+    job, namespace, uid = body["metadata"]["name"], body["metadata"]["namespace"], owner_uid(body)
+    labels = child_labels(job, uid, STAGE)
+    monitor_spec = {
+        "selector": {"matchLabels": dict(labels)},
+        "podMetricsEndpoints": [{"port": "http", "path": METRICS_PATH, "interval": "30s"}],
+    }
+    return _object(
+        "monitoring.coreos.com/v1",
+        "PodMonitor",
+        serving_name(job, uid),
+        namespace,
+        labels,
+        body,
+        monitor_spec,
+    )
+
+
+METRICS_PATH = "/metrics"
+#: The optional serving objects by kind, each built from the spec (None: not asked for). Their API
+#: path parts (group, version, plural) are in ``EXTRA_APIS``.
+EXTRAS = {
+    "Ingress": serving_ingress,
+    "HTTPRoute": serving_http_route,
+    "HorizontalPodAutoscaler": serving_autoscaler,
+    "PodMonitor": serving_pod_monitor,
+}
+EXTRA_APIS = {
+    "Ingress": ("networking.k8s.io", "v1", "ingresses"),
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),
+    "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
+    "PodMonitor": ("monitoring.coreos.com", "v1", "podmonitors"),
+}
+
+
+def external_url(spec: DistillationJobSpec) -> str | None:
+    """Base URL of the API outside the cluster: the Ingress host, else the HTTPRoute's first hostname."""
+    serving = spec.serving
+    if serving.ingress is not None:
+        scheme = "https" if serving.ingress.tls_secret_name else "http"
+        return f"{scheme}://{serving.ingress.host}/v1"
+    if serving.http_route is not None and serving.http_route.hostnames:
+        return f"http://{serving.http_route.hostnames[0]}/v1"
+    return None
+
+
+def endpoint_usage(spec: DistillationJobSpec, url: str, model: str, namespace: str) -> str:
+    """How to call the endpoint, for ``status.endpoint.usage``: never the key, only where it is."""
+    base = external_url(spec) or url
+    text = f'POST {base}/chat/completions with "model": "{model}" (OpenAI chat completions API)'
+    ref = spec.serving.api_key_secret_ref
+    if ref is not None:
+        text += f"; header Authorization: Bearer <key {ref.key} of Secret {namespace}/{ref.name}>"
+    else:
+        text += "; no API key"
+    return text
