@@ -163,6 +163,7 @@ def test_distillation_quality_statistics_by_hand() -> None:
 
 def test_distillation_quality_data_is_verified_and_held_out() -> None:
     from benchmarks import distillation_quality as dq
+
     from stratos.tasks import build_task
     from stratos.tasks.mahjong_solver import winning_tiles
     from stratos.tasks.mahjong_tiles import canonical_answer
