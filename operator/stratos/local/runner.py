@@ -239,7 +239,7 @@ def ask_endpoint(job: dict[str, Any], status: dict[str, Any], console: Console) 
         reply = client.chat.completions.create(
             model=endpoint["model"],
             messages=task.messages(sample),  # type: ignore[arg-type]
-            max_tokens=256,
+            max_tokens=512,
         )
     except Exception as err:  # the summary still shows what the probe measured
         console.print(f"[red]the endpoint did not answer: {err}[/]")
