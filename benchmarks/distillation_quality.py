@@ -8,7 +8,8 @@ project's own parts and a student small enough for a CPU, and reports what it ge
 Arms (every trained arm gets the same compute: the same number of training tokens, prompt and
 completion, so an arm whose rows are longer sees fewer of them):
 
-- ``zero-shot``: the untrained student;
+- ``zero-shot``: the untrained student (it decodes at most 64 tokens: a random model writes no end-of-turn
+  token and would always fill the trained arms' 512);
 - ``original``: the real training hands (4,260 by default, the size of the paper's dataset) with
   ``+rationale`` the teacher's reverse reasoning before the answer line, without it the answer line only;
 - ``curated``: the original plus N synthetic hands (``stratos.tasks.mahjong.MahjongTask.mutate``: one
@@ -71,7 +72,7 @@ class Settings:
     synthetic: int = 4000
     test: int = 1000
     #: Training tokens per trained arm (prompt and completion, before padding): equal compute.
-    tokens: int = 1_600_000
+    tokens: int = 400_000
     hidden: int = 128
     layers: int = 4
     intermediate: int = 384
@@ -79,7 +80,9 @@ class Settings:
     micro_batch: int = 32
     learning_rate: float = 3e-3
     max_new_tokens: int = 512
-    eval_batch: int = 64
+    #: The untrained student writes no end-of-turn token: it would always fill max_new_tokens.
+    zero_shot_new_tokens: int = 64
+    eval_batch: int = 250
     workers: int = 2
     threads: int = 1
     arms: tuple[str, ...] = ARMS
@@ -96,7 +99,7 @@ class Settings:
         )
 
 
-TINY = Settings(seeds=2, real=64, synthetic=64, test=48, tokens=40_000, max_new_tokens=400, workers=2)
+TINY = Settings(seeds=2, real=32, synthetic=32, test=16, tokens=20_000, max_new_tokens=400, eval_batch=16)
 
 
 @dataclass
@@ -236,7 +239,7 @@ def run_arm(s: Settings, arm: str, seed: int, root: str) -> ArmResult:
                 "modelUri": str(model_dir),
                 "adapterPath": adapter,
                 "task": spec,
-                "maxNewTokens": s.max_new_tokens,
+                "maxNewTokens": s.zero_shot_new_tokens if arm == "zero-shot" else s.max_new_tokens,
                 "batchSize": s.eval_batch,
                 "outputDir": str(work),
             }
