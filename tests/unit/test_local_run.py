@@ -8,14 +8,15 @@ their current directory) must still find. The run is the real pipeline (programm
 task-fitted students, every stage as a local process, `transformers serve`); its status and printed
 summary are checked, and a second `make run` resumes without redoing a stage.
 
-Two things differ from a user's machine, neither in the code path:
+Three things differ from a user's machine, none in the code path:
 - the copy's `.venv` reuses this interpreter's virtualenv (symlinks to its entries, plus the install
   stamp the Makefile expects), so `make run` does not reinstall, and does not touch that virtualenv;
   `PYTHONPATH` points at the copy's sources so the copy's code is what runs;
-- the copy's example is reduced in size (task sizes, samples, epochs; the teacher on another port), and
-  since so small a run cannot teach the student enough to meet the example's accuracy threshold, the
-  reduced copy sets `minAccuracy: 0` and names the strategy (`injection`) that the full example's
-  `strategy: auto` picks. The full-size example's accuracy is what the README reports.
+- the copy's example is reduced in size (task sizes, samples, epochs; the teacher on another port) and
+  pinned to `minAccuracy: 0` with `strategy: injection` (what the example itself says today), since so
+  small a run cannot teach the student to meet a real threshold;
+- one torch thread per process (`OMP_NUM_THREADS=1`): on two shared cores torch's default of a thread
+  per core spins and slows tiny models by an order of magnitude.
 """
 
 from __future__ import annotations
