@@ -215,7 +215,7 @@ def run(
     opts = RunOptions(
         job=body,
         nodes=load_inventory(nodes),
-        workdir=workdir or Path(".stratos") / body["metadata"]["name"],
+        workdir=(workdir or Path(".stratos") / body["metadata"]["name"]).resolve(),
         programmatic_teacher=programmatic_teacher,
         teacher_accuracy=teacher_accuracy,
         tiny_students=tiny_students,

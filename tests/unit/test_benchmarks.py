@@ -175,3 +175,39 @@ def test_operator_scale_audit_parsing() -> None:
     assert latencies["measured"] == 1 and latencies["missing"] == ["y"]
     assert latencies["podCompletedToNextJob"]["median"] == 1.5
     assert latencies["jobCompleteToNextJob"]["median"] == 0.5
+
+
+def test_distillation_quality_statistics_by_hand() -> None:
+    from benchmarks import distillation_quality as dq
+
+    low, high = dq.wilson(10, 100)
+    assert low == pytest.approx(0.0552, abs=1e-3) and high == pytest.approx(0.1744, abs=1e-3)
+    always, never = [True] * 50, [False] * 50
+    results = [
+        dq.ArmResult("original", seed, never[:40] + always[:10], rows=100, steps=5) for seed in (0, 1, 2)
+    ] + [dq.ArmResult("curated", seed, never[:30] + always[:20], rows=200, steps=5) for seed in (0, 1, 2)]
+    summary = dq.summarise(results, teacher=[True] + [False] * 9)
+    assert summary["arms"]["original"]["accuracy"] == pytest.approx(0.2)
+    assert summary["arms"]["curated"]["accuracy"] == pytest.approx(0.4)
+    diff = summary["differences"]["curated - original"]
+    # Paired by hand: curated is right on hands 30-39 as well, everywhere else the same.
+    assert diff["difference"] == pytest.approx(0.2) and 0.0 < diff["ci95"][0] <= 0.2 <= diff["ci95"][1]
+    assert summary["teacher"]["accuracy"] == pytest.approx(0.1) and summary["teacher"]["samples"] == 10
+
+
+def test_distillation_quality_data_is_verified_and_held_out() -> None:
+    from benchmarks import distillation_quality as dq
+
+    from stratos.tasks import build_task
+    from stratos.tasks.mahjong_solver import winning_tiles
+    from stratos.tasks.mahjong_tiles import canonical_answer
+
+    s = dq.TINY
+    task = build_task(dq.task_spec(s))
+    synthetic = dq.synthetic_hands(task, 20, seed=1)
+    assert synthetic == dq.synthetic_hands(task, 20, seed=1)  # reproducible per seed
+    assert all(canonical_answer(winning_tiles(h.meta["tiles"])) == h.answer for h in synthetic)
+    assert not {tuple(sorted(h.meta["tiles"])) for h in synthetic} & task.test_keys()
+    sample = task.load("train")[0]
+    text = dq.rationale(sample, task)  # the programmatic teacher's reverse reasoning
+    assert text.startswith("Step 1") and text.rstrip(".").endswith(sample.answer)

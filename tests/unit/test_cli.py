@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def test_validate_accepts_the_examples_and_names_the_field_of_a_bad_one(tmp_path
     assert runner.invoke(app, ["validate", str(EXAMPLES / "mahjong-injection.yaml")]).exit_code == 0
     bad = tmp_path / "bad.yaml"
     text = (EXAMPLES / "mahjong-local.yaml").read_text()
-    bad.write_text(text.replace("minAccuracy: 0.0", "minAccuracy: 2"))
+    bad.write_text(re.sub(r"minAccuracy: [0-9.]+", "minAccuracy: 2", text))
     result = runner.invoke(app, ["validate", str(bad)])
     assert result.exit_code == 1 and "spec.requirements.minAccuracy" in result.output
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from openai import OpenAI
 
@@ -42,6 +43,18 @@ def test_a_stage_runs_once_and_a_second_runner_finds_its_result(tmp_path: Path) 
     assert (folder / "stage.log").exists()
     again = executor(tmp_path)  # a new `stratos run` of the same job: resumes, does not rerun
     assert again.ensure(run, SPEC).state == "Succeeded" and not again.running
+
+
+def test_a_relative_workdir_is_made_absolute_for_the_stage(tmp_path: Path, monkeypatch: Any) -> None:
+    """`stratos run` from a project directory with the default `.stratos/<job>`: the stage program runs
+    with the workdir as its current directory, so the config and result paths it gets must be absolute."""
+    monkeypatch.chdir(tmp_path)
+    local = executor(Path(".stratos") / "dj1")
+    assert local.workdir == tmp_path / ".stratos" / "dj1" and local.storage_root == str(local.workdir)
+    status = wait(local, StageRun("echo", "support.echo_stage", {"x": 2}, candidate="r"))
+    assert status.state == "Succeeded", status.message
+    log = (tmp_path / ".stratos" / "dj1" / "runs" / "dj1-echo-r" / "stage.log").read_text()
+    assert "No such file" not in log
 
 
 def test_a_failing_stage_is_retried_then_reported(tmp_path: Path) -> None:

@@ -179,3 +179,17 @@ def test_joint_rule_status_stays_small_at_5000_nodes() -> None:
     size = len(json.dumps(out.status))
     assert size < 64 * 1024, size
     assert out.status["server"]["candidates"] == 5000
+
+
+def test_under_injection_the_probe_ranks_but_only_the_trained_result_must_meet_a() -> None:
+    """A teacher below A means injection: students that score under A on the probe (as any student that
+    lacks the knowledge does) stay candidates, ranked by M; the same probes under alignment fail."""
+    weak = {name: RunStatus("Succeeded", result={"ok": True, "accuracy": 0.1}) for name in PROBES}
+    nodes = [node("gpu-4090", "NVIDIA-GeForce-RTX-4090", 0.35, 20)]
+    executor = ScriptedExecutor({**probe_states(t1=ok(0.3)), **weak})
+    out = reconcile(table2_job(), nodes=nodes, executor=executor, now=NOW)
+    assert out.status["strategy"]["selected"] == "injection"
+    student = out.status["student"]
+    assert student["selected"] is not None and len(student["ranking"]) == 3  # the 8B does not fit
+    assert not any("below threshold" in c["verdict"] for c in student["candidates"])
+    assert out.status["stage"] == "Synthesize"

@@ -90,3 +90,29 @@ def test_command_line_builds_a_model(tmp_path, capsys):
     assert main([str(tmp_path / "cli"), "--seed", "2", "--hidden-size", "32"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "cli")
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["hidden_size"] == 32
+
+
+def test_mahjong_fitted_tokenizer_has_a_token_per_tile_and_phrase_and_round_trips(tmp_path):
+    from stratos.tasks.mahjong_tiles import GLYPHS
+    from stratos.training.tiny import TinySpec, mahjong_phrases
+
+    path = build_tiny_model(tmp_path / "fitted", TinySpec(tokenizer="mahjong", vocab_size=336))
+    model, tokenizer, _ = load_for_inference(str(path))  # the same loader as any checkpoint
+    assert len(tokenizer) == 336 and model.config.vocab_size == 336
+    ids = {g: tokenizer(g, add_special_tokens=False)["input_ids"] for g in GLYPHS}
+    assert all(len(v) == 1 for v in ids.values()) and len({v[0] for v in ids.values()}) == 34
+    for phrase in mahjong_phrases():
+        assert len(tokenizer(phrase, add_special_tokens=False)["input_ids"]) == 1, phrase
+    task = MahjongTask(seed=3, train_size=40, test_size=1)
+    for sample in task.load("train"):
+        target = {"role": "assistant", "content": task.completion(sample, task.explain(sample))}
+        full = [*task.messages(sample), target]
+        for text in (tokenizer.apply_chat_template(full, tokenize=False), "arbitrary text, 🀄️ ünïcode"):
+            assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+    # The whole question (system prompt, hand, request) is a few dozen tokens; the bare answer a handful.
+    sample = task.load("train")[0]
+    prompt = tokenizer.apply_chat_template(task.messages(sample), add_generation_prompt=True, tokenize=False)
+    assert len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) <= 64
+    assert len(tokenizer(task.completion(sample), add_special_tokens=False)["input_ids"]) <= 2 + 2 * 9
+    with pytest.raises(ValueError, match="no room"):
+        build_tiny_model(tmp_path / "small", TinySpec(tokenizer="mahjong", vocab_size=200))

@@ -116,7 +116,7 @@ def select_student_step(ctx: Context) -> Stage | None:
     started = perf_counter()
     choice = select_student(
         assessments,
-        min_accuracy=spec.requirements.min_accuracy,
+        min_accuracy=probe_threshold(ctx),
         max_training_hours=parse_duration(spec.requirements.max_training_time) / 3600,
         min_tokens_per_second=spec.requirements.min_tokens_per_second,
         weights=spec.requirements.weights,
@@ -142,6 +142,20 @@ def select_student_step(ctx: Context) -> Stage | None:
     winner = next(v for v in choice.candidates if v.name == choice.selected)
     ctx.estimate_cost(training_usd=winner.training_time_hours * float(server["hourlyCost"]))
     return Stage.SYNTHESIZE
+
+
+def probe_threshold(ctx: Context) -> float:
+    """The probe accuracy a student needs to stay a candidate.
+
+    Under knowledge alignment, A (``minAccuracy``), as in the paper. Under knowledge injection the
+    chosen teacher itself misses A, and the student is there to be taught what neither knows: a probe
+    (the student answering with the teacher's reasoning in its prompt) cannot be expected to meet A
+    before training, so it only ranks the students (its accuracy is ``a`` in M) and A gates the trained
+    result (decision 5, with the next-student fallback).
+    """
+    if (ctx.status.get("strategy") or {}).get("selected") == "injection":
+        return 0.0
+    return ctx.spec.requirements.min_accuracy
 
 
 def _ok(run: RunStatus) -> bool:

@@ -41,6 +41,12 @@ class LocalExecutor:
     running: dict[str, LocalRun] = field(default_factory=dict)
     server: LocalServer | None = None
 
+    def __post_init__(self) -> None:
+        # Stage programs run with the workdir as their current directory, and every path they are given
+        # (config, result, storage root, dataset and model paths under it) must mean the same file there
+        # as here: so the workdir is absolute, whatever directory the caller ran from.
+        self.workdir = Path(self.workdir).resolve()
+
     @property
     def storage_root(self) -> str:
         return str(self.workdir)

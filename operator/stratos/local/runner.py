@@ -69,9 +69,16 @@ def programmatic_teachers(job: dict[str, Any], accuracy: float, console: Console
 
 
 def build_tiny_students(job: dict[str, Any], workdir: Path, console: Console) -> None:
-    """Random-initialised tiny models for students whose storage path does not exist yet."""
+    """Random-initialised tiny models for students whose storage path does not exist yet.
+
+    For the Mahjong task the tokenizer is fitted to the task (a token per tile and per fixed phrase,
+    ``stratos.training.tiny.mahjong_tokenizer``); for other tasks it is a byte-level BPE trained on the
+    built-in tasks' text. Either way the model is written as an ordinary checkpoint that the stage
+    programs load like any other.
+    """
     from stratos.training.tiny import TinySpec, build_tiny_model
 
+    fitted = (job["spec"].get("task") or {}).get("builtin") == "mahjong"
     for student in job["spec"].get("students", []):
         uri, model = student["model"]["uri"], student["model"]
         if not uri.startswith("/"):
@@ -85,12 +92,35 @@ def build_tiny_students(job: dict[str, Any], workdir: Path, console: Console) ->
             heads=int(model.get("numAttentionHeads") or 4),
             kv_heads=int(model.get("numKeyValueHeads") or 2),
             intermediate_size=int(model.get("intermediateSize") or 2 * int(model.get("hiddenSize") or 64)),
-            vocab_size=int(model.get("vocabSize") or 1024),
+            vocab_size=int(model.get("vocabSize") or (336 if fitted else 1024)),
+            tokenizer="mahjong" if fitted else "bpe",
         )
         build_tiny_model(path, spec)
+        params = _parameters(path)
+        tokenizer = "a tokenizer fitted to the Mahjong task" if fitted else "a tokenizer trained on the spot"
         console.print(
-            f"[yellow]student {student['name']}: a tiny RANDOM-INITIALISED model built at {path}[/]"
+            f"[yellow]student {student['name']}: a tiny RANDOM-INITIALISED model ({params:,} parameters, "
+            f"{tokenizer}) built at {path}[/]"
         )
+
+
+def _parameters(path: Path) -> int:
+    """Parameter count of a saved checkpoint, from its safetensors header (no weights loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in path.glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                total += _numel(f.get_slice(name).get_shape())
+    return total
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def _render_events(console: Console, events: list[Event]) -> None:
@@ -147,6 +177,7 @@ def _progress(executor: LocalExecutor, seen: dict[str, str]) -> list[tuple[str, 
 
 def run_local(opts: RunOptions, console: Console | None = None) -> dict[str, Any]:
     console = console or Console()
+    opts.workdir = opts.workdir.resolve()  # stage programs run elsewhere: every path they get is absolute
     job = opts.job
     meta = job.setdefault("metadata", {})
     meta.setdefault("namespace", "local")
@@ -208,7 +239,7 @@ def ask_endpoint(job: dict[str, Any], status: dict[str, Any], console: Console) 
         reply = client.chat.completions.create(
             model=endpoint["model"],
             messages=task.messages(sample),  # type: ignore[arg-type]
-            max_tokens=256,
+            max_tokens=512,
         )
     except Exception as err:  # the summary still shows what the probe measured
         console.print(f"[red]the endpoint did not answer: {err}[/]")

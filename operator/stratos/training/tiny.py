@@ -1,4 +1,4 @@
-"""Tiny random-initialised causal LMs with a tokenizer trained on the spot.
+"""Tiny random-initialised causal LMs with a tokenizer trained on the spot, or fitted to the Mahjong task.
 
 Tests (and the local example) cannot download a model, and a real one would be too slow on a shared
 CPU anyway. So this module builds one from nothing: a byte-level BPE tokenizer trained with the
@@ -11,6 +11,14 @@ loads real checkpoints (``stratos.training.models``).
 
 Byte-level BPE round-trips any text, so answers the extractor must find ("The answer is 🀇 🀈")
 survive decode; tile glyphs frequent in the corpus become single tokens.
+
+``tokenizer="mahjong"`` fits the tokenizer to the Mahjong task instead (``mahjong_tokenizer``): one token
+per tile (34), one token for each fixed phrase the prompts and the programmatic teacher's explanations
+repeat verbatim (the system prompt with its legend, the question line, the answer-format request, "The
+answer is", the explanation's step headings), and a small byte-level BPE for everything else, so any
+text still round-trips. A question is then ~30 tokens and an answer a handful, which is what lets a
+model of under a million parameters learn the task on a CPU in minutes; with a generic tokenizer the
+same model spends its capacity and its minutes on the prompt's boilerplate and stays at 0%.
 
 Everything is deterministic for a given ``TinySpec``: the tokenizer depends only on the corpus and the
 vocabulary size, the weights only on the seed (drawn inside ``torch.random.fork_rng`` so the caller's
@@ -53,6 +61,9 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+#: The chat template's role names, so each is one token of the task-fitted tokenizer.
+ROLE_WORDS = "\n".join(["system", "user", "assistant"] * 8)
+
 #: Words of the toy tasks the tests train on, so they tokenise compactly too.
 TOY_WORDS = (
     "red green blue yellow black white apple banana cherry grape lemon mango orange peach pear plum "
@@ -81,6 +92,9 @@ class TinySpec:
     seed: int = 0
     #: Extra corpus lines for the tokenizer (e.g. a toy task's prompts).
     extra_texts: tuple[str, ...] = field(default_factory=tuple)
+    #: "bpe": byte-level BPE of ``vocab_size`` trained on every built-in task's text; "mahjong": fitted to
+    #: the Mahjong task (a token per tile and per fixed phrase, plus a BPE of ``vocab_size`` for the rest).
+    tokenizer: Literal["bpe", "mahjong"] = "bpe"
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -110,6 +124,92 @@ def default_corpus(extra: Iterable[str] = ()) -> list[str]:
                 texts.extend(str(v) for v in row.values())
     texts.extend(extra)
     return texts
+
+
+def mahjong_phrases() -> list[str]:
+    """The strings the Mahjong prompts and the programmatic teacher's explanations repeat verbatim,
+    longest first (each becomes one token of the task-fitted tokenizer)."""
+    from stratos.tasks.mahjong import ANSWER_FORMAT, SYSTEM_PROMPT, MahjongTask
+    from stratos.tasks.mahjong_tiles import SUIT_NAMES
+
+    task = MahjongTask(seed=0, train_size=1, test_size=1)
+    hint = task.messages(task.load("train")[0], reasoning="x")[1]["content"]  # the probe's hint wrapper
+    hint_head = hint[hint.index("\n\nHere are") : hint.index("<reasoning>\n") + len("<reasoning>\n")]
+    phrases = [
+        SYSTEM_PROMPT,
+        "Which tiles would complete this hand? List every winning tile.",
+        "\n\nThink step by step. " + ANSWER_FORMAT,
+        hint_head,
+        "\n</reasoning>",
+        "Hand: ",
+        "The answer is ",
+        # stratos.tasks.mahjong.explain
+        "Step 1: Sort the 13 tiles and group them by suit.",
+        "Step 2: A winning hand is 14 tiles: one pair plus four melds (a sequence of three consecutive "
+        "numbers in one suit, or a triplet of identical tiles). Only a tile equal to or within two "
+        "numbers of a held tile, or an honour already held, can help, so try each of those as the "
+        "14th tile.",
+        "Step 3: Candidates that complete the hand:",
+        "Step 4: Check the remaining candidates.",
+        "- Adding any of ",
+        " leaves tiles that cannot all be grouped into a pair and four melds, so none of them wins.",
+        " is already held four times, so no copy is left to win on.",
+        "- There are no other candidates.",
+        "- Adding ",
+        ". This is complete, so ",
+        " wins.",
+        " (pair)",
+        " (sequence)",
+        " (triplet)",
+        " + ",
+        " (numbers ",
+        "- honours: ",
+        *(f"- {suit}: " for suit in SUIT_NAMES),
+        *(f" of {suit}" for suit in SUIT_NAMES),
+    ]
+    return sorted(dict.fromkeys(phrases), key=len, reverse=True)
+
+
+def mahjong_corpus() -> list[str]:
+    """Prompts, reverse-reasoning requests and explained answers of a few hundred generated hands."""
+    from stratos.tasks.mahjong import MahjongTask
+
+    texts: list[str] = []
+    mahjong = MahjongTask(seed=0, train_size=300, test_size=4)
+    for sample in mahjong.load("train"):
+        reasoning = mahjong.explain(sample)
+        texts.extend(m["content"] for m in mahjong.messages(sample))
+        texts.extend(m["content"] for m in mahjong.reverse_messages(sample))
+        texts.append(mahjong.completion(sample, reasoning))
+    return texts
+
+
+def mahjong_tokenizer(vocab_size: int = 336, max_length: int = 4096) -> PreTrainedTokenizerFast:
+    """The task-fitted tokenizer of ``vocab_size`` entries in all: a token per tile and per fixed phrase
+    (``mahjong_phrases``), the ChatML specials, and a byte-level BPE trained on what is left of the
+    Mahjong corpus (the 256 bytes plus as many merges as the remaining size allows)."""
+    from tokenizers import AddedToken
+
+    from stratos.tasks.mahjong_tiles import GLYPHS
+
+    phrases = mahjong_phrases()
+    added = [*GLYPHS, *phrases]
+    bpe_size = vocab_size - len(added)
+    if bpe_size < 256 + len(SPECIAL_TOKENS):
+        raise ValueError(
+            f"vocab_size {vocab_size} leaves no room for the 256 bytes: at least "
+            f"{256 + len(SPECIAL_TOKENS) + len(added)}"
+        )
+    rest = [ROLE_WORDS]
+    for text in mahjong_corpus():
+        for phrase in phrases:
+            text = text.replace(phrase, "\n")
+        for glyph in GLYPHS:
+            text = text.replace(glyph, " ")
+        rest.append(text)
+    tokenizer = train_tokenizer(rest, bpe_size, max_length)
+    tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in added])
+    return tokenizer
 
 
 def train_tokenizer(
@@ -147,7 +247,10 @@ def build_tiny_model(path: str | os.PathLike[str], spec: TinySpec | None = None,
     marker = target / MARKER
     if marker.exists() and json.loads(marker.read_text()) == spec.to_json():
         return target
-    tokenizer = train_tokenizer(default_corpus(spec.extra_texts), spec.vocab_size, spec.max_positions)
+    if spec.tokenizer == "mahjong":
+        tokenizer = mahjong_tokenizer(spec.vocab_size, spec.max_positions)
+    else:
+        tokenizer = train_tokenizer(default_corpus(spec.extra_texts), spec.vocab_size, spec.max_positions)
     model = _random_model(spec, tokenizer)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
