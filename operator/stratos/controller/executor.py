@@ -26,6 +26,7 @@ from stratos.controller.machine import (
     StageRun,
 )
 from stratos.controller.naming import LABEL_JOB, child_name
+from stratos.controller.podopts import StorageUnset, storage_claim
 from stratos.serving.manifests import desired_serving, service_name, serving_name
 from stratos.serving.probe import probe_endpoint
 from stratos.serving.rollout import deployment_ready, serving_patch
@@ -243,6 +244,9 @@ class KubeExecutor:
         self.jobs, self.pods, self.deployments = jobs, pods, deployments or {}
         self.namespace = str(body["metadata"]["namespace"])
         self.job_name = str(body["metadata"]["name"])
+
+    def storage_error(self, spec: DistillationJobSpec) -> str | None:
+        return None if storage_claim(spec, self.cfg) is not None else StorageUnset.MESSAGE
 
     def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
         name = child_name(self.body["metadata"]["name"], run.stage, run.candidate)

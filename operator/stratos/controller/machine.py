@@ -104,6 +104,10 @@ class Executor(Protocol):
         """Where the job's storage is mounted for stage programs (the pod's mount path, or a local dir)."""
         ...
 
+    def storage_error(self, spec: DistillationJobSpec) -> str | None:
+        """Why stage programs would have nowhere to keep the job's files (no claim), or None."""
+        ...
+
     def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
         """Start ``run`` unless it already exists, and report its state. Must be idempotent."""
         ...
@@ -253,7 +257,16 @@ def reconcile(
 
     ctx = Context(body, spec, status, generation, now, nodes, executor, events)
     stage = parse_stage(status.get("stage"))
-    if stage is Stage.FAILED and _failed_reason(status) == "InvalidSpec":
+    restartable = stage is Stage.FAILED and _failed_reason(status) in RESTARTABLE_REASONS
+    storage_error = executor.storage_error(spec) if executor is not None else None
+    if storage_error and (restartable or stage not in (Stage.FAILED, Stage.SUCCEEDED)):
+        # Stages hand files to each other through the storage: without it nothing can work.
+        status["stage"] = fail(ctx, STORAGE_UNSET, storage_error).value
+        status["phase"] = PHASE[Stage.FAILED]
+        _roll_up_ready(ctx)
+        status["observedGeneration"] = generation
+        return Outcome(prune_none(status), events, ctx.timings)
+    if restartable:
         # The spec was fixed: start again from the top; steps skip what is already decided.
         stage = Stage.SELECT_SERVER
         status["conditions"] = c.remove_condition(status.get("conditions"), c.FAILED)
@@ -279,6 +292,11 @@ def reconcile(
     status["observedGeneration"] = generation
     return Outcome(prune_none(status), events, ctx.timings)
 
+
+#: Failed with the storage missing: neither spec.storage nor the operator's default claim.
+STORAGE_UNSET = "StorageUnset"
+#: Failure reasons the user can fix by editing the spec: the job starts again when it is valid.
+RESTARTABLE_REASONS = frozenset({"InvalidSpec", STORAGE_UNSET})
 
 # Stages that spend money (teacher tokens, node hours); the budget is checked before each of them.
 SPENDING_STAGES = frozenset(

@@ -45,6 +45,9 @@ class LocalExecutor:
     def storage_root(self) -> str:
         return str(self.workdir)
 
+    def storage_error(self, spec: DistillationJobSpec) -> str | None:
+        return None  # the workdir is the storage
+
     def run_dir(self, run: StageRun) -> Path:
         return self.workdir / "runs" / child_name(self.job_name, run.stage, run.candidate)
 
