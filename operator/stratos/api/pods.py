@@ -20,9 +20,10 @@ from stratos.api.types import ResourceName, SecretKey
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 #: Prefix of the variables the operator sets itself; a job may not shadow them.
 RESERVED_ENV_PREFIX = "STRATOS_"
-#: A label key: an optional DNS-subdomain prefix and a name of at most 63 characters.
+#: A label key: an optional DNS-subdomain prefix and a name of at most 63 characters. No backslash
+#: escapes: the pattern is also embedded in a CEL string literal.
 LABEL_KEY_PATTERN = (
-    r"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)/)?"
+    r"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*)/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
