@@ -20,7 +20,7 @@ RELEASE = "stratos-op"
 OPERATOR_NS = "stratos-system"
 #: The operator's default storage (the chart's storage.defaultClaim); the ``namespace`` fixture makes
 #: this claim, bound, in every test namespace, as an admin would for users of the default.
-DEFAULT_CLAIM = "stratos-data"
+DEFAULT_CLAIM = "default-storage"
 
 
 class OperatorProcess:
