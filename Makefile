@@ -11,7 +11,7 @@ export STRATOS_CACHE_DIR := $(CACHE_DIR)
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 PYTEST_ARGS ?=
 
-.PHONY: all venv controlplane test unit lint typecheck crds docs run clean
+.PHONY: all venv controlplane node-deps test unit lint typecheck crds docs run clean
 
 all: test
 
@@ -28,6 +28,18 @@ venv: $(STAMP)
 # Go modules in tests/controlplane (cached outside the repository, keyed by go.sum).
 controlplane:
 	bash tests/controlplane/build.sh
+
+# What the real-node tier (tests/realnode) runs besides our binaries: Debian's containerd, runc, CNI
+# plugins, podman and debootstrap. Installed with apt-get when missing (needs root and Debian).
+NODE_PACKAGES := containerd runc containernetworking-plugins podman debootstrap iptables nftables
+node-deps:
+	@missing=""; for t in containerd runc podman debootstrap iptables nft; do command -v $$t >/dev/null || missing=1; done; \
+	  test -x /usr/lib/cni/bridge || missing=1; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(NODE_PACKAGES); \
+	    else echo "make node-deps: install $(NODE_PACKAGES) (the real-node tier needs them)" >&2; fi; \
+	  fi
 
 crds: venv
 	$(BIN)/python -m stratos.api.crdgen --out crds --out charts/stratos/files/crds
@@ -47,7 +59,7 @@ unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 # The whole suite. Exit code 5 (nothing collected, e.g. a -k selection) is not a failure.
-test: venv controlplane
+test: venv controlplane node-deps
 	$(BIN)/ruff check operator tests
 	$(BIN)/mypy
 	STRATOS_K8S_BIN="$$(bash tests/controlplane/build.sh --print-bin-dir)" \

@@ -2,14 +2,17 @@
 # Builds the binaries of the test control plane from upstream Go modules and caches them.
 #
 # The integration tests run against a real Kubernetes control plane (etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler) plus kubectl and helm. Nothing prebuilt can be
+# kube-controller-manager, kube-scheduler) plus kubectl and helm; the real-node tier (tests/realnode)
+# adds a kubelet and kube-proxy from the same module and build (no second compile of the shared
+# packages), and three small programs of ours in kubernetes/cmd: fake-gpu-plugin (a device plugin),
+# svc-dns (Service DNS) and pause (the sandbox image's binary). Nothing prebuilt can be
 # downloaded where the tests run, only Go modules, so the binaries are compiled here from the
 # modules pinned in ./kubernetes, ./etcd and ./helm (go.mod + go.sum are committed).
 #
 # The result is cached under
 #   ${STRATOS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stratos}/controlplane-<key>/bin
 # where <key> hashes every go.mod, go.sum and *.go file below this directory and this script, so
-# changing a pinned version yields a fresh directory and a warm run is a hash plus six `test -x`.
+# changing a pinned version yields a fresh directory and a warm run is a hash plus a `test -x` each.
 #
 # Usage:
 #   build.sh                  build if needed; progress on stderr
@@ -34,7 +37,8 @@ log() { echo "build.sh: $*" >&2; }
 # must match the versions pinned in kubernetes/go.mod and helm/go.mod.
 KUBE_VERSION=v1.37.2
 HELM_VERSION=v4.3.1
-BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm)
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl helm
+  kubelet kube-proxy fake-gpu-plugin svc-dns pause)
 
 sha() { if command -v sha256sum >/dev/null; then sha256sum "$@"; else shasum -a 256 "$@"; fi; }
 
@@ -130,7 +134,9 @@ run_go helm helm build "${build_flags[@]}" \
   -o "$work/bin/" helm.sh/helm/v4/cmd/helm
 run_go kubernetes kubernetes build "${build_flags[@]}" -ldflags "$kube_ldflags" -o "$work/bin/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy \
+  ./cmd/fake-gpu-plugin ./cmd/svc-dns ./cmd/pause
 
 for b in "${BINARIES[@]}"; do
   [[ -x "$work/bin/$b" ]] || { log "error: $b was not produced"; exit 1; }

@@ -15,7 +15,7 @@
 #   NAMESPACE=stratos-system  operator namespace (labelled restricted Pod Security)
 #   TIMEOUT=300s           how long to wait for ServerSelected
 #
-# Needs: docker, kind (>= 0.20, for node labels in the config), kubectl, helm (3.8+ or 4).
+# Needs: docker, kind (>= 0.29, for the pinned node image in the config), kubectl, helm (3.8+ or 4).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

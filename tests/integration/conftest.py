@@ -19,6 +19,7 @@ import pytest
 from support.controlplane import REPO_ROOT, ControlPlane, ControlPlaneError, resolve_bin_dir, rest, wait_for
 from support.kubelet import FakeKubelet, create_bound_pvc, delete_pv
 from support.nodes import create_gpu_node, delete_node
+from support.operator import DEFAULT_CLAIM
 
 HERE = Path(__file__).resolve().parent
 CONTROL_PLANE_KEY = pytest.StashKey[ControlPlane]()
@@ -127,15 +128,20 @@ def namespace(request: pytest.FixtureRequest, control_plane: ControlPlane, api: 
             }
         },
     )
+    volume = None
     if control_plane.with_controller_manager:
         wait_for(
             lambda: rest(api, "GET", f"/api/v1/namespaces/{name}/serviceaccounts/default"),
             timeout=30,
             what=f"ServiceAccount {name}/default",
         )
+        # The operator's default storage (support.operator.DEFAULT_CLAIM), for jobs without spec.storage.
+        volume = create_bound_pvc(api, name, DEFAULT_CLAIM)
     try:
         yield name
     finally:
+        if volume is not None:
+            delete_pv(api, volume)
         # Pods on fake nodes have no kubelet to confirm their deletion: remove them at once so
         # the namespace can go; the namespace itself is deleted in the background.
         rest(api, "DELETE", f"/api/v1/namespaces/{name}/pods", body={"gracePeriodSeconds": 0})

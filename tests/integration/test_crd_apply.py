@@ -181,6 +181,24 @@ BAD = [
         "exactly one of pvc or uri must be set",
     ),
     Bad(
+        "object-store-uri",
+        _set("spec.storage", {"uri": "s3://bucket/prefix"}),
+        "spec.storage.uri",
+        "storage.uri is not supported yet",
+    ),
+    Bad(
+        "reserved-env",
+        _set("spec.pods", {"env": [{"name": "STRATOS_STORAGE_DIR", "value": "/x"}]}),
+        "spec.pods.env[0].name",
+        "are the operator's own",
+    ),
+    Bad(
+        "env-from-nothing",
+        _set("spec.pods", {"envFrom": [{"prefix": "A_"}]}),
+        "spec.pods.envFrom[0]",
+        "exactly one of secretRef or configMapRef",
+    ),
+    Bad(
         "neither-pvc-nor-uri",
         _set("spec.storage", {}),
         "spec.storage",
@@ -291,7 +309,21 @@ GOOD: dict[str, Callable[[dict[str, Any]], None]] = {
     # CEL sees JSON integers in `type: number` fields as doubles; int + double must not be an error.
     "integer-weights": _set("spec.requirements.weights", {"accuracy": 1, "trainingTime": 0, "throughput": 0}),
     "tolerate-everything": _set("spec.servers.tolerations", [{"operator": "Exists"}]),
-    "storage-uri": _set("spec.storage", {"uri": "s3://bucket/prefix"}),
+    "pod-options": _set(
+        "spec.pods",
+        {
+            "env": [
+                {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+                {"name": "MODE", "value": "fast"},
+            ],
+            "envFrom": [{"secretRef": {"name": "aws-credentials"}}, {"configMapRef": {"name": "c"}}],
+            "serviceAccountName": "trainer",
+            "imagePullSecrets": [{"name": "registry"}],
+            "priorityClassName": "batch-low",
+            "labels": {"example.com/team": "ml"},
+            "annotations": {"note": "anything goes here"},
+        },
+    ),
     "jsonl-regex": _set(
         "spec.task",
         {

@@ -37,6 +37,18 @@ pytest_plugins = ["support.operator"]
 pytestmark = pytest.mark.slow
 
 
+def pinned_to(pod: dict[str, Any]) -> str:
+    """The node a pod spec requires by node affinity on metadata.name (how the operator pins)."""
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    (term,) = terms
+    (field,) = term["matchFields"]
+    assert (field["key"], field["operator"]) == ("metadata.name", "In")
+    (node,) = field["values"]
+    return str(node)
+
+
 def test_the_operator_runs_every_stage_and_records_every_decision(
     operator: OperatorProcess,
     control_plane: ControlPlane,
@@ -178,7 +190,7 @@ def run_the_chain_checks(
     assert stages == ["evaluate", "student-probe", "student-probe", "synthesize", "teacher-eval", "train"]
     assert all(j["metadata"]["ownerReferences"][0]["uid"] == dj["metadata"]["uid"] for j in jobs)
     train = next(j for j in jobs if j["metadata"]["labels"]["stratos.io/stage"] == "train")
-    assert train["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": node}
+    assert pinned_to(train["spec"]["template"]["spec"]) == node
     # The adapter the status names is really there, written by the train pod on the shared volume.
     storage = fake_kubelet.claim_dir(namespace, CLAIM)
     adapter = storage / status["training"]["adapterUri"].removeprefix("/var/lib/stratos/")
@@ -241,7 +253,7 @@ def serve_then_clean_up(
     assert deployment["metadata"]["ownerReferences"][0]["uid"] == dj["metadata"]["uid"]
     pod = deployment["spec"]["template"]["spec"]
     assert pod["containers"][0]["command"] == ["transformers", "serve"]
-    assert pod["nodeSelector"] == {"kubernetes.io/hostname": node}
+    assert pinned_to(pod) == node
     service = rest(api, "GET", f"/api/v1/namespaces/{namespace}/services/{svc}")
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     stages = [

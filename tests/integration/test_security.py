@@ -33,6 +33,8 @@ from support.pipeline import pipeline_job, prepare
 pytest_plugins = ["support.operator"]
 
 SECRET, SECRET_KEY = "llm-keys", "openai"
+# A second credential every pod of the job gets through spec.pods.env (like a Hub token).
+HUB_SECRET, HUB_KEY = "hub-token", "token"
 STAGE_LABEL = "stratos.io/stage"
 TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 KEY_STAGES = {"teacher-eval", "synthesize"}  # the stages that talk to the teacher
@@ -142,12 +144,14 @@ def test_a_planted_api_key_reaches_only_the_teacher(
     api: Any,
 ) -> None:
     key = f"sk-stratos-canary-{secrets.token_hex(16)}"
-    rest(
-        api,
-        "POST",
-        f"/api/v1/namespaces/{namespace}/secrets",
-        body={"metadata": {"name": SECRET}, "stringData": {SECRET_KEY: key}},
-    )
+    hub = f"hf_stratos_canary_{secrets.token_hex(16)}"
+    for name, item, value in ((SECRET, SECRET_KEY, key), (HUB_SECRET, HUB_KEY, hub)):
+        rest(
+            api,
+            "POST",
+            f"/api/v1/namespaces/{namespace}/secrets",
+            body={"metadata": {"name": name}, "stringData": {item: value}},
+        )
     prepare(namespace, gpu_nodes, fake_kubelet, bound_pvc)
     with (
         FakeOpenAI(model="programmatic", require_key=key, reply=programmatic_reply) as teacher,
@@ -164,6 +168,8 @@ def test_a_planted_api_key_reaches_only_the_teacher(
         )
         job["spec"]["teachers"] = [prog, hostile]
         job["spec"]["retries"] = {"backoffLimit": 0}
+        hub_ref = {"secretKeyRef": {"name": HUB_SECRET, "key": HUB_KEY}}
+        job["spec"]["pods"] = {"env": [{"name": "HF_TOKEN", "valueFrom": hub_ref}]}
         control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(job))
 
         def finished() -> dict[str, Any] | None:
@@ -187,11 +193,17 @@ def test_a_planted_api_key_reaches_only_the_teacher(
         pod = rest(api, "GET", f"/api/v1/namespaces/{namespace}/pods/{run.name}")
         stage = pod["metadata"]["labels"][STAGE_LABEL]
         assert (key in run.env.values()) == (stage in KEY_STAGES), (run.name, stage)
+        assert run.env.get("HF_TOKEN") == hub, run.name  # spec.pods.env reaches every stage
         env = pod["spec"]["containers"][0].get("env", [])
         refs = [e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})]
-        assert refs == ([{"name": SECRET, "key": SECRET_KEY}] if stage in KEY_STAGES else []), run.name
+        teacher_refs = [r for r in refs if r["name"] == SECRET]
+        assert teacher_refs == ([{"name": SECRET, "key": SECRET_KEY}] if stage in KEY_STAGES else []), (
+            run.name
+        )
+        assert {"name": HUB_SECRET, "key": HUB_KEY} in refs, run.name
 
     assert leaks(key, api, namespace, operator, fake_kubelet) == []
+    assert leaks(hub, api, namespace, operator, fake_kubelet) == []
     # The search is not blind: the hostile endpoint's address, which the error text names like the key,
     # is found where the error went.
     control = leaks(echo.base_url.split("//")[1].split("/")[0], api, namespace, operator, fake_kubelet)

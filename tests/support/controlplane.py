@@ -143,6 +143,8 @@ class ControlPlane:
         scheduler: bool = True,
         startup_timeout: float = 120.0,
         extra_apiserver_args: Sequence[str] = (),
+        bind_address: str = "127.0.0.1",
+        node_lifecycle: bool = False,
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="stratos-cp-"))
@@ -153,6 +155,12 @@ class ControlPlane:
         self.with_scheduler = scheduler
         self.startup_timeout = startup_timeout
         self.extra_apiserver_args = list(extra_apiserver_args)
+        # Loopback by default. A real node's pods reach the API server only on a routable address (a
+        # dummy interface's): then the `kubernetes` Service gets it as its endpoint.
+        self.bind_address = bind_address
+        # Fake nodes send no heartbeats, so the node lifecycle controller would mark them NotReady; a
+        # real kubelet needs it (it lifts the not-ready taint the kubelet registers with).
+        self.node_lifecycle = node_lifecycle
         self.admin_token = secrets.token_hex(24)
         self.port = 0
         self.kubeconfig = self.workdir / "admin.kubeconfig"
@@ -171,7 +179,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.bind_address}:{self.port}"
 
     def __enter__(self) -> ControlPlane:
         return self.start()
@@ -195,7 +203,7 @@ class ControlPlane:
                     self._start_component(
                         "kube-controller-manager",
                         [
-                            f"--controllers={','.join(CONTROLLERS)}",
+                            f"--controllers={','.join(self._controllers())}",
                             "--leader-elect=false",
                             "--use-service-account-credentials=false",
                             f"--service-account-private-key-file={self.workdir / 'sa.key'}",
@@ -214,6 +222,11 @@ class ControlPlane:
             self.stop()
             raise
         return self
+
+    def _controllers(self) -> tuple[str, ...]:
+        if self.node_lifecycle:
+            return tuple(c for c in CONTROLLERS if c != "-node-lifecycle-controller")
+        return CONTROLLERS
 
     def stop(self) -> None:
         """Terminates every process (SIGTERM, then SIGKILL after 10 s). Safe to call twice.
@@ -419,16 +432,17 @@ class ControlPlane:
                 "kube-apiserver",
                 [
                     f"--etcd-servers={etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
+                    f"--bind-address={self.bind_address}",
+                    f"--advertise-address={self.bind_address}",
                     f"--secure-port={self.port}",
                     f"--cert-dir={certs}",
                     f"--token-auth-file={self.workdir / 'tokens.csv'}",
                     "--authorization-mode=RBAC",
                     "--allow-privileged=true",
-                    # The advertised address is loopback, which the endpoint reconciler refuses
-                    # to publish; nothing here reaches the API server through its Service anyway.
-                    "--endpoint-reconciler-type=none",
+                    # A loopback address the endpoint reconciler refuses to publish; nothing reaches
+                    # the API server through its Service then anyway.
+                    "--endpoint-reconciler-type="
+                    + ("none" if self.bind_address.startswith("127.") else "lease"),
                     f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                     f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                     f"--service-account-key-file={self.workdir / 'sa.pub'}",

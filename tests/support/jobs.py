@@ -77,6 +77,9 @@ class ScriptedExecutor:
     def cancel_runs(self) -> None:
         self.cancelled += 1
 
+    def storage_error(self, spec: DistillationJobSpec) -> str | None:
+        return None
+
     def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
         self.started.append(run)
         return self.states.get(run.candidate or "", RunStatus("Pending", message="created"))

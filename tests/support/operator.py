@@ -18,6 +18,9 @@ from support.controlplane import ControlPlane, free_port, wait_for
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RELEASE = "stratos-op"
 OPERATOR_NS = "stratos-system"
+#: The operator's default storage (the chart's storage.defaultClaim); the ``namespace`` fixture makes
+#: this claim, bound, in every test namespace, as an admin would for users of the default.
+DEFAULT_CLAIM = "default-storage"
 
 
 class OperatorProcess:
@@ -55,6 +58,7 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "STRATOS_METRICS_PORT": str(self.metrics_port),
             "STRATOS_RECONCILE_INTERVAL": str(self.interval),
+            "STRATOS_DEFAULT_CLAIM": DEFAULT_CLAIM,
             **self.extra_env,
         }
         cmd = [

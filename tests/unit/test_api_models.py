@@ -208,6 +208,7 @@ def test_model_uri_name_or_path() -> None:
         ("retries.backoffLimit", 11, "retries.backoffLimit"),
         ("storage", {"pvc": {"claimName": "data", "subPath": "../up"}}, "storage.pvc.subPath"),
         ("storage", {"uri": "relative/dir"}, "storage.uri"),
+        ("storage", {"uri": "s3://bucket/prefix"}, "storage: storage.uri is not supported yet"),
     ],
 )
 def test_bad_field_is_rejected_with_its_path(path: str, value: Any, where: str) -> None:

@@ -34,6 +34,8 @@ NAMESPACE = "stratos-system"
 NAMESPACED_PERMISSIONS = {
     *(("stratos.io", "distillationjobs", v) for v in ("get", "list", "watch", "patch", "update")),
     *(("stratos.io", "distillationjobs/status", v) for v in ("get", "patch", "update")),
+    # Owner references with blockOwnerDeletion need update on the owner's finalizers (OpenShift, OLM).
+    ("stratos.io", "distillationjobs/finalizers", "update"),
     *(("", "events", v) for v in ("create", "patch")),
     *(("events.k8s.io", "events", v) for v in ("create", "patch")),
     *(("batch", "jobs", v) for v in ("get", "list", "watch", "create", "delete", "patch")),
@@ -95,6 +97,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True, "additionalAlertLabels": {"team": "ml-platform"}},
         "grafanaDashboard": {"enabled": True},
+    },
+    "storage-credentials": {
+        "storage": {"create": True, "size": "20Gi", "storageClassName": "nfs"},
+        "stagePods": {
+            "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}],
+            "envFrom": [{"secretRef": {"name": "aws-credentials"}}],
+            "serviceAccountName": "trainer",
+            "podSecurityContext": {"runAsNonRoot": True, "fsGroup": 65532},
+        },
     },
 }
 
@@ -254,6 +265,42 @@ def test_operator_command_ports_probes_and_environment() -> None:
     assert pod["serviceAccountName"] == one(objects, "ServiceAccount")["metadata"]["name"]
 
 
+def test_default_storage_and_stage_pod_defaults_reach_the_operator() -> None:
+    from stratos.controller.config import pod_defaults
+
+    env = env_of(operator_container(render()))
+    assert env["STRATOS_DEFAULT_CLAIM"] == ""
+    defaults = pod_defaults(env["STRATOS_POD_DEFAULTS"])
+    assert defaults.env == [] and defaults.service_account_name is None
+    assert defaults.pod_security_context == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+    objects = render(SCENARIOS["storage-credentials"])
+    env = env_of(operator_container(objects))
+    claim = one(objects, "PersistentVolumeClaim")
+    assert env["STRATOS_DEFAULT_CLAIM"] == claim["metadata"]["name"] == f"{RELEASE}-data"
+    assert claim["spec"]["storageClassName"] == "nfs" and claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    defaults = pod_defaults(env["STRATOS_POD_DEFAULTS"])
+    assert [e.name for e in defaults.env] == ["HF_TOKEN"] and defaults.service_account_name == "trainer"
+    assert (
+        defaults.env_from[0].secret_ref is not None
+        and defaults.env_from[0].secret_ref.name == "aws-credentials"
+    )
+    # helm merges maps: the chart's seccompProfile stays.
+    assert defaults.pod_security_context == {
+        "runAsNonRoot": True,
+        "fsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    named = render({"storage": {"defaultClaim": "shared-data"}})
+    assert env_of(operator_container(named))["STRATOS_DEFAULT_CLAIM"] == "shared-data"
+    assert not of_kind(named, "PersistentVolumeClaim")
+
+
 def test_log_level_and_image_overrides() -> None:
     objects = render(SCENARIOS["debug-digest"])
     container = operator_container(objects)
@@ -284,6 +331,9 @@ def test_metrics_service_selects_the_operator_pod() -> None:
         {"logLevel": "chatty"},
         {"watchedNamespaces": ["Not_A_Namespace"]},
         {"unknownKey": True},
+        {"stagePods": {"podSecurityContext": {"runAsNonRoot": False}}},
+        {"securityContext": {"runAsNonRoot": True, "privileged": True}},
+        {"storage": {"defaultClaim": "Bad_Name"}},
     ],
     ids=[
         "two-replicas",
@@ -294,6 +344,9 @@ def test_metrics_service_selects_the_operator_pod() -> None:
         "log-level",
         "namespace-name",
         "unknown-key",
+        "stage-pods-as-root",
+        "privileged-operator",
+        "claim-name",
     ],
 )
 def test_schema_rejects_bad_values(bad: dict[str, Any], tmp_path: Path) -> None:
@@ -334,7 +387,7 @@ def _assert_restricted(pod: dict[str, Any], where: str) -> None:
         assert sc.get("allowPrivilegeEscalation") is False, name
         assert sc.get("readOnlyRootFilesystem") is True, name
         assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, name
-        assert sc.get("runAsUser", pod_sc.get("runAsUser")) not in (None, 0), name
+        assert sc.get("runAsUser", pod_sc.get("runAsUser")) != 0, name
         seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {}))
         assert seccomp.get("type") in ("RuntimeDefault", "Localhost"), name
         capabilities = sc.get("capabilities", {})
@@ -358,7 +411,9 @@ def test_every_pod_meets_the_restricted_pod_security_standard() -> None:
 def test_operator_pod_writes_only_to_an_emptydir_at_tmp() -> None:
     objects = render()
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsUser"] == 65532
+    # No fixed user id (the image's USER 65532 applies; OpenShift's restricted-v2 assigns its own).
+    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert "runAsUser" not in operator_container(objects)["securityContext"]
     mounts = operator_container(objects)["volumeMounts"]
     assert [m["mountPath"] for m in mounts] == ["/tmp"]
     volume = next(v for v in pod["volumes"] if v["name"] == mounts[0]["name"])
@@ -747,7 +802,8 @@ def test_common_labels_reach_every_object_and_the_pod() -> None:
 
 def test_security_contexts_default_to_restricted_and_can_be_changed() -> None:
     pod = one(render(), "Deployment")["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsUser"] == 65532
+    # No fixed user id by default: the image's USER applies, and OpenShift's restricted-v2 assigns one.
+    assert "runAsUser" not in pod["securityContext"] and pod["securityContext"]["runAsNonRoot"] is True
     assert operator_container(render())["securityContext"]["readOnlyRootFilesystem"] is True
     # OpenShift assigns the user: a null drops the key, the rest stays restricted.
     objects = render(

@@ -92,3 +92,16 @@ def test_no_worker_dominates_the_others() -> None:
     for a in candidates:
         for b in candidates:
             assert not dominates(a, b), f"{a.name} dominates {b.name}"
+
+
+def test_one_minimum_kubernetes_version_across_chart_readme_and_kind() -> None:
+    """Chart.yaml's kubeVersion, the README's requirement and the kind node image name one release."""
+    chart = yaml.safe_load((REPO / "charts/stratos/Chart.yaml").read_text())
+    minimum = chart["kubeVersion"].removeprefix(">=").removesuffix(".0-0")
+    assert f"Kubernetes ≥ {minimum}" in (REPO / "README.md").read_text()
+    assert f"Kubernetes >= {minimum}" in (REPO / "charts/stratos/README.md").read_text()
+    for node in kind_nodes():
+        image = node["image"]
+        assert image.startswith(f"kindest/node:v{minimum}."), image
+        digest = image.partition("@sha256:")[2]
+        assert len(digest) == 64, f"{image} is not pinned by digest"

@@ -110,7 +110,13 @@ def test_stage_job_manifest_is_owned_pinned_restricted_and_secret_free() -> None
     owner = manifest["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("DistillationJob", "u-1", True)
     pod_spec = manifest["spec"]["template"]["spec"]
-    assert pod_spec["nodeSelector"] == {"kubernetes.io/hostname": "gpu-1"}
+    assert "nodeSelector" not in pod_spec
+    terms = pod_spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms == {
+        "nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gpu-1"]}]}
+        ]
+    }
     assert pod_spec["automountServiceAccountToken"] is False
     container = pod_spec["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"

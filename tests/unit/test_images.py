@@ -263,3 +263,40 @@ def test_operator_entry_module_imports_without_the_train_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _final_env(dockerfile: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for keyword, rest in parse_dockerfile(dockerfile)[-1].instructions:
+        if keyword == "ENV":
+            env.update(dict(re.findall(r"(\w+)=(\S+)", rest)))
+    return env
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_the_user_has_a_name_home_and_passwd_entry(dockerfile: Path) -> None:
+    """Any UID works (getpass reads USER, ~ reads HOME), and the image's own UID has a passwd entry."""
+    env = _final_env(dockerfile)
+    assert env.get("USER") and env.get("LOGNAME") and env.get("HOME") == "/tmp", env
+    final = parse_dockerfile(dockerfile)[-1]
+    runs = " ".join(rest for keyword, rest in final.instructions if keyword == "RUN")
+    assert f":x:{NONROOT_UID}:{NONROOT_UID}:" in runs and "/etc/passwd" in runs and "/etc/group" in runs
+
+
+def test_worker_image_leaves_the_model_cache_to_the_job_storage() -> None:
+    """The stage pods set HF_HOME on the job's claim; the image must not pin it to scratch."""
+    assert "HF_HOME" not in _final_env(IMAGES / "worker" / "Dockerfile")
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_base_image_is_a_build_argument(dockerfile: Path) -> None:
+    """Every FROM names an earlier stage or a global ARG (with a pinned public default): a local base
+    can be substituted with --build-arg and nothing else in the Dockerfile changes."""
+    names: set[str] = set()
+    for line in _logical_lines(dockerfile.read_text()):
+        if not line.upper().startswith("FROM "):
+            continue
+        words = [w for w in line.split()[1:] if not w.startswith("--platform")]
+        assert words[0] in names or re.fullmatch(r"\$\{\w+\}", words[0]), f"{dockerfile}: {line}"
+        if len(words) >= 3 and words[1].upper() == "AS":
+            names.add(words[2])

@@ -124,7 +124,10 @@ def test_vllm_deployment_serves_the_adapter_with_lora_flags_on_the_pinned_gpu_no
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["HOME"] == "/tmp" and env["HF_HUB_OFFLINE"] == "1"
     pod = spec["template"]["spec"]
-    assert pod["nodeSelector"] == {"kubernetes.io/hostname": "gpu-1"}
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gpu-1"]}]}]
     assert TOLERATION in pod["tolerations"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     storage = next(m for m in c["volumeMounts"] if m["name"] == "storage")
@@ -151,11 +154,12 @@ def test_pods_are_restricted_with_writable_tmp_and_cache_only() -> None:
     deployment = build()
     pod, c = deployment["spec"]["template"]["spec"], container(deployment)
     assert pod["automountServiceAccountToken"] is False
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 65532
+    # No fixed user id: the image's USER applies, OpenShift's restricted-v2 assigns its own.
+    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
     ctx = c["securityContext"]
     assert ctx["allowPrivilegeEscalation"] is False and ctx["readOnlyRootFilesystem"] is True
     assert ctx["capabilities"] == {"drop": ["ALL"]} and ctx["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert ctx["runAsUser"] == 65532
+    assert ctx["runAsNonRoot"] is True and "runAsUser" not in ctx
     writable = {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")}
     assert writable == {"/tmp", "/cache", "/dev/shm"}
     assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
@@ -288,7 +292,7 @@ def test_replica_and_resource_changes_patch_without_retraining() -> None:
     assert patch["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "48Gi"
     # A merge patch keeps map keys it does not mention: dropping the node pin must null it.
     unpinned = serving_patch(before, plan(node=None).deployment)
-    assert unpinned is not None and unpinned["spec"]["template"]["spec"]["nodeSelector"] is None
+    assert unpinned is not None and unpinned["spec"]["template"]["spec"]["affinity"] is None
 
 
 def test_deployment_ready_after_rollout_only() -> None:

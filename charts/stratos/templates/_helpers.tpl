@@ -71,6 +71,15 @@ Rules on namespaced resources: bound cluster-wide (ClusterRole) when watchedName
 else through a Role in each watched namespace. No Secrets: teacher API keys reach stage pods only
 through secretKeyRef, which the kubelet resolves, never the operator.
 */}}
+{{/* The default storage claim: storage.defaultClaim, or <fullname>-data when the chart creates it. */}}
+{{- define "stratos.defaultClaim" -}}
+{{- if .Values.storage.defaultClaim -}}
+{{- .Values.storage.defaultClaim -}}
+{{- else if .Values.storage.create -}}
+{{- include "stratos.fullname" . }}-data
+{{- end -}}
+{{- end -}}
+
 {{- define "stratos.namespacedRules" -}}
 # The custom resource: kopf patches it for finalizers and its own bookkeeping annotations.
 - apiGroups: ["stratos.io"]
@@ -79,6 +88,11 @@ through secretKeyRef, which the kubelet resolves, never the operator.
 - apiGroups: ["stratos.io"]
   resources: ["distillationjobs/status"]
   verbs: ["get", "patch", "update"]
+# Children carry an owner reference with blockOwnerDeletion: the OwnerReferencesPermissionEnforcement
+# admission plugin (OpenShift, OLM) requires update on the owner's finalizers for that.
+- apiGroups: ["stratos.io"]
+  resources: ["distillationjobs/finalizers"]
+  verbs: ["update"]
 # Every decision is also an Event on the object (kopf posts core/v1 events).
 - apiGroups: [""]
   resources: ["events"]

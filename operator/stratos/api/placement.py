@@ -105,6 +105,13 @@ class ServersSpec(ApiModel):
 # ------------------------------------------------------------------------------- serving, storage
 
 PVC_OR_URI = CelRule(rule="has(self.pvc) != has(self.uri)", message="exactly one of pvc or uri must be set")
+#: Stage programs hand files to each other through a mounted volume; nothing reads an object store yet.
+URI_UNSUPPORTED = CelRule(
+    rule="!has(self.uri)",
+    message="storage.uri is not supported yet (stages exchange files through a mounted volume): use "
+    "storage.pvc, e.g. a claim of an S3/GCS CSI driver, or leave storage unset for the operator's default",
+    field_path=".uri",
+)
 SUB_PATH_RELATIVE = CelRule(
     rule="!self.startsWith('/') && !self.split('/').exists(p, p == '..')",
     message="subPath must be a relative path without '..'",
@@ -247,18 +254,22 @@ class PvcSource(ApiModel):
 
 
 class StorageSpec(ApiModel):
-    """Where datasets, adapters and evaluation results live: exactly one of pvc or uri."""
+    """Where datasets, adapters, checkpoints and evaluation results live: a PersistentVolumeClaim."""
 
-    model_config = cel_config(PVC_OR_URI)
+    model_config = cel_config(PVC_OR_URI, URI_UNSUPPORTED)
 
-    pvc: PvcSource | None = Field(None, description="A PersistentVolumeClaim mounted into every stage.")
+    pvc: PvcSource | None = Field(
+        None, description="A PersistentVolumeClaim mounted into every stage and the serving pods."
+    )
     uri: StorageUri | None = Field(
-        None, description="An object-store prefix (s3://, gs://) or a local directory."
+        None,
+        description="Reserved for object-store prefixes (s3://, gs://); refused until stages read them.",
     )
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
         PVC_OR_URI.check((self.pvc is None) != (self.uri is None))
+        URI_UNSUPPORTED.check(self.uri is None)
         return self
 
 

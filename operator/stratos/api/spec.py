@@ -26,6 +26,7 @@ from stratos.api.placement import (
     StorageSpec,
     Toleration,
 )
+from stratos.api.pods import PodOptions
 from stratos.api.types import DNS_LABEL_PATTERN, DatasetUri, Duration
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "EndpointSpec",
     "LoraSpec",
     "ModelSpec",
+    "PodOptions",
     "PvcSource",
     "Requirements",
     "ResourceRequirements",
@@ -342,7 +344,12 @@ class DistillationJobSpec(ApiModel):
     distillation: DistillationSpec = section(DistillationSpec, "Strategy, algorithm and training settings.")
     serving: ServingSpec = section(ServingSpec, "How the result is served.")
     storage: StorageSpec | None = Field(
-        None, description="Where datasets and adapters live; unset: the operator's default storage."
+        None,
+        description="Where datasets and adapters live; unset: the operator's default claim (chart value "
+        "storage.defaultClaim); with neither the job fails (reason StorageUnset).",
+    )
+    pods: PodOptions = section(
+        PodOptions, "Environment, credentials, ServiceAccount and metadata of the job's pods."
     )
     retries: RetryPolicy = section(RetryPolicy, "Retries of failed stages.")
     suspend: bool = Field(False, description="Pause the job: no new stages start until it is false again.")

@@ -4,7 +4,11 @@ Every child has a deterministic name unique to its owner (``naming.child_name``)
 (it is found by them, never by name) and a controller owner reference, so the garbage collector removes
 it with its parent. Stage pods run under the restricted Pod Security Standard, with no ServiceAccount
 token: they need no API access. API keys reach them only as ``secretKeyRef`` environment variables,
-never through the ConfigMap.
+never through the ConfigMap. The job's files live on one
+claim (``spec.storage.pvc``, else the operator's default claim), mounted into every stage: stages hand
+data to each other through it, so there is never a per-pod scratch volume in its place. The chart's
+``stagePods`` and the job's ``spec.pods`` add environment, credentials and metadata
+(``stratos.controller.podopts``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,14 @@ from stratos.api.spec import DistillationJobSpec
 from stratos.controller.config import OperatorConfig
 from stratos.controller.machine import StageRun
 from stratos.controller.naming import child_labels, child_name, owner_reference, owner_uid
+from stratos.controller.podopts import (
+    StorageUnset,
+    apply_pod_options,
+    merge_options,
+    storage_claim,
+)
+from stratos.controller.podopts import container_security as _container_security
+from stratos.controller.podopts import pod_security as _pod_security
 
 CONFIG_DIR = "/etc/stratos/config"
 # configmap://NAME/KEY datasets: each ConfigMap is mounted at CONFIGMAP_ROOT/NAME (stratos.data.sources).
@@ -25,7 +37,10 @@ CONFIG_FILE = "config.json"
 STORAGE_DIR = "/var/lib/stratos"
 TERMINATION_LOG = "/dev/termination-log"
 GPU_RESOURCE = "nvidia.com/gpu"
-RUN_AS_USER = 65532
+#: Hugging Face downloads (models, datasets) are cached on the job's storage, once per claim.
+HF_HOME = f"{STORAGE_DIR}/cache/huggingface"
+#: /dev/shm of model pods: NCCL and DataLoader workers exchange tensors there (runtime default: 64 MiB).
+SHM_SIZE = "8Gi"
 #: Kueue: the LocalQueue a workload is submitted to (sigs.k8s.io/kueue pkg/controller/constants).
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
@@ -66,7 +81,7 @@ def stage_job(
         }
     else:  # teacher calls and data synthesis: network-bound
         resources = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
-    container = {
+    container: dict[str, Any] = {
         "name": "stage",
         "image": cfg.worker_image,
         "imagePullPolicy": cfg.image_pull_policy,
@@ -76,6 +91,7 @@ def stage_job(
             {"name": "HOME", "value": "/tmp"},
             {"name": "STRATOS_STORAGE_DIR", "value": STORAGE_DIR},
             {"name": "STRATOS_LOG_FORMAT", "value": cfg.log_format},
+            {"name": "HF_HOME", "value": HF_HOME},
             *[
                 {"name": s.env, "valueFrom": {"secretKeyRef": {"name": s.secret, "key": s.key}}}
                 for s in run.secret_env
@@ -86,14 +102,14 @@ def stage_job(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "storage", "mountPath": STORAGE_DIR, **_sub_path(spec)},
+            {"name": "storage", "mountPath": STORAGE_DIR, **_sub_path(spec, cfg)},
             {"name": "tmp", "mountPath": "/tmp"},
             *(
                 {"name": f"data-{i}", "mountPath": f"{CONFIGMAP_ROOT}/{cm}", "readOnly": True}
                 for i, cm in enumerate(dataset_configmaps(spec))
             ),
         ],
-        "securityContext": container_security(),
+        "securityContext": container_security(cfg),
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -101,11 +117,11 @@ def stage_job(
         "terminationGracePeriodSeconds": 300 if run.gpus else 30,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": pod_security(),
+        "securityContext": pod_security(cfg),
         "containers": [container],
         "volumes": [
             {"name": "config", "configMap": {"name": name}},
-            storage_volume(spec),
+            storage_volume(spec, cfg),
             {"name": "tmp", "emptyDir": {}},
             *(
                 {"name": f"data-{i}", "configMap": {"name": cm}}
@@ -113,12 +129,14 @@ def stage_job(
             ),
         ],
     }
+    if run.gpus:
+        container["volumeMounts"].append({"name": "shm", "mountPath": "/dev/shm"})
+        pod_spec["volumes"].append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}})
     if run.node:
         pod_spec.update(pin_to_node(spec, run.node))
-    job_spec: dict[str, Any] = {
-        "backoffLimit": spec.retries.backoff_limit,
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
-    }
+    template: dict[str, Any] = {"metadata": {"labels": labels}, "spec": pod_spec}
+    apply_pod_options(template, merge_options(cfg.pod_defaults, spec.pods))
+    job_spec: dict[str, Any] = {"backoffLimit": spec.retries.backoff_limit, "template": template}
     job_labels = dict(labels)
     if spec.queue_name:
         # Kueue admits the Job by unsuspending it (and may add its ResourceFlavor's node labels to the
@@ -154,44 +172,41 @@ def dataset_configmap_fields(spec: DistillationJobSpec) -> list[tuple[str, str]]
     ]
 
 
-def container_security() -> dict[str, Any]:
-    """The restricted Pod Security Standard for a container: non-root, read-only, nothing extra."""
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+def container_security(cfg: OperatorConfig) -> dict[str, Any]:
+    """The restricted Pod Security Standard for a container (non-root, read-only, nothing extra), or
+    the chart's ``stagePods.containerSecurityContext``."""
+    return _container_security(cfg)
 
 
-def pod_security() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_USER,
-        "fsGroup": RUN_AS_USER,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+def pod_security(cfg: OperatorConfig) -> dict[str, Any]:
+    """The pod's securityContext: restricted without a fixed user id, or the chart's
+    ``stagePods.podSecurityContext``."""
+    return _pod_security(cfg)
 
 
 def pin_to_node(spec: DistillationJobSpec, node: str) -> dict[str, Any]:
-    """Pod-spec fields that put a pod on the chosen node, tolerating its GPU taint and the job's own."""
+    """Pod-spec fields that put a pod on the chosen node, tolerating its GPU taint and the job's own.
+
+    Node affinity on the Node's name (``metadata.name``, as the DaemonSet controller does), not a
+    ``kubernetes.io/hostname`` selector: on many clouds the hostname label differs from the node name.
+    """
     tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.servers.tolerations]
     tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
-    return {"nodeSelector": {"kubernetes.io/hostname": node}, "tolerations": tolerations}
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+    affinity = {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
+    }
+    return {"affinity": affinity, "tolerations": tolerations}
 
 
-def storage_volume(spec: DistillationJobSpec) -> dict[str, Any]:
-    storage = spec.storage
-    if storage is not None and storage.pvc is not None:
-        return {"name": "storage", "persistentVolumeClaim": {"claimName": storage.pvc.claim_name}}
-    return {"name": "storage", "emptyDir": {}}
+def storage_volume(spec: DistillationJobSpec, cfg: OperatorConfig) -> dict[str, Any]:
+    """The job's storage claim as the volume ``storage``; ``StorageUnset`` when there is none."""
+    claim = storage_claim(spec, cfg)
+    if claim is None:
+        raise StorageUnset()
+    return {"name": "storage", "persistentVolumeClaim": {"claimName": claim.claim_name}}
 
 
-def _sub_path(spec: DistillationJobSpec) -> dict[str, str]:
-    storage = spec.storage
-    if storage is not None and storage.pvc is not None and storage.pvc.sub_path:
-        return {"subPath": storage.pvc.sub_path}
-    return {}
+def _sub_path(spec: DistillationJobSpec, cfg: OperatorConfig) -> dict[str, str]:
+    claim = storage_claim(spec, cfg)
+    return {"subPath": claim.sub_path} if claim is not None and claim.sub_path else {}

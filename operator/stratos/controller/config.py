@@ -2,8 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field
+
+from stratos.api.pods import PodOptions
+
+
+class PodDefaults(PodOptions):
+    """The chart's ``stagePods`` value: options for every job's pods, and their security contexts.
+
+    ``pod_security_context`` / ``container_security_context`` replace the operator's built-in restricted
+    ones when set (``stratos.controller.podopts``); the built-in ones set no user id, so the image's
+    USER applies on plain Kubernetes and OpenShift's restricted-v2 assigns its own.
+    """
+
+    pod_security_context: dict[str, Any] | None = Field(None, description="Pod securityContext.")
+    container_security_context: dict[str, Any] | None = Field(None, description="Container securityContext.")
+
+
+def pod_defaults(text: str) -> PodDefaults:
+    """``STRATOS_POD_DEFAULTS`` (the chart's stagePods as JSON); the chart's empty strings mean unset."""
+    raw = json.loads(text or "{}")
+    return PodDefaults.model_validate({k: v for k, v in raw.items() if v not in ("", None)})
 
 
 @dataclass(frozen=True)
@@ -14,6 +38,9 @@ class OperatorConfig:
     serving_image: str = "ghcr.io/stratos-io/stratos-serving:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     log_format: str = "text"
+    #: PersistentVolumeClaim (in the job's namespace) used when a job sets no spec.storage; "" = none.
+    default_claim: str = ""
+    pod_defaults: PodDefaults = field(default_factory=PodDefaults)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -25,4 +52,6 @@ class OperatorConfig:
             serving_image=env.get("STRATOS_SERVING_IMAGE", cls.serving_image),
             image_pull_policy=env.get("STRATOS_IMAGE_PULL_POLICY", cls.image_pull_policy),
             log_format=env.get("STRATOS_LOG_FORMAT", cls.log_format),
+            default_claim=env.get("STRATOS_DEFAULT_CLAIM", cls.default_claim),
+            pod_defaults=pod_defaults(env.get("STRATOS_POD_DEFAULTS", "")),
         )

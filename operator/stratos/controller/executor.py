@@ -39,6 +39,7 @@ from stratos.controller.machine import (
     StageRun,
 )
 from stratos.controller.naming import ChildKey, child_key, is_same_child, owner_uid
+from stratos.controller.podopts import StorageUnset, storage_claim
 from stratos.serving.manifests import (
     EXTRA_APIS,
     SPEC_HASH,
@@ -330,6 +331,9 @@ class KubeExecutor:
         self.namespace = str(body["metadata"]["namespace"])
         self.job_name = str(body["metadata"]["name"])
         self.uid = owner_uid(body)
+
+    def storage_error(self, spec: DistillationJobSpec) -> str | None:
+        return None if storage_claim(spec, self.cfg) is not None else StorageUnset.MESSAGE
 
     def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
         # Found by its labels (owner uid, stage, candidate), never by its name.

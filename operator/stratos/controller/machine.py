@@ -112,6 +112,10 @@ class Executor(Protocol):
         """Where the job's storage is mounted for stage programs (the pod's mount path, or a local dir)."""
         ...
 
+    def storage_error(self, spec: DistillationJobSpec) -> str | None:
+        """Why stage programs would have nowhere to keep the job's files (no claim), or None."""
+        ...
+
     def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
         """Start ``run`` unless it already exists, and report its state. Must be idempotent."""
         ...
@@ -276,13 +280,22 @@ def reconcile(
         body, spec, status, generation, now, nodes or [], executor, events, nodes_known=nodes is not None
     )
     stage = parse_stage(status.get("stage"))
-    if (
-        stage is Stage.FAILED
-        and _failed_reason(status) == "InvalidSpec"
-        and _failed_generation(status) != generation
-    ):
-        # The spec was edited since it was found invalid: start again from the top; steps skip what is
-        # already decided. The same generation stays Failed, quietly (no event, no status write).
+    failed_reason = _failed_reason(status) if stage is Stage.FAILED else None
+    # A spec found invalid starts again once it is edited (the same generation stays Failed, quietly: no
+    # event, no status write); a job that lacked storage starts again once the storage exists.
+    restartable = failed_reason == STORAGE_UNSET or (
+        failed_reason == "InvalidSpec" and _failed_generation(status) != generation
+    )
+    storage_error = executor.storage_error(spec) if executor is not None else None
+    if storage_error and (restartable or stage not in (Stage.FAILED, Stage.SUCCEEDED)):
+        # Stages hand files to each other through the storage: without it nothing can work.
+        status["stage"] = fail(ctx, STORAGE_UNSET, storage_error).value
+        status["phase"] = PHASE[Stage.FAILED]
+        _roll_up_ready(ctx)
+        status["observedGeneration"] = generation
+        return Outcome(prune_none(status), events, ctx.timings)
+    if restartable:
+        # Start again from the top; steps skip what is already decided.
         stage = Stage.SELECT_SERVER
         status["conditions"] = c.remove_condition(status.get("conditions"), c.FAILED)
     status["stage"] = stage.value
@@ -312,6 +325,10 @@ def reconcile(
     _roll_up_ready(ctx)
     status["observedGeneration"] = generation
     return Outcome(prune_none(status), events, ctx.timings)
+
+
+#: Failed with the storage missing: neither spec.storage nor the operator's default claim.
+STORAGE_UNSET = "StorageUnset"
 
 
 def errored(

@@ -51,6 +51,9 @@ class LocalExecutor:
     def storage_root(self) -> str:
         return str(self.workdir)
 
+    def storage_error(self, spec: DistillationJobSpec) -> str | None:
+        return None  # the workdir is the storage
+
     def run_dir(self, run: StageRun) -> Path:
         # One workdir per job: the "uid" only has to be constant.
         return self.workdir / "runs" / child_name(self.job_name, "local", run.stage, run.candidate)

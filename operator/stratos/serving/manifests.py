@@ -41,6 +41,7 @@ from stratos.controller.children import (
 )
 from stratos.controller.config import OperatorConfig
 from stratos.controller.naming import child_labels, child_name, owner_reference, owner_uid
+from stratos.controller.podopts import apply_pod_options, merge_options, storage_claim
 from stratos.serving.commands import (
     HEALTH_PATH,
     SERVING_PORT,
@@ -185,7 +186,7 @@ def serving_deployment(
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "cache", "emptyDir": {}},
-        storage_volume(spec),
+        storage_volume(spec, cfg),
     ]
     container: dict[str, Any] = {"name": "server", "image": cfg.serving_image}
     if serving.engine == "vllm":
@@ -226,7 +227,12 @@ def serving_deployment(
         if is_local(model):
             env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
         mounts += [
-            {"name": "storage", "mountPath": STORAGE_DIR, "readOnly": True, **_storage_sub_path(spec, "")},
+            {
+                "name": "storage",
+                "mountPath": STORAGE_DIR,
+                "readOnly": True,
+                **_storage_sub_path(spec, cfg, ""),
+            },
             {"name": "shm", "mountPath": "/dev/shm"},
         ]
         # NCCL and PyTorch workers exchange tensors through /dev/shm; the runtime default is 64 MiB.
@@ -248,7 +254,7 @@ def serving_deployment(
                 "name": "storage",
                 "mountPath": f"{MODELS_DIR}/{model_name}",
                 "readOnly": True,
-                **_storage_sub_path(spec, merged_path),
+                **_storage_sub_path(spec, cfg, merged_path),
             }
         )
     container |= {
@@ -258,18 +264,20 @@ def serving_deployment(
         "resources": resources,
         **copy.deepcopy(PROBES),
         "volumeMounts": mounts,
-        "securityContext": container_security(),
+        "securityContext": container_security(cfg),
     }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 30,
-        "securityContext": pod_security(),
+        "securityContext": pod_security(cfg),
         "containers": [container],
         "volumes": volumes,
     }
     if node:
         pod_spec.update(pin_to_node(spec, node))
+    template: dict[str, Any] = {"metadata": {"labels": labels}, "spec": pod_spec}
+    apply_pod_options(template, merge_options(cfg.pod_defaults, spec.pods))
     # GPUs on the node are usually all taken by the old pod: surging a new one would leave it Pending.
     surge = {"maxSurge": 0, "maxUnavailable": 1} if count else {"maxSurge": 1, "maxUnavailable": 0}
     deployment_spec: dict[str, Any] = {
@@ -279,7 +287,7 @@ def serving_deployment(
         "progressDeadlineSeconds": 1800,
         "selector": {"matchLabels": labels},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": surge},
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": template,
     }
     if serving.autoscaling is not None:
         # The HorizontalPodAutoscaler owns the count: leaving replicas out of the spec (and of every
@@ -366,7 +374,7 @@ def _object(
     }
 
 
-def _storage_sub_path(spec: DistillationJobSpec, path: str) -> dict[str, str]:
+def _storage_sub_path(spec: DistillationJobSpec, cfg: OperatorConfig, path: str) -> dict[str, str]:
     """``subPath`` that mounts ``path`` (absolute under the storage mount, or "" for all of it)."""
     if path:
         rel = posixpath.relpath(posixpath.normpath(path), STORAGE_DIR)
@@ -375,8 +383,8 @@ def _storage_sub_path(spec: DistillationJobSpec, path: str) -> dict[str, str]:
         rel = "" if rel == "." else rel
     else:
         rel = ""
-    storage = spec.storage
-    base = storage.pvc.sub_path if storage is not None and storage.pvc is not None else ""
+    claim = storage_claim(spec, cfg)
+    base = claim.sub_path if claim is not None else ""
     joined = posixpath.join(base, rel) if base and rel else base or rel
     return {"subPath": joined} if joined else {}
 

@@ -14,7 +14,15 @@ from typing import Any
 from stratos.serving.manifests import SPEC_HASH
 
 #: Pod-spec keys present only in some desired objects: a JSON merge patch must null them explicitly.
-_OPTIONAL_POD_KEYS = ("nodeSelector", "tolerations")
+#: (nodeSelector: what operators before node affinity set.)
+_OPTIONAL_POD_KEYS = (
+    "nodeSelector",
+    "affinity",
+    "tolerations",
+    "serviceAccountName",
+    "imagePullSecrets",
+    "priorityClassName",
+)
 
 
 def serving_patch(live: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -1,0 +1,122 @@
+"""The real-node tier: a test control plane plus one real kubelet node (support.realnode).
+
+Every test here is marked ``realnode`` (and ``controlplane``). The node is session-scoped and built once:
+binaries from tests/controlplane/build.sh, images from support.images (cached). When the machine cannot
+run a node at all (not root, no cgroup v1, containerd/runc/podman not installed) the tier fails with the
+list of what is missing, unless STRATOS_SKIP_REALNODE=1 says to skip it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import images
+from support.controlplane import ControlPlane, ControlPlaneError, resolve_bin_dir
+from support.realnode import NODE_IP, RealNode, RealNodeUnavailable, missing_prerequisites
+
+HERE = Path(__file__).resolve().parent
+SETUP_TIMES: dict[str, float] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.realnode)
+            item.add_marker(pytest.mark.controlplane)
+
+
+def _timed(name: str, fn: Any, *args: Any) -> Any:
+    start = time.monotonic()
+    try:
+        return fn(*args)
+    finally:
+        SETUP_TIMES[name] = time.monotonic() - start
+
+
+@pytest.fixture(scope="session")
+def realnode_bin(request: pytest.FixtureRequest) -> Path:
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    try:
+        with capman.global_and_fixture_disabled():
+            bin_dir = resolve_bin_dir()
+    except ControlPlaneError as e:
+        pytest.fail(str(e), pytrace=False)
+    missing = missing_prerequisites(bin_dir)
+    if missing:
+        message = "this machine cannot run a real node; missing: " + ", ".join(missing)
+        if os.environ.get("STRATOS_SKIP_REALNODE") == "1":
+            pytest.skip(message)
+        pytest.fail(message + " (STRATOS_SKIP_REALNODE=1 skips the tier)", pytrace=False)
+    return bin_dir
+
+
+@pytest.fixture(scope="session")
+def node_images(realnode_bin: Path) -> dict[str, images.Image]:
+    """The images the node runs, built (or found in the cache) before the node starts."""
+    return {
+        "pause": _timed("image pause", images.pause_image, realnode_bin),
+        "base": _timed("image base", images.base_image_archive),
+        "operator": _timed("image operator", images.stratos_image, "operator"),
+    }
+
+
+@pytest.fixture(scope="session")
+def runtime(realnode_bin: Path, node_images: dict[str, images.Image]) -> Iterator[RealNode]:
+    """The node's container runtime (containerd, runc, CNI) with the images imported; no kubelet yet."""
+    node = RealNode(realnode_bin)
+    started = time.monotonic()
+    try:
+        node.prepare()
+    except RealNodeUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        node.start_runtime(node_images["pause"].ref, [i.archive for i in node_images.values()])
+        SETUP_TIMES["containerd + image import"] = time.monotonic() - started
+        yield node
+    finally:
+        node.stop()
+    assert not node.leftovers, f"the real node left the machine changed: {node.leftovers}"
+
+
+@pytest.fixture(scope="session")
+def realnode(runtime: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
+    """The runtime joined to a control plane bound to the node's address (kubelet, GPUs, proxy, DNS)."""
+    started = time.monotonic()
+    cp = ControlPlane(
+        workdir=tmp_path_factory.mktemp("rn-controlplane"),
+        bin_dir=runtime.bin_dir,
+        bind_address=NODE_IP,
+        node_lifecycle=True,
+    )
+    try:
+        cp.start()
+        runtime.join(cp)
+        SETUP_TIMES["control plane + kubelet, GPUs, kube-proxy, DNS"] = time.monotonic() - started
+        yield runtime
+    finally:
+        runtime.stop()
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def rn_api(realnode: RealNode) -> Iterator[Any]:
+    assert realnode.cp is not None
+    client = realnode.cp.api_client()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SETUP_TIMES:
+        terminalreporter.write_sep("-", "real node set-up (seconds)")
+        for name, seconds in SETUP_TIMES.items():
+            terminalreporter.write_line(f"{name}: {seconds:.1f}")
