@@ -116,8 +116,9 @@ def test_suspend_stops_running_stages_and_resume_finishes_the_job(
         suspend(False)
         fake_kubelet.add_node(node)
         control_plane.kubectl(
-            "wait", "--for=jsonpath={.status.phase}=Succeeded", "dj/pause", "-n", namespace, "--timeout=300s"
-        )
+            "wait", "--for=jsonpath={.status.phase}=Succeeded", "dj/pause", "-n", namespace, "--timeout=600s",
+            timeout=660,  # the whole pipeline runs after the resume: minutes on a loaded machine
+        )  # fmt: skip
         wait_for(lambda: (recorder.latest_health() or {}).get("status") == "Healthy", what="Healthy")
     # Argo CD health of every version the operator wrote: suspended in between, nothing Degraded.
     healths = recorder.healths()
