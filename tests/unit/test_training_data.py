@@ -117,3 +117,17 @@ def test_estimated_steps():
     assert estimated_steps(10, s, per_row=4) == 20
     s.max_steps = 3
     assert estimated_steps(10, s) == 3
+
+
+def test_longest_target_counts_the_final_assistant_turn_or_the_chosen_side_plus_end_of_turn():
+    rows = [
+        {"messages": [USER, {"role": "assistant", "content": "a b c"}]},
+        {"messages": [USER, {"role": "assistant", "content": "a b c d e"}]},  # 5 words: the longest
+        {"prompt": [USER], "chosen": [{"role": "assistant", "content": "x y"}], "rejected": "r"},
+    ]
+    assert data.target_texts(rows) == ["a b c", "a b c d e", "x y"]
+    words = lambda text: len(text.split())  # noqa: E731
+    assert data.longest_target_tokens(rows, words, cap=1024) == 6  # 5 + the end-of-turn token
+    assert data.longest_target_tokens(rows, words, cap=4) == 4  # nothing longer than a sequence is learnt
+    with pytest.raises(DatasetError, match="the last message must be the assistant"):
+        data.longest_target_tokens([{"messages": [USER]}], words, cap=10)

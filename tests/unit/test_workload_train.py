@@ -208,3 +208,13 @@ def test_sequences_too_short_for_any_prompt_are_refused(tmp_path, mahjong):
     code, result = run_train(tmp_path, mahjong, sequenceLength=64)
     assert code == 1 and result["kind"] == "DatasetError"
     assert "sequenceLength" in result["error"]
+
+
+def test_the_result_records_the_longest_target_in_the_students_tokens(tmp_path, toy):
+    code, result = run_train(tmp_path, toy, maxSteps=1)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model()))
+    rows = [json.loads(line) for line in Path(toy["dataset"]).read_text().splitlines() if line.strip()]
+    targets = [r["messages"][-1]["content"] for r in rows]
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets]
+    assert code == 0 and result["longestTargetTokens"] == max(lengths) + 1  # and the end-of-turn token
+    assert result["baseModel"] is None  # a plain checkpoint: its URI says what it is

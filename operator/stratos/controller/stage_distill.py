@@ -12,30 +12,59 @@ from __future__ import annotations
 from typing import Any
 
 from stratos.api.durations import parse_duration
-from stratos.api.spec import StudentSpec
+from stratos.api.spec import StudentSpec, TeacherSpec
 from stratos.api.status import DataStatus, EvaluationAttempt, EvaluationStatus, TrainingStatus
 from stratos.controller import conditions as c
 from stratos.controller.machine import Context, RunStatus, SecretEnv, StageRun, fail, over_budget, step
 from stratos.controller.stage_server import node_lost, reselect_server
 from stratos.controller.stage_teachers import API_KEY_ENV
 from stratos.controller.stages import Stage
+from stratos.decide.evaluation import evaluation_max_new_tokens, needs_merged_weights
 
 SYNTHESIZE, TRAIN, EVALUATE = "synthesize", "train", "evaluate"
+#: The independent verifier teacher's API key, when it has one (never the same variable as the teacher's:
+#: the two may be different accounts).
+VERIFIER_API_KEY_ENV = "VERIFIER_API_KEY"
 
 
-def _teacher_connection(ctx: Context) -> tuple[dict[str, Any], tuple[SecretEnv, ...]]:
+def selected_teacher(ctx: Context) -> TeacherSpec:
     name = ctx.status["teacher"]["selected"]
-    teacher = next(t for t in ctx.spec.teachers if t.name == name)
+    return next(t for t in ctx.spec.teachers if t.name == name)
+
+
+def _connection(teacher: TeacherSpec, env: str) -> tuple[dict[str, Any], tuple[SecretEnv, ...]]:
     ref = teacher.endpoint.api_key_secret_ref
     connection = {
         "name": teacher.name,
         "baseURL": teacher.endpoint.base_url,
         "model": teacher.endpoint.model,
-        "apiKeyEnv": API_KEY_ENV if ref else None,
+        "apiKeyEnv": env if ref else None,
         "costPerMillionTokens": teacher.cost_per_million_tokens,
         "maxConcurrency": teacher.max_concurrency,
     }
-    return connection, ((SecretEnv(API_KEY_ENV, ref.name, ref.key),) if ref else ())
+    return connection, ((SecretEnv(env, ref.name, ref.key),) if ref else ())
+
+
+def synthesize_config(ctx: Context) -> tuple[dict[str, Any], tuple[SecretEnv, ...]]:
+    """The synthesize stage's config and the Secret-backed variables it needs (teacher, verifier)."""
+    spec = ctx.spec
+    teacher, secrets = _connection(selected_teacher(ctx), API_KEY_ENV)
+    synthesis = spec.distillation.synthesis
+    config = {
+        "strategy": ctx.status["strategy"]["selected"],
+        "teacher": teacher,
+        "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        "targetSamples": spec.distillation.target_samples,
+        "seed": spec.task.seed,
+        "augment": synthesis.augment,
+        "dataRoot": ctx.data_root,
+        "outputDir": ctx.job_dir,
+    }
+    if synthesis.verifier is not None:
+        verifier = next(t for t in spec.teachers if t.name == synthesis.verifier)
+        config["verifierTeacher"], verifier_secrets = _connection(verifier, VERIFIER_API_KEY_ENV)
+        secrets += verifier_secrets
+    return config, secrets
 
 
 def _failed(run: RunStatus) -> str | None:
@@ -50,17 +79,7 @@ def _failed(run: RunStatus) -> str | None:
 def synthesize_step(ctx: Context) -> Stage | None:
     if ctx.decided("data", "uri", c.DATA_READY):
         return Stage.TRAIN
-    spec = ctx.spec
-    teacher, secrets = _teacher_connection(ctx)
-    config = {
-        "strategy": ctx.status["strategy"]["selected"],
-        "teacher": teacher,
-        "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
-        "targetSamples": spec.distillation.target_samples,
-        "seed": spec.task.seed,
-        "dataRoot": ctx.data_root,
-        "outputDir": ctx.job_dir,
-    }
+    config, secrets = synthesize_config(ctx)
     run = ctx.run(StageRun(SYNTHESIZE, "stratos.workloads.synthesize", config, secret_env=secrets))
     if (error := _failed(run)) is not None:
         ctx.condition(c.DATA_READY, c.FALSE, "SynthesisFailed", error, event="Warning")
@@ -157,11 +176,16 @@ def train_step(ctx: Context) -> Stage | None:
         "sequenceLength": dist.sequence_length,
         "gradientCheckpointing": dist.gradient_checkpointing,
         "maxSeconds": parse_duration(spec.requirements.max_training_time),
-        "merge": spec.serving.engine == "transformers",
+        "merge": needs_merged_weights(spec.serving.engine, student.model.uri),
         "seed": spec.task.seed,
         "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
         "dataRoot": ctx.data_root,
     }
+    if config["algorithm"] == "white-box-kd":
+        weights = selected_teacher(ctx).weights
+        if weights is None:  # the API refuses this; a spec from before the rule existed may not have it
+            return fail(ctx, "InvalidSpec", "white-box-kd: the selected teacher has no weights.uri")
+        config["teacherModelUri"] = weights.uri
     gpus = int(server["gpu"]["count"])
     run = ctx.run(StageRun(TRAIN, "stratos.workloads.train", config, student.name, server["node"], gpus))
     if (error := _failed(run)) is not None:
@@ -184,11 +208,15 @@ def train_step(ctx: Context) -> Stage | None:
         loss=loss.get("last") if isinstance(loss, dict) else loss,
         duration_seconds=r.get("seconds"),
         merged_uri=f"{_train_dir(ctx, student.name)}/merged" if r.get("mergedPath") else None,
+        longest_target_tokens=r.get("longestTargetTokens"),
+        base_model=r.get("baseModel"),
     ).to_api()
     hours = float(r.get("seconds") or 0.0) / 3600
     ctx.add_spend(gpu_hours=hours, usd=hours * float(server["hourlyCost"]))
+    base = f" ({r['baseModel']})" if r.get("baseModel") else ""
     message = (
-        f"{student.name} trained with {config['algorithm']}: {r.get('steps')} steps in {r.get('seconds')} s"
+        f"{student.name}{base} trained with {config['algorithm']}: {r.get('steps')} steps in "
+        f"{r.get('seconds')} s"
     )
     ctx.condition(c.TRAINED, c.TRUE, "Trained", message, event="Normal")
     return Stage.EVALUATE
@@ -199,10 +227,15 @@ def evaluate_step(ctx: Context) -> Stage | None:
     if ctx.decided("evaluation", "passed", c.EVALUATED):
         return Stage.DEPLOY
     spec, server, student = ctx.spec, ctx.status["server"], current_student(ctx)
+    training = ctx.status["training"]
     config = {
         "student": student.name,
         "modelUri": student.model.uri,
-        "adapterPath": ctx.status["training"]["adapterUri"],
+        "adapterPath": training["adapterUri"],
+        # Decode as far as the student was trained to write, a little more, and no further.
+        "maxNewTokens": evaluation_max_new_tokens(
+            training.get("longestTargetTokens"), sequence_length=spec.distillation.sequence_length
+        ),
         "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
         "dataRoot": ctx.data_root,
         "outputDir": _train_dir(ctx, student.name),
@@ -226,6 +259,7 @@ def evaluate_step(ctx: Context) -> Stage | None:
         samples=r.get("samples"),
         correct=r.get("correct"),
         passed=passed,
+        max_new_tokens=config["maxNewTokens"],
         attempts=attempts,
     ).to_api()
     summary = f"{student.name}: held-out accuracy {accuracy:.1%} (minimum {minimum:.1%})"

@@ -166,6 +166,26 @@ def dpo_dataset(
     return Dataset.from_dict({"prompt": prompts, "chosen": chosen, "rejected": rejected}), dropped
 
 
+def target_texts(rows: Sequence[Row]) -> list[str]:
+    """What the student is trained to write: each row's final assistant turn, or its ``chosen`` side for
+    a preference row (what DPO pushes it towards)."""
+    out = []
+    for i, row in enumerate(rows):
+        where = f"row {i + 1}"
+        if "chosen" in row:
+            out.append("".join(m["content"] for m in _as_turn(row["chosen"], where)))
+        else:
+            out.append(split_turns(row, where)[1][0]["content"])
+    return out
+
+
+def longest_target_tokens(rows: Sequence[Row], count: Callable[[str], int], *, cap: int) -> int:
+    """Tokens of the longest training target (``count`` tokenises one text), plus one for the end-of-turn
+    token the model learnt to emit after it, at most ``cap`` (the training sequence length: nothing
+    longer was learnt)."""
+    return min(cap, max(count(text) for text in target_texts(rows)) + 1)
+
+
 def kd_dataset(rows: Sequence[Row]) -> Dataset:
     messages = []
     for i, row in enumerate(rows):
