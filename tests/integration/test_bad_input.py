@@ -178,6 +178,18 @@ API_REJECTS = [
         "knowledge injection trains with sft-lora only",
     ),
     Bad(
+        "white-box-kd-without-teacher-weights",
+        put("spec.distillation", {"strategy": "alignment", "algorithm": "white-box-kd"}),
+        "spec.teachers",
+        "white-box-kd needs every teacher's own weights",
+    ),
+    Bad(
+        "verifier-not-a-teacher",
+        put("spec.distillation", {"synthesis": {"verifier": "nobody"}}),
+        "spec.distillation.synthesis.verifier",
+        "must name a teacher in spec.teachers",
+    ),
+    Bad(
         "storage-pvc-and-uri",
         put("spec.storage", {"pvc": {"claimName": "d"}, "uri": "s3://b/p"}),
         "spec.storage",

@@ -275,3 +275,17 @@ def test_a_gguf_student_is_trained_with_merged_weights_whatever_the_engine() -> 
         executor = KdExecutor({"a": 0.8})
         run_job(executor, students=students)  # serving engine: the default, vllm
         assert next(r for r in executor.started if r.stage == "train").config["merge"] is merge
+
+
+def test_a_refused_spec_stays_refused_quietly_until_its_generation_changes() -> None:
+    executor = KdExecutor({"a": 0.8}, shared=False)
+    body = job(students=STUDENTS, teachers=KD_TEACHERS, distillation={"algorithm": "white-box-kd"},
+               serving={"enabled": False})  # fmt: skip
+    body["status"] = reconcile(body, nodes=NODES, executor=executor, now=NOW).status
+    again = reconcile(body, nodes=NODES, executor=executor, now=NOW)
+    assert again.events == [] and again.status["phase"] == "Failed"  # no retry loop, no event storm
+    fixed = KdExecutor({"a": 0.8})
+    body["metadata"]["generation"] = 2
+    body["spec"]["teachers"][1]["weights"] = {"uri": "/models/other-same-vocab"}
+    recovered = reconcile(body, nodes=NODES, executor=fixed, now=NOW)
+    assert "Failed" not in conditions(recovered.status) and recovered.status["stage"] != "Failed"

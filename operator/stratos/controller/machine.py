@@ -253,8 +253,14 @@ def reconcile(
 
     ctx = Context(body, spec, status, generation, now, nodes, executor, events)
     stage = parse_stage(status.get("stage"))
-    if stage is Stage.FAILED and _failed_reason(status) == "InvalidSpec":
-        # The spec was fixed: start again from the top; steps skip what is already decided.
+    if (
+        stage is Stage.FAILED
+        and _failed_reason(status) == "InvalidSpec"
+        and _failed_generation(status) != generation
+    ):
+        # The spec was changed since it was refused: start again from the top; steps skip what is
+        # already decided. (A spec refused by a stage, e.g. the white-box KD vocabulary check, is
+        # refused again by the same generation: no retry, no event storm.)
         stage = Stage.SELECT_SERVER
         status["conditions"] = c.remove_condition(status.get("conditions"), c.FAILED)
     status["stage"] = stage.value
@@ -333,6 +339,11 @@ def fail(ctx: Context, reason: str, message: str) -> Stage:
 def _failed_reason(status: Mapping[str, Any]) -> str | None:
     cond = c.get_condition(status.get("conditions"), c.FAILED)
     return str(cond.get("reason")) if cond else None
+
+
+def _failed_generation(status: Mapping[str, Any]) -> Any:
+    cond = c.get_condition(status.get("conditions"), c.FAILED)
+    return cond.get("observedGeneration") if cond else None
 
 
 def _invalid_spec(
