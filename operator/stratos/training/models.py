@@ -380,7 +380,8 @@ def describe_model(ref: ModelRef) -> str | None:
         f = reader.get_field(key)
         return f.contents() if f is not None else None
 
-    name = str(field("general.name") or Path(ref.path).stem)
+    file_name = Path(ref.path).name
+    name = f"{field('general.name')} ({file_name})" if field("general.name") else file_name
     file_type = field("general.file_type")
     try:
         quant = (

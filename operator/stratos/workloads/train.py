@@ -257,8 +257,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 def _longest_target(config: TrainConfig, rows: list[dict[str, Any]], tokenizer: Any) -> int:
-    """Tokens of the longest completion the student learns to write (GRPO: its sampled completions,
-    at most ``maxCompletionLength``)."""
+    """Tokens of the longest completion the student learns to write, as far as its sequence fits in
+    ``sequenceLength`` (GRPO: its sampled completions, at most ``maxCompletionLength``)."""
     from stratos.training import data
 
     if config.algorithm == "grpo":
@@ -267,7 +267,10 @@ def _longest_target(config: TrainConfig, rows: list[dict[str, Any]], tokenizer: 
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    return data.longest_target_tokens(rows, count, cap=config.sequence_length)
+    def count_prompt(messages: list[dict[str, str]]) -> int:
+        return count(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+
+    return data.longest_target_tokens(rows, count, cap=config.sequence_length, count_prompt=count_prompt)
 
 
 def _merge(trained: Any, ref: Any, rt: Any, adapter_dir: Path, merged_dir: Path, tokenizer: Any) -> None:
