@@ -3,9 +3,9 @@
 - Decoding budget: held-out answers are decoded greedily up to a token budget. Too small and a student
   that learnt to reason at length is cut off before its answer line (scored wrong for the budget's
   sake); too large and a student that never stops costs minutes per sample. The budget is what the
-  student was trained to write, the longest target of its training set in its own tokens, plus a
-  quarter for phrasing variation, at least ``EVAL_MIN_NEW_TOKENS`` and at most the training sequence
-  length (no target can be longer than that).
+  student was trained to write, the longest target of its training set in its own tokens as far as it
+  fitted after its prompt in the training sequence length (the train stage measures it), plus a
+  quarter for phrasing variation, at least ``EVAL_MIN_NEW_TOKENS`` and at most the sequence length.
 - Merged weights: an engine that cannot load an adapter (``transformers serve``), or a base model no
   engine can load with an adapter (a GGUF file: vLLM's GGUF loader is experimental and takes no LoRA
   adapters), is served from full weights with the adapter merged in, written by the train stage.
