@@ -184,10 +184,10 @@ API_REJECTS = [
         "white-box-kd needs every teacher's own weights",
     ),
     Bad(
-        "verifier-not-a-teacher",
-        put("spec.distillation", {"synthesis": {"verifier": "nobody"}}),
-        "spec.distillation.synthesis.verifier",
-        "must name a teacher in spec.teachers",
+        "verifier-without-endpoint",
+        put("spec.distillation", {"synthesis": {"verifier": {"costPerMillionTokens": 1}}}),
+        "spec.distillation.synthesis.verifier.endpoint",
+        "Required value",
     ),
     Bad(
         "storage-pvc-and-uri",

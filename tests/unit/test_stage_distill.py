@@ -226,23 +226,25 @@ def test_other_algorithms_run_no_vocabulary_check() -> None:
     assert "teacherModelUri" not in next(r for r in executor.started if r.stage == "train").config
 
 
-def test_synthesis_gets_the_augmentation_and_the_verifier_teacher_with_its_own_key() -> None:
+def test_synthesis_gets_the_augmentation_and_the_verifier_with_its_own_key() -> None:
     executor = KdExecutor({"a": 0.8})
-    run_job(
-        executor,
-        teachers=KD_TEACHERS,
-        distillation={"synthesis": {"augment": "teacher", "verifier": "other"}},
-    )
+    verifier = {
+        "endpoint": {"baseURL": "http://verifier:8000/v1", "model": "v",
+                     "apiKeySecretRef": {"name": "keys", "key": "verifier"}},
+        "costPerMillionTokens": 3.0,
+    }  # fmt: skip
+    synthesis = {"augment": "teacher", "verifier": verifier}
+    run_job(executor, teachers=KD_TEACHERS, distillation={"synthesis": synthesis})
     synth = next(r for r in executor.started if r.stage == "synthesize")
     assert synth.config["augment"] == "teacher"
     assert synth.config["teacher"]["name"] == "big" and synth.config["teacher"]["apiKeyEnv"] is None
-    verifier = synth.config["verifierTeacher"]
-    assert (verifier["name"], verifier["baseURL"], verifier["apiKeyEnv"]) == (
-        "other",
-        "http://other:8000/v1",
-        "VERIFIER_API_KEY",
-    )
-    assert [(s.env, s.secret, s.key) for s in synth.secret_env] == [("VERIFIER_API_KEY", "keys", "other")]
+    v = synth.config["verifierTeacher"]
+    assert (v["name"], v["baseURL"], v["model"], v["apiKeyEnv"], v["costPerMillionTokens"]) == (
+        "verifier", "http://verifier:8000/v1", "v", "VERIFIER_API_KEY", 3.0
+    )  # fmt: skip
+    assert [(s.env, s.secret, s.key) for s in synth.secret_env] == [("VERIFIER_API_KEY", "keys", "verifier")]
+    # The verifier is not a candidate teacher: it is never evaluated.
+    assert {r.candidate for r in executor.started if r.stage == "teacher-eval"} == {"big", "other"}
     # The synthesize stage's own config model accepts what the controller writes.
     from stratos.synthesis.config import SynthesizeConfig
 

@@ -33,7 +33,7 @@ from stratos.api.placement import (
     StorageSpec,
     Toleration,
 )
-from stratos.api.types import DatasetUri, Duration, Name
+from stratos.api.types import DatasetUri, Duration
 
 __all__ = [
     "MAX_CANDIDATES",
@@ -57,6 +57,7 @@ __all__ = [
     "TeacherSpec",
     "TeacherWeights",
     "Toleration",
+    "VerifierSpec",
     "Weights",
 ]
 
@@ -234,6 +235,16 @@ class LoraSpec(ApiModel):
     dropout: float = Field(0.05, ge=0, le=1, description="Dropout on the adapter input.")
 
 
+class VerifierSpec(ApiModel):
+    """The independent verifier of teacher-written questions (paper: a second teacher instance)."""
+
+    endpoint: EndpointSpec = Field(description="Where the verifier is served (OpenAI-compatible).")
+    cost_per_million_tokens: float = Field(
+        0.0, ge=0, le=1_000_000, description="Price in USD per million tokens, counted in status.cost."
+    )
+    max_concurrency: int = Field(8, ge=1, le=256, description="Most requests in flight to the verifier.")
+
+
 class SynthesisSpec(ApiModel):
     """How the training data is made beyond the real questions (paper, "Knowledge Injection", Figure 5)."""
 
@@ -246,11 +257,12 @@ class SynthesisSpec(ApiModel):
         "agrees on its answer), none (real questions only), auto (mutate where the task has a mutator, "
         "else teacher).",
     )
-    verifier: Name | None = Field(
+    verifier: VerifierSpec | None = Field(
         None,
-        description="Name of the teacher (in spec.teachers) that independently answers each question the "
-        "teacher wrote, in fresh requests; the question is kept only when both agree. Unset: the selected "
-        "teacher's own endpoint, asked separately. Tasks with a solver (Mahjong) are checked by the solver.",
+        description="An independent verifier: a second model that answers each question the teacher wrote, "
+        "in fresh requests; the question is kept only when both agree. It is not a candidate teacher (not "
+        "evaluated, never selected, and white-box-kd needs no weights of it). Unset: the selected teacher's "
+        "own endpoint, asked separately. Tasks with a solver (Mahjong) are checked by the solver.",
     )
 
 
@@ -308,14 +320,6 @@ WHITE_BOX_NEEDS_WEIGHTS = CelRule(
     field_path=".teachers",
     reason="FieldValueRequired",
 )
-VERIFIER_IS_A_TEACHER = CelRule(
-    rule="!has(self.distillation) || !has(self.distillation.synthesis) || "
-    "!has(self.distillation.synthesis.verifier) || "
-    "self.teachers.exists(t, t.name == self.distillation.synthesis.verifier)",
-    message="distillation.synthesis.verifier must name a teacher in spec.teachers",
-    field_path=".distillation.synthesis.verifier",
-    reason="FieldValueInvalid",
-)
 
 
 def _duplicates(names: list[str]) -> list[str]:
@@ -325,7 +329,7 @@ def _duplicates(names: list[str]) -> list[str]:
 class DistillationJobSpec(ApiModel):
     """What to distil, from which teachers into which students, under which requirements, and where."""
 
-    model_config = cel_config(WHITE_BOX_NEEDS_WEIGHTS, VERIFIER_IS_A_TEACHER)
+    model_config = cel_config(WHITE_BOX_NEEDS_WEIGHTS)
 
     task: TaskSpec = section(TaskSpec, "The task the student must learn.")
     requirements: Requirements = section(Requirements, "Accuracy, speed, time and cost requirements.")
@@ -370,9 +374,5 @@ class DistillationJobSpec(ApiModel):
         WHITE_BOX_NEEDS_WEIGHTS.check(
             self.distillation.algorithm != "white-box-kd" or not missing,
             detail="missing for " + ", ".join(missing),
-        )
-        verifier = self.distillation.synthesis.verifier
-        VERIFIER_IS_A_TEACHER.check(
-            verifier is None or any(t.name == verifier for t in self.teachers), detail=str(verifier)
         )
         return self

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from stratos.api.durations import parse_duration
-from stratos.api.spec import StudentSpec, TeacherSpec
+from stratos.api.spec import EndpointSpec, StudentSpec, TeacherSpec
 from stratos.api.status import DataStatus, EvaluationAttempt, EvaluationStatus, TrainingStatus
 from stratos.controller import conditions as c
 from stratos.controller.machine import Context, RunStatus, SecretEnv, StageRun, fail, over_budget, step
@@ -32,15 +32,17 @@ def selected_teacher(ctx: Context) -> TeacherSpec:
     return next(t for t in ctx.spec.teachers if t.name == name)
 
 
-def _connection(teacher: TeacherSpec, env: str) -> tuple[dict[str, Any], tuple[SecretEnv, ...]]:
-    ref = teacher.endpoint.api_key_secret_ref
+def _connection(
+    name: str, endpoint: EndpointSpec, cost: float, concurrency: int, env: str
+) -> tuple[dict[str, Any], tuple[SecretEnv, ...]]:
+    ref = endpoint.api_key_secret_ref
     connection = {
-        "name": teacher.name,
-        "baseURL": teacher.endpoint.base_url,
-        "model": teacher.endpoint.model,
+        "name": name,
+        "baseURL": endpoint.base_url,
+        "model": endpoint.model,
         "apiKeyEnv": env if ref else None,
-        "costPerMillionTokens": teacher.cost_per_million_tokens,
-        "maxConcurrency": teacher.max_concurrency,
+        "costPerMillionTokens": cost,
+        "maxConcurrency": concurrency,
     }
     return connection, ((SecretEnv(env, ref.name, ref.key),) if ref else ())
 
@@ -48,7 +50,10 @@ def _connection(teacher: TeacherSpec, env: str) -> tuple[dict[str, Any], tuple[S
 def synthesize_config(ctx: Context) -> tuple[dict[str, Any], tuple[SecretEnv, ...]]:
     """The synthesize stage's config and the Secret-backed variables it needs (teacher, verifier)."""
     spec = ctx.spec
-    teacher, secrets = _connection(selected_teacher(ctx), API_KEY_ENV)
+    chosen = selected_teacher(ctx)
+    teacher, secrets = _connection(
+        chosen.name, chosen.endpoint, chosen.cost_per_million_tokens, chosen.max_concurrency, API_KEY_ENV
+    )
     synthesis = spec.distillation.synthesis
     config = {
         "strategy": ctx.status["strategy"]["selected"],
@@ -60,9 +65,10 @@ def synthesize_config(ctx: Context) -> tuple[dict[str, Any], tuple[SecretEnv, ..
         "dataRoot": ctx.data_root,
         "outputDir": ctx.job_dir,
     }
-    if synthesis.verifier is not None:
-        verifier = next(t for t in spec.teachers if t.name == synthesis.verifier)
-        config["verifierTeacher"], verifier_secrets = _connection(verifier, VERIFIER_API_KEY_ENV)
+    if (v := synthesis.verifier) is not None:
+        config["verifierTeacher"], verifier_secrets = _connection(
+            "verifier", v.endpoint, v.cost_per_million_tokens, v.max_concurrency, VERIFIER_API_KEY_ENV
+        )
         secrets += verifier_secrets
     return config, secrets
 
