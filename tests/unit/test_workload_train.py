@@ -231,3 +231,24 @@ def test_sequences_too_short_for_any_prompt_are_refused(tmp_path, mahjong):
     code, result = run_train(tmp_path, mahjong, sequenceLength=64)
     assert code == 1 and result["kind"] == "DatasetError"
     assert "sequenceLength" in result["error"]
+
+
+def test_the_result_records_the_longest_target_in_the_students_tokens(tmp_path, toy):
+    code, result = run_train(tmp_path, toy, maxSteps=1)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model()))
+    rows = [json.loads(line) for line in Path(toy["dataset"]).read_text().splitlines() if line.strip()]
+    targets = [r["messages"][-1]["content"] for r in rows]
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets]
+    assert code == 0 and result["longestTargetTokens"] == max(lengths) + 1  # and the end-of-turn token
+    # A sequence length that cuts the completions: what was learnt is what fitted after the prompt.
+    prompts = [
+        tokenizer.apply_chat_template(r["messages"][:-1], add_generation_prompt=True, tokenize=False)
+        for r in rows
+    ]
+    prompt_lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    short = max(prompt_lengths) + 2  # the longest prompt leaves room for 2 tokens of its answer
+    (tmp_path / "short").mkdir()
+    code, cut = run_train(tmp_path / "short", toy, maxSteps=1, sequenceLength=short)
+    room = [min(n + 1, short - p) for n, p in zip(lengths, prompt_lengths, strict=True)]
+    assert code == 0 and cut["longestTargetTokens"] == max(room) < max(lengths) + 1
+    assert result["baseModel"] is None  # a plain checkpoint: its URI says what it is

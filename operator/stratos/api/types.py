@@ -28,8 +28,9 @@ HTTP_URL_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
 DATASET_URI_PATTERN = (
     r"^(/[^\s]*|(file|s3|hf)://[^\s]+|configmap://[a-z0-9]([-.a-z0-9]*[a-z0-9])?/[-._a-zA-Z0-9]+)$"
 )
-#: Model URIs: hf://ORG/NAME, an absolute path, file:// or s3://.
-MODEL_URI_PATTERN = r"^(/[^\s]*|(file|s3|hf)://[^\s]+)$"
+#: Model URIs: hf://ORG/NAME, an absolute path, file://, s3:// or pkg://DIST/FILE (a file an installed
+#: Python distribution ships, such as a GGUF model).
+MODEL_URI_PATTERN = r"^(/[^\s]*|(file|s3|hf|pkg)://[^\s]+)$"
 #: Storage URIs: an object-store prefix (s3://, gs://) or a local directory (file://, /abs/path).
 STORAGE_URI_PATTERN = r"^(/[^\s]*|(file|s3|gs)://[^\s]+)$"
 #: Kubernetes resource quantity (k8s.io/apimachinery/pkg/api/resource), e.g. 500m, 4Gi, 1.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from stratos.api.durations import parse_duration
-from stratos.api.spec import StudentSpec
+from stratos.api.spec import EndpointSpec, StudentSpec, TeacherSpec
 from stratos.api.status import DataStatus, EvaluationAttempt, EvaluationStatus, TrainingStatus
 from stratos.controller import conditions as c
 from stratos.controller.machine import (
@@ -28,13 +28,17 @@ from stratos.controller.machine import (
 from stratos.controller.stage_server import node_lost, reselect_server
 from stratos.controller.stage_teachers import API_KEY_ENV
 from stratos.controller.stages import Stage
-from stratos.decide.endpoints import EndpointPolicy, refused_teachers
+from stratos.decide.endpoints import EndpointPolicy, refused_teachers, teacher_endpoints
+from stratos.decide.evaluation import evaluation_max_new_tokens, needs_merged_weights
 from stratos.serving.commands import model_location
 
 SYNTHESIZE, TRAIN, EVALUATE = "synthesize", "train", "evaluate"
+#: The independent verifier teacher's API key, when it has one (never the same variable as the teacher's:
+#: the two may be different accounts).
+VERIFIER_API_KEY_ENV = "VERIFIER_API_KEY"
 
 
-def _teacher_connection(ctx: Context) -> tuple[dict[str, Any], tuple[SecretEnv, ...]]:
+def selected_teacher(ctx: Context) -> TeacherSpec:
     name = ctx.status["teacher"]["selected"]
     teacher = next((t for t in ctx.spec.teachers if t.name == name), None)
     if teacher is None:
@@ -42,16 +46,48 @@ def _teacher_connection(ctx: Context) -> tuple[dict[str, Any], tuple[SecretEnv, 
             f"spec.teachers no longer has teacher {name!r}, which was selected and whose evaluation the "
             "data depends on: restore it (teachers cannot change once the pipeline has started)"
         )
-    ref = teacher.endpoint.api_key_secret_ref
+    return teacher
+
+
+def _connection(
+    name: str, endpoint: EndpointSpec, cost: float, concurrency: int, env: str
+) -> tuple[dict[str, Any], tuple[SecretEnv, ...]]:
+    ref = endpoint.api_key_secret_ref
     connection = {
-        "name": teacher.name,
-        "baseURL": teacher.endpoint.base_url,
-        "model": teacher.endpoint.model,
-        "apiKeyEnv": API_KEY_ENV if ref else None,
-        "costPerMillionTokens": teacher.cost_per_million_tokens,
-        "maxConcurrency": teacher.max_concurrency,
+        "name": name,
+        "baseURL": endpoint.base_url,
+        "model": endpoint.model,
+        "apiKeyEnv": env if ref else None,
+        "costPerMillionTokens": cost,
+        "maxConcurrency": concurrency,
     }
-    return connection, ((SecretEnv(API_KEY_ENV, ref.name, ref.key),) if ref else ())
+    return connection, ((SecretEnv(env, ref.name, ref.key),) if ref else ())
+
+
+def synthesize_config(ctx: Context) -> tuple[dict[str, Any], tuple[SecretEnv, ...]]:
+    """The synthesize stage's config and the Secret-backed variables it needs (teacher, verifier)."""
+    spec = ctx.spec
+    chosen = selected_teacher(ctx)
+    teacher, secrets = _connection(
+        chosen.name, chosen.endpoint, chosen.cost_per_million_tokens, chosen.max_concurrency, API_KEY_ENV
+    )
+    synthesis = spec.distillation.synthesis
+    config = {
+        "strategy": ctx.status["strategy"]["selected"],
+        "teacher": teacher,
+        "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        "targetSamples": spec.distillation.target_samples,
+        "seed": spec.task.seed,
+        "augment": synthesis.augment,
+        "dataRoot": ctx.data_root,
+        "outputDir": ctx.job_dir,
+    }
+    if (v := synthesis.verifier) is not None:
+        config["verifierTeacher"], verifier_secrets = _connection(
+            "verifier", v.endpoint, v.cost_per_million_tokens, v.max_concurrency, VERIFIER_API_KEY_ENV
+        )
+        secrets += verifier_secrets
+    return config, secrets
 
 
 def _failed(run: RunStatus) -> str | None:
@@ -67,25 +103,19 @@ def synthesize_step(ctx: Context) -> Stage | None:
     if ctx.decided("data", "uri", c.DATA_READY):
         return Stage.TRAIN
     spec = ctx.spec
-    teacher, secrets = _teacher_connection(ctx)
-    # The selected teacher's URL may have been edited since it was evaluated: checked again here.
-    refused = refused_teachers(
-        [(t.name, t.endpoint.base_url) for t in spec.teachers if t.name == teacher["name"]],
-        EndpointPolicy.from_env(),
-    )
+    config, secrets = synthesize_config(ctx)
+    # The selected teacher's URL (and the verifier's) may have been edited since the teacher was
+    # evaluated: checked again here, before synthesis calls them.
+    endpoints = teacher_endpoints(spec.teachers, only=config["teacher"]["name"])
+    if (verifier := spec.distillation.synthesis.verifier) is not None:
+        endpoints.append(
+            ("spec.distillation.synthesis.verifier.endpoint.baseURL", verifier.endpoint.base_url)
+        )
+    refused = refused_teachers(endpoints, EndpointPolicy.from_env())
     if refused:
         message = "; ".join(refused)
         ctx.condition(c.DATA_READY, c.FALSE, "TeacherEndpointRefused", message, event="Warning")
         return fail(ctx, "TeacherEndpointRefused", message)
-    config = {
-        "strategy": ctx.status["strategy"]["selected"],
-        "teacher": teacher,
-        "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
-        "targetSamples": spec.distillation.target_samples,
-        "seed": spec.task.seed,
-        "dataRoot": ctx.data_root,
-        "outputDir": ctx.job_dir,
-    }
     budget = spec.requirements.budget
     if budget is not None:
         # The cap inside the workload: what is left of the budget when synthesis starts (every run of
@@ -132,9 +162,10 @@ def current_student(ctx: Context) -> StudentSpec:
 
 
 def merge_weights(ctx: Context, student: StudentSpec) -> bool:
-    """Whether training also writes merged weights: the transformers engine serves nothing else, and a
-    student whose base model no engine can load (s3://) is served from merged weights by vllm too."""
-    if ctx.spec.serving.engine == "transformers":
+    """Whether training also writes merged weights: the transformers engine serves nothing else, a GGUF
+    student is always served merged, and a student whose base model no engine can load (s3://) is served
+    from merged weights by vllm too."""
+    if needs_merged_weights(ctx.spec.serving.engine, student.model.uri):  # transformers, or a GGUF file
         return True
     try:
         model_location(student.model.uri)
@@ -213,6 +244,11 @@ def train_step(ctx: Context) -> Stage | None:
         "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
         "dataRoot": ctx.data_root,
     }
+    if config["algorithm"] == "white-box-kd":
+        weights = selected_teacher(ctx).weights
+        if weights is None:  # the API refuses this; a spec from before the rule existed may not have it
+            return fail(ctx, "InvalidSpec", "white-box-kd: the selected teacher has no weights.uri")
+        config["teacherModelUri"] = weights.uri
     gpus = int(server["gpu"]["count"])
     run = ctx.run(StageRun(TRAIN, "stratos.workloads.train", config, student.name, server["node"], gpus))
     if (error := _failed(run)) is not None:
@@ -235,11 +271,15 @@ def train_step(ctx: Context) -> Stage | None:
         loss=loss.get("last") if isinstance(loss, dict) else loss,
         duration_seconds=r.get("seconds"),
         merged_uri=f"{_train_dir(ctx, student.name)}/merged" if r.get("mergedPath") else None,
+        longest_target_tokens=r.get("longestTargetTokens"),
+        base_model=r.get("baseModel"),
     ).to_api()
     hours = float(r.get("seconds") or 0.0) / 3600
     ctx.add_spend(gpu_hours=hours, usd=hours * float(server["hourlyCost"]))
+    base = f" ({r['baseModel']})" if r.get("baseModel") else ""
     message = (
-        f"{student.name} trained with {config['algorithm']}: {r.get('steps')} steps in {r.get('seconds')} s"
+        f"{student.name}{base} trained with {config['algorithm']}: {r.get('steps')} steps in "
+        f"{r.get('seconds')} s"
     )
     ctx.condition(c.TRAINED, c.TRUE, "Trained", message, event="Normal")
     return Stage.EVALUATE
@@ -250,10 +290,15 @@ def evaluate_step(ctx: Context) -> Stage | None:
     if ctx.decided("evaluation", "passed", c.EVALUATED):
         return Stage.DEPLOY
     spec, server, student = ctx.spec, ctx.status["server"], current_student(ctx)
+    training = ctx.status["training"]
     config = {
         "student": student.name,
         "modelUri": student.model.uri,
-        "adapterPath": ctx.status["training"]["adapterUri"],
+        "adapterPath": training["adapterUri"],
+        # Decode as far as the student was trained to write, a little more, and no further.
+        "maxNewTokens": evaluation_max_new_tokens(
+            training.get("longestTargetTokens"), sequence_length=spec.distillation.sequence_length
+        ),
         "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
         "dataRoot": ctx.data_root,
         "outputDir": _train_dir(ctx, student.name),
@@ -277,6 +322,7 @@ def evaluate_step(ctx: Context) -> Stage | None:
         samples=r.get("samples"),
         correct=r.get("correct"),
         passed=passed,
+        max_new_tokens=config["maxNewTokens"],
         attempts=attempts,
     ).to_api()
     summary = f"{student.name}: held-out accuracy {accuracy:.1%} (minimum {minimum:.1%})"

@@ -3,10 +3,17 @@
 Teacher evaluations are CPU work that needs the network, not a GPU, so their pods are not pinned to
 the chosen node. A teacher whose endpoint fails outright is recorded with its error and selection goes
 on with the others; only when every teacher failed does the job stop.
+
+White-box KD first checks, before any teacher is called, that every teacher's weights and every student
+share one vocabulary (``stratos.workloads.vocab_check``, CPU, configs and tokenizers only): a mismatch
+ends the job ``InvalidSpec`` with nothing spent. The check's run is named after the model URIs it
+compares, so a corrected spec gets a fresh check rather than the old verdict.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from time import perf_counter
 from typing import Any
 
@@ -15,13 +22,49 @@ from stratos.api.status import StrategyDecision, TeacherCandidate, TeacherDecisi
 from stratos.controller import conditions as c
 from stratos.controller.machine import Context, Event, RunStatus, SecretEnv, StageRun, fail, step
 from stratos.controller.stages import Stage
-from stratos.decide.endpoints import EndpointPolicy, refused_teachers
+from stratos.decide.endpoints import EndpointPolicy, refused_teachers, teacher_endpoints
 from stratos.decide.strategy import StrategyError, select_strategy
 from stratos.decide.teachers import TeacherEval, select_teacher
 
 TEACHER_EVAL = "teacher-eval"
 PROGRAM = "stratos.workloads.teacher_eval"
 API_KEY_ENV = "TEACHER_API_KEY"
+VOCAB_CHECK = "vocab-check"
+VOCAB_CHECK_PROGRAM = "stratos.workloads.vocab_check"
+
+
+def vocab_check_run(ctx: Context) -> StageRun:
+    """The white-box KD vocabulary check of every (teacher weights, student) pair; the candidate part of
+    its name is a digest of the URIs compared."""
+    spec = ctx.spec
+    students = [{"name": s.name, "uri": s.model.uri} for s in spec.students]
+    teachers = [{"name": t.name, "uri": t.weights.uri} for t in spec.teachers if t.weights is not None]
+    digest = hashlib.sha256(json.dumps([students, teachers], sort_keys=True).encode()).hexdigest()[:10]
+    config = {"students": students, "teachers": teachers, "dataRoot": ctx.data_root}
+    return StageRun(VOCAB_CHECK, VOCAB_CHECK_PROGRAM, config, candidate=digest)
+
+
+def _vocabularies_shared(ctx: Context) -> Stage | bool:
+    """True once the check passed; False while it runs; Stage.FAILED when it found a mismatch."""
+    run = ctx.run(vocab_check_run(ctx))
+    if run.state in ("Pending", "Running"):
+        detail = run.message or run.state
+        message = f"white-box-kd: checking that teachers and students share one vocabulary ({detail})"
+        ctx.condition(c.TEACHER_SELECTED, c.UNKNOWN, "CheckingVocabularies", message)
+        return False
+    result = run.result or {}
+    if run.state == "Failed" or not result.get("ok", True):
+        error = str(result.get("error") or run.message or "the vocabulary check failed")
+        ctx.condition(c.TEACHER_SELECTED, c.FALSE, "VocabularyCheckFailed", error, event="Warning")
+        return fail(ctx, "InvalidSpec", f"spec.teachers[].weights / spec.students[].model: {error}")
+    if not result.get("shared"):
+        pairs = "; ".join(str(m) for m in result.get("mismatches") or []) or "vocabularies differ"
+        message = (
+            f"white-box-kd needs one vocabulary shared by every teacher's weights and every student: {pairs}"
+        )
+        ctx.condition(c.TEACHER_SELECTED, c.FALSE, "VocabularyMismatch", message, event="Warning")
+        return fail(ctx, "InvalidSpec", f"spec.teachers[].weights: {message}")
+    return True
 
 
 def teacher_eval_run(ctx: Context, teacher: TeacherSpec) -> StageRun:
@@ -73,13 +116,15 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
         ctx.status.get("conditions"), c.TEACHER_SELECTED
     ):
         return Stage.SELECT_STUDENT
-    refused = refused_teachers(
-        [(t.name, t.endpoint.base_url) for t in spec.teachers], EndpointPolicy.from_env()
-    )
+    refused = refused_teachers(teacher_endpoints(spec.teachers), EndpointPolicy.from_env())
     if refused:
         message = "; ".join(refused)
         ctx.condition(c.TEACHER_SELECTED, c.FALSE, "TeacherEndpointRefused", message, event="Warning")
         return fail(ctx, "TeacherEndpointRefused", message)
+    if spec.distillation.algorithm == "white-box-kd":
+        verdict = _vocabularies_shared(ctx)
+        if verdict is not True:
+            return verdict if isinstance(verdict, Stage) else None
     runs = {t.name: ctx.run(teacher_eval_run(ctx, t)) for t in spec.teachers}
     waiting = {name: run for name, run in runs.items() if run.state in ("Pending", "Running")}
     if waiting:

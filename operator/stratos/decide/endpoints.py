@@ -20,6 +20,7 @@ import os
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 ALLOW_ENV = "STRATOS_ALLOWED_TEACHER_NETWORKS"
@@ -113,14 +114,22 @@ def forbidden_url(url: str, policy: EndpointPolicy) -> str | None:
     return forbidden_address(address, policy) if address is not None else None
 
 
-def refused_teachers(teachers: Sequence[tuple[str, str]], policy: EndpointPolicy) -> list[str]:
-    """``spec.teachers[i].endpoint.baseURL: <why>`` for each (name, URL) that is refused."""
+def refused_teachers(endpoints: Sequence[tuple[str, str]], policy: EndpointPolicy) -> list[str]:
+    """``<where>: <why>`` for each (where, URL) that is refused; ``where`` names the field and its owner,
+    e.g. ``spec.teachers[2].endpoint.baseURL (teacher gpt)``."""
     refused = []
-    for i, (name, url) in enumerate(teachers):
+    for where, url in endpoints:
         why = forbidden_url(url, policy)
         if why:
-            refused.append(
-                f"spec.teachers[{i}].endpoint.baseURL (teacher {name}): {why}; refused "
-                f"(an operator allow-list, {ALLOW_ENV}, can permit it)"
-            )
+            refused.append(f"{where}: {why}; refused (an operator allow-list, {ALLOW_ENV}, can permit it)")
     return refused
+
+
+def teacher_endpoints(teachers: Sequence[Any], only: str | None = None) -> list[tuple[str, str]]:
+    """(where, URL) of each teacher in ``spec.teachers`` (or only the one named ``only``), for
+    ``refused_teachers``: the field path keeps the teacher's own index."""
+    return [
+        (f"spec.teachers[{i}].endpoint.baseURL (teacher {t.name})", t.endpoint.base_url)
+        for i, t in enumerate(teachers)
+        if only is None or t.name == only
+    ]

@@ -166,6 +166,40 @@ def dpo_dataset(
     return Dataset.from_dict({"prompt": prompts, "chosen": chosen, "rejected": rejected}), dropped
 
 
+def prompts_and_targets(rows: Sequence[Row]) -> list[tuple[list[Message], str]]:
+    """What the student is trained to write after which prompt: each row's final assistant turn, or its
+    ``chosen`` side for a preference row (what DPO pushes it towards)."""
+    out = []
+    for i, row in enumerate(rows):
+        where = f"row {i + 1}"
+        if "chosen" in row:
+            prompt = _as_turn(row["prompt"], where) if isinstance(row.get("prompt"), list) else []
+            if not prompt and row.get("messages"):
+                prompt = split_turns(row, where)[0]
+            out.append((prompt, "".join(m["content"] for m in _as_turn(row["chosen"], where))))
+        else:
+            prompt, target = split_turns(row, where)
+            out.append((prompt, target[0]["content"]))
+    return out
+
+
+def longest_target_tokens(
+    rows: Sequence[Row],
+    count: Callable[[str], int],
+    *,
+    cap: int,
+    count_prompt: Callable[[list[Message]], int] | None = None,
+) -> int:
+    """Tokens of the longest completion the student learnt to write: a target (``count`` tokenises it)
+    plus the end-of-turn token after it, cut where its sequence reaches ``cap`` (the training sequence
+    length, which truncates prompt plus completion) after the prompt's ``count_prompt`` tokens."""
+    longest = 0
+    for prompt, target in prompts_and_targets(rows):
+        room = cap - count_prompt(prompt) if count_prompt is not None else cap
+        longest = max(longest, min(count(target) + 1, max(0, room)))
+    return longest
+
+
 def kd_dataset(rows: Sequence[Row]) -> Dataset:
     messages = []
     for i, row in enumerate(rows):

@@ -11,8 +11,8 @@
   dataset (``beta`` 0 = forward KL, 1 = reverse KL, 0.5 = JSD) and, with probability ``lmbda`` per step,
   on the student's own samples (on-policy distillation). GKDTrainer is used rather than trl's
   ``DistillationTrainer`` because the latter is purely on-policy (prompts only) and cannot learn from the
-  dataset the synthesize stage paid the teacher for. Both need one shared vocabulary: ``check_vocabularies``
-  refuses a mismatched pair before any weights are loaded.
+  dataset the synthesize stage paid the teacher for. Both need one shared vocabulary:
+  ``stratos.training.vocab.check_vocabularies`` refuses a mismatched pair before any weights are loaded.
 
 Common settings (``TrainSettings``) map onto ``TrainingArguments``: bf16 on GPUs that have it, fp32 on
 CPU, checkpoints under ``output_dir`` every ``save_steps`` (two kept), no external reporting, tqdm off
@@ -31,15 +31,11 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from stratos.tasks import Sample, Task
-from stratos.training.models import ModelLoadError, ModelRef, Runtime
+from stratos.training.models import Runtime
 from stratos.workloads.common import StageError
 
 ALGORITHMS = ("sft-lora", "grpo", "dpo", "white-box-kd")
 DIVERGENCE_BETA = {"forward-kl": 0.0, "jsd": 0.5, "reverse-kl": 1.0}
-
-
-class VocabularyMismatch(StageError):
-    """White-box KD was asked for with a teacher whose vocabulary is not the student's."""
 
 
 @dataclass(frozen=True)
@@ -233,36 +229,6 @@ def build_dpo(
         callbacks=callbacks,
     )
     return _finish(trainer)
-
-
-def check_vocabularies(student: ModelRef, teacher: ModelRef) -> None:
-    """Refuse white-box KD unless both tokenizers map the same tokens to the same ids and both models
-    have the same output size (the divergence compares full next-token distributions position by
-    position). Reads only configs and tokenizers, not weights."""
-    from transformers import AutoConfig
-
-    from stratos.training.models import _hub_kwargs, load_tokenizer
-
-    def size(ref: ModelRef) -> int:
-        try:
-            config = AutoConfig.from_pretrained(ref.location, **_hub_kwargs(ref))
-        except (OSError, ValueError) as err:
-            raise ModelLoadError(f"cannot read the config of {ref.uri}: {err}") from None
-        return int(config.get_text_config().vocab_size)
-
-    s_size, t_size = size(student), size(teacher)
-    s_vocab, t_vocab = load_tokenizer(student).get_vocab(), load_tokenizer(teacher).get_vocab()
-    differing = sum(1 for tok, i in s_vocab.items() if t_vocab.get(tok) != i) + sum(
-        1 for tok in t_vocab if tok not in s_vocab
-    )
-    if s_size != t_size or differing:
-        raise VocabularyMismatch(
-            f"white-box-kd needs the teacher and the student to share one vocabulary, but the student "
-            f"{student.uri} has {len(s_vocab)} tokens / {s_size} logits and the teacher {teacher.uri} has "
-            f"{len(t_vocab)} tokens / {t_size} logits ({differing} token ids differ). Pick a teacher from "
-            "the student's model family, or use sft-lora on the teacher's generated data (black-box "
-            "distillation)."
-        )
 
 
 def build_kd(

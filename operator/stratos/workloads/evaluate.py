@@ -9,8 +9,10 @@ verifies each answer. With ``baseline`` the base model without the adapter answe
 too (the adapter is switched off, not reloaded), so the result shows what training changed. The
 controller compares ``accuracy`` with ``minAccuracy``; this stage only measures.
 
-``maxSamples`` keeps the first N samples of the split (its order is stable). Predictions go to
-``<outputDir>/evaluate/<student>/predictions.jsonl``.
+``maxSamples`` keeps the first N samples of the split (its order is stable). ``maxNewTokens`` bounds each
+answer; the controller derives it from what the student was trained to write (the train stage's
+``longestTargetTokens``, see ``stratos.decide.evaluation``), 512 when run by hand without it.
+Predictions go to ``<outputDir>/evaluate/<student>/predictions.jsonl``.
 
 Config (camelCase JSON)::
 

@@ -39,7 +39,9 @@ Result::
      "trainLoss": {"first": 2.1, "last": 0.4}, "reward": {"first": .., "last": ..} (grpo only),
      "seconds": 812.3, "adapterPath": ".../adapter", "mergedPath": null,
      "resumedFrom": ".../checkpoints/checkpoint-20" | null, "stoppedEarly": null | "deadline",
-     "rows": 10000, "droppedRows": 0 (dpo: pairs where the student was already right)}
+     "rows": 10000, "droppedRows": 0 (dpo: pairs where the student was already right),
+     "longestTargetTokens": 412 (the longest completion trained on, in the student's tokens: the
+     evaluation's decoding budget derives from it), "baseModel": "SmolLM2 135M Instruct (GGUF Q4_1 ...)"}
 """
 
 from __future__ import annotations
@@ -143,6 +145,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         read_state,
     )
     from stratos.training.models import (
+        dequantised,
+        describe_model,
         load_model,
         load_tokenizer,
         quiet_libraries,
@@ -151,7 +155,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         write_adapter_metadata,
     )
     from stratos.training.tasking import load_task, local_file
-    from stratos.training.trainers import check_vocabularies
+    from stratos.training.vocab import check_vocabularies
 
     quiet_libraries()
     if config.algorithm == "white-box-kd" and not config.teacher_model_uri:
@@ -164,6 +168,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.algorithm == "white-box-kd":
         teacher_ref = resolve_model_uri(str(config.teacher_model_uri), data_root=config.data_root)
         check_vocabularies(ref, teacher_ref)
+    base_model = describe_model(ref)
+    ref = dequantised(ref, rt=rt)  # a GGUF file: its dense copy, made once per storage
     task = load_task(config.task, data_root=config.data_root)[0] if config.task else None
     rows = data.read_rows(local_file(config.dataset_path, data_root=config.data_root))
 
@@ -179,6 +185,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         f", resuming from {resume}" if resume else "",
     )
     tokenizer = load_tokenizer(ref)
+    longest = _longest_target(config, rows, tokenizer)
     adapter_dir = out / "adapter"
     merged_dir = out / "merged" if config.merge else None
     main_process = launch.rank() == 0
@@ -245,11 +252,30 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "stoppedEarly": stopper.stop_reason,
         "rows": len(rows),
         "droppedRows": dropped,
+        "longestTargetTokens": longest,
+        "baseModel": base_model,
     }
     if config.algorithm == "grpo":
         result["reward"] = first_last(history, "reward")
     log.info("trained %d/%d steps, loss %s", result["steps"], result["totalSteps"], result["trainLoss"])
     return result
+
+
+def _longest_target(config: TrainConfig, rows: list[dict[str, Any]], tokenizer: Any) -> int:
+    """Tokens of the longest completion the student learns to write, as far as its sequence fits in
+    ``sequenceLength`` (GRPO: its sampled completions, at most ``maxCompletionLength``)."""
+    from stratos.training import data
+
+    if config.algorithm == "grpo":
+        return min(config.grpo.max_completion_length, config.sequence_length)
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_prompt(messages: list[dict[str, str]]) -> int:
+        return count(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+
+    return data.longest_target_tokens(rows, count, cap=config.sequence_length, count_prompt=count_prompt)
 
 
 def _merge(trained: Any, ref: Any, rt: Any, adapter_dir: Path, merged_dir: Path, tokenizer: Any) -> None:
