@@ -170,9 +170,12 @@ BAD = [
     ),
     Bad(
         "zero-weights",
-        _set("spec.requirements.weights", {"accuracy": 0, "trainingTime": 0, "throughput": 0}),
+        _set(
+            "spec.requirements.weights",
+            {"accuracy": 0, "trainingTime": 0, "throughput": 0, "latency": 0, "cost": 0},
+        ),
         "spec.requirements.weights",
-        "at least one of accuracy, trainingTime, throughput",
+        "at least one of accuracy, trainingTime, throughput, latency, cost",
     ),
     Bad(
         "pvc-and-uri",
@@ -412,6 +415,16 @@ def test_status_from_the_models_survives_the_api_server_and_fills_the_columns(
         {
             "observedGeneration": 1,
             "phase": "Serving",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "EndpointReady",
+                    "message": "the endpoint answers",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                    "observedGeneration": 1,
+                }
+            ],
             "stage": "serve",
             "message": "serving llama",
             "startTime": "2025-01-31T12:00:00Z",
@@ -520,6 +533,7 @@ def test_status_from_the_models_survives_the_api_server_and_fills_the_columns(
     assert table[0].split() == [
         "NAME",
         "PHASE",
+        "READY",
         "NODE",
         "GPU",
         "TEACHER",
@@ -528,9 +542,10 @@ def test_status_from_the_models_survives_the_api_server_and_fills_the_columns(
         "ACCURACY",
         "AGE",
     ]
-    assert table[1].split()[:9] == [
+    assert table[1].split()[:10] == [
         "columns",
         "Serving",
+        "True",
         "hk-4090-a",
         "RTX",
         "4090",

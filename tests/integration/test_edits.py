@@ -130,7 +130,8 @@ def test_a_complete_job_seen_before_its_pod_succeeded_reads_the_pod_instead_of_f
     """The indexes say: Job Complete, pod still Running (the pod watch lags). The API server has the
     pod Succeeded with its result: that result is what the stage gets."""
     dj = create(api, namespace, manifest("race"))
-    name = child_name("race", "teacher-eval", "t1")
+    uid = dj["metadata"]["uid"]
+    name = child_name("race", uid, "teacher-eval", "t1")
     pod = {
         "metadata": {"name": f"{name}-x1", "labels": {"job-name": name, LABEL_JOB: "race"}},
         "spec": {
@@ -172,21 +173,27 @@ def test_a_complete_job_seen_before_its_pod_succeeded_reads_the_pod_instead_of_f
         body={"status": status},
     )
 
-    complete = {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1, "active": 0}
+    complete = {
+        "name": name,
+        "conditions": [{"type": "Complete", "status": "True"}],
+        "succeeded": 1,
+        "active": 0,
+    }
     stale_pod = {
         "name": pod["metadata"]["name"],
         "phase": "Running",
         "conditions": [],
         "containerStatuses": [],
     }
-    executor = KubeExecutor(
-        dj, OperatorConfig(), api, {(namespace, name): [complete]}, {(namespace, name): [stale_pod]}
-    )
+    # The indexes are keyed by the owner's uid, the stage and the candidate (from the children's labels).
+    key = (uid, "teacher-eval", "t1")
+    executor = KubeExecutor(dj, OperatorConfig(), api, {key: [complete]}, {key: [stale_pod]})
     spec = DistillationJobSpec.model_validate(dj["spec"])
     state = executor.ensure(StageRun("teacher-eval", "p", {}, candidate="t1"), spec)
     assert state.state == "Succeeded" and state.result == result, state
 
-    other = child_name("race", "teacher-eval", "t2")  # a Job whose pod really is gone
-    gone = KubeExecutor(dj, OperatorConfig(), api, {(namespace, other): [complete]}, {})
+    other = child_name("race", uid, "teacher-eval", "t2")  # a Job whose pod really is gone
+    gone_key = (uid, "teacher-eval", "t2")
+    gone = KubeExecutor(dj, OperatorConfig(), api, {gone_key: [{**complete, "name": other}]}, {})
     lost = gone.ensure(StageRun("teacher-eval", "p", {}, candidate="t2"), spec)
     assert lost.state == "Failed" and "gone" in lost.message, lost

@@ -46,7 +46,8 @@ def dj(name: str, pool: str) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "task": {"builtin": "mahjong", "sampleSize": 6, "trainSize": 24, "testSize": 6},
-            "servers": {"nodeSelector": {"stratos.test/pool": pool}},
+            # The paper's rule decides the node before the teacher, which this test stops after.
+            "servers": {"rule": "paper", "nodeSelector": {"stratos.test/pool": pool}},
             "teachers": [{"name": "t1", "endpoint": {"baseURL": "http://127.0.0.1:9/v1", "model": "m"}}],
             "students": [{"name": "tiny", "model": {"uri": "/models/tiny", "parameters": 2e5}}],
             "serving": {"enabled": False},

@@ -171,6 +171,13 @@ def tick(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **kwargs: Any) -> N
     except Exception as err:  # posted on the next reconcile instead
         logger.warning("posting events failed (retried next reconcile): %s: %s", type(err).__name__, err)
         left = {a["seq"] for a in fresh}
+    if new_status.get("announcements") and not left:
+        # Every announcement is posted: empty the outbox now rather than on the next reconcile, so the
+        # status of a job that has finished settles with this tick (announcedSeq keeps the numbering).
+        try:
+            _write_status(memo.api, body, {"announcements": None})
+        except Exception as err:  # dropped on the next reconcile instead
+            logger.warning("emptying the announcement outbox failed: %s: %s", type(err).__name__, err)
     with _last_patch_lock:
         if uid in _deleted:  # deleted while this tick ran: keep nothing of it
             _last_patch.pop(uid, None)
