@@ -415,16 +415,6 @@ def test_status_from_the_models_survives_the_api_server_and_fills_the_columns(
         {
             "observedGeneration": 1,
             "phase": "Serving",
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "EndpointReady",
-                    "message": "the endpoint answers",
-                    "lastTransitionTime": "2026-01-01T00:00:00Z",
-                    "observedGeneration": 1,
-                }
-            ],
             "stage": "serve",
             "message": "serving llama",
             "startTime": "2025-01-31T12:00:00Z",
