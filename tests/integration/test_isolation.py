@@ -66,10 +66,12 @@ def test_jobs_whose_child_names_once_collided_each_run_their_own_stages(
             # success in its own time.
             job_name = job["metadata"]["name"]
             wait_for(
-                lambda job_name=job_name: rest(
-                    api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}"
-                )["status"].get("succeeded")
-                == 1,
+                lambda job_name=job_name: (
+                    rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}")["status"].get(
+                        "succeeded"
+                    )
+                    == 1
+                ),
                 timeout=60,
                 interval=0.5,
                 what=f"Job {job_name} to count its success",
