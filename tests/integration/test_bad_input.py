@@ -167,9 +167,12 @@ API_REJECTS = [
     # all-zero weights and conflicting fields
     Bad(
         "all-zero-weights",
-        put("spec.requirements.weights", {"accuracy": 0, "trainingTime": 0, "throughput": 0}),
+        put(
+            "spec.requirements.weights",
+            {"accuracy": 0, "trainingTime": 0, "throughput": 0, "latency": 0, "cost": 0},
+        ),
         "spec.requirements.weights",
-        "at least one of accuracy, trainingTime, throughput must be greater than zero",
+        "at least one of accuracy, trainingTime, throughput, latency, cost must be greater than zero",
     ),
     Bad(
         "injection-with-dpo",

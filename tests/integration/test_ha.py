@@ -28,7 +28,7 @@ import yaml
 
 from support.controlplane import ControlPlane, rest, wait_for
 from support.djs import child
-from support.operator import REPO_ROOT, OperatorProcess
+from support.operator import DEFAULT_CLAIM, REPO_ROOT, OperatorProcess
 
 CHART = REPO_ROOT / "charts" / "stratos"
 RELEASE = "stratos-ha"
@@ -56,8 +56,12 @@ class ChartOperator(OperatorProcess):
             f"--liveness=http://127.0.0.1:{self.health_port}/healthz" if a.startswith("--liveness=") else a
             for a in self.container["args"]
         ]
+        # The chart's own settings (default claim, pod defaults, images, ...); what the kubelet would
+        # fill from the downward API, and the ports and interval this test needs, are set below.
+        chart_env = {e["name"]: e["value"] for e in self.container.get("env") or [] if "value" in e}
         env = {
             **os.environ,
+            **chart_env,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "KUBECONFIG": str(self.kubeconfig),
             "POD_ID": self.pod_id,
@@ -107,6 +111,7 @@ def ha_release(control_plane: ControlPlane, crd_installed: Path) -> Iterator[dic
     """The chart installed with peering on and no pods; yields its rendered operator container."""
     control_plane.kubectl("create", "namespace", OPERATOR_NS, check=False)
     values = ["--set", "peering.enabled=true", "--set", "crds.install=false"]
+    values += ["--set", f"storage.defaultClaim={DEFAULT_CLAIM}"]  # bound in every test namespace
     control_plane.helm(
         "install", RELEASE, str(CHART), "--namespace", OPERATOR_NS, *values, "--set", "replicaCount=0"
     )
