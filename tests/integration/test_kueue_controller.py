@@ -161,7 +161,8 @@ def test_kueue_admits_and_preempts_stage_jobs_and_the_job_status_says_so(
     # A higher-priority Job needs the CPU: Kueue evicts ours, suspends its Job, and the status says so.
     kueue.apply(intruder(namespace, "team"))
     preempted = teacher_condition(api, namespace, lambda m: "preempted by Kueue" in m, "the preemption")
-    assert preempted.endswith("); waiting for quota in queue team"), preempted
+    # Once Kueue has tried to re-admit it, its Workload also says why the quota does not fit.
+    assert "); waiting for quota in queue team" in preempted, preempted
     assert "due to prioritization in the ClusterQueue" in preempted, preempted
     assert stage_job(api, namespace)["spec"]["suspend"] is True
     dj = get_dj(api, namespace, "queued")
