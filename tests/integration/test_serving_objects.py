@@ -27,6 +27,7 @@ from stratos.serving.manifests import desired_serving
 from support.controlplane import ControlPlane, rest, wait_for
 from support.djs import apply, get_dj
 from support.fake_openai import FakeOpenAI
+from support.operator import DEFAULT_CLAIM
 
 GATEWAY_API = (
     "sigs.k8s.io/gateway-api",
@@ -38,6 +39,10 @@ PROMETHEUS_OPERATOR = (
     "v0.85.0",
     "example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml",
 )
+
+# The operator's settings as the chart gives them: serving mounts the default claim (bound in every
+# test namespace) like the stages do.
+CONFIG = OperatorConfig(default_claim=DEFAULT_CLAIM)
 
 
 def upstream_crd(module: str, version: str, path: str) -> Path:
@@ -97,10 +102,10 @@ def executor_for(
         adapter_path="/var/lib/stratos/jobs/a/adapter",
         merged_path=None,
         model_name="reach-tiny",
-        cfg=OperatorConfig(),
+        cfg=CONFIG,
     )
     assert plan is not None
-    return KubeExecutor(body, OperatorConfig(), api, {}, {}), plan
+    return KubeExecutor(body, CONFIG, api, {}, {}), plan
 
 
 def names(api: Any, namespace: str) -> dict[str, list[str]]:
@@ -157,26 +162,25 @@ def check_serving_objects(
 
     executor._sync_extras(plan.extras)
     created = names(api, namespace)
-    assert created == {
-        k: ["reach-serve"] for k in ("Ingress", "HorizontalPodAutoscaler", "HTTPRoute", "PodMonitor")
-    }
-    ingress = rest(api, "GET", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/reach-serve")
+    serve = plan.deployment["metadata"]["name"]  # <job>-serve-<digest of the job's uid>
+    assert created == {k: [serve] for k in ("Ingress", "HorizontalPodAutoscaler", "HTTPRoute", "PodMonitor")}
+    ingress = rest(api, "GET", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{serve}")
     assert ingress["spec"]["tls"][0]["secretName"] == "llm-tls"
     assert (
         ingress["metadata"]["ownerReferences"][0]["uid"] == get_dj(api, namespace, "reach")["metadata"]["uid"]
     )
     executor._sync_extras(plan.extras)  # idempotent: nothing changes
-    again = rest(api, "GET", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/reach-serve")
+    again = rest(api, "GET", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{serve}")
     assert again["metadata"]["resourceVersion"] == ingress["metadata"]["resourceVersion"]
 
     # A changed spec: TLS dropped from the Ingress (patched, the key nulled), route and monitor removed.
     smaller = {"ingress": {"host": "llm.example.com"}, "autoscaling": {"minReplicas": 2, "maxReplicas": 3}}
     executor, plan = executor_for(control_plane, api, namespace, smaller)
     executor._sync_extras(plan.extras)
-    ingress = rest(api, "GET", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/reach-serve")
+    ingress = rest(api, "GET", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{serve}")
     assert "tls" not in ingress["spec"] and "ingressClassName" not in ingress["spec"]
     hpa = rest(
-        api, "GET", f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/reach-serve"
+        api, "GET", f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{serve}"
     )
     assert hpa["spec"]["minReplicas"] == 2
     assert names(api, namespace)["HTTPRoute"] == [] and names(api, namespace)["PodMonitor"] == []
