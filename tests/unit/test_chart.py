@@ -767,7 +767,8 @@ def test_values_and_schema_name_the_same_keys() -> None:
         for key in set(properties) - set(value) - {"global"}:
             problems.append(f"{path}{key}: in the schema, not in values.yaml")
         for key in set(value) & set(properties):
-            if isinstance(value[key], dict):
+            # securityContexts are Kubernetes objects: the schema pins only the rules it enforces.
+            if isinstance(value[key], dict) and not key.lower().endswith("securitycontext"):
                 compare(value[key], properties[key], f"{path}{key}.")
 
     compare(values, schema, "")
@@ -805,15 +806,19 @@ def test_security_contexts_default_to_restricted_and_can_be_changed() -> None:
     # No fixed user id by default: the image's USER applies, and OpenShift's restricted-v2 assigns one.
     assert "runAsUser" not in pod["securityContext"] and pod["securityContext"]["runAsNonRoot"] is True
     assert operator_container(render())["securityContext"]["readOnlyRootFilesystem"] is True
-    # OpenShift assigns the user: a null drops the key, the rest stays restricted.
+    # A cluster that wants fixed ids sets them; a null drops a default key; the rest stays restricted.
     objects = render(
-        {"podSecurityContext": {"runAsUser": None, "fsGroup": None}, "securityContext": {"runAsUser": None}}
+        {
+            "podSecurityContext": {"runAsUser": 1000, "fsGroup": 1000, "seccompProfile": None},
+            "securityContext": {"runAsUser": 1000},
+        }
     )
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
-    assert "runAsUser" not in pod["securityContext"] and "fsGroup" not in pod["securityContext"]
+    assert pod["securityContext"]["runAsUser"] == 1000 and pod["securityContext"]["fsGroup"] == 1000
+    assert "seccompProfile" not in pod["securityContext"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     container = operator_container(objects)["securityContext"]
-    assert "runAsUser" not in container and container["capabilities"] == {"drop": ["ALL"]}
+    assert container["runAsUser"] == 1000 and container["capabilities"] == {"drop": ["ALL"]}
 
 
 def test_pod_disruption_budget() -> None:
