@@ -16,18 +16,19 @@ from stratos.controller.machine import StageRun
 from support.jobs import job
 
 RUN = StageRun("train", "stratos.workloads.train", {}, candidate="s1", node="gpu-1", gpus=1)
+CONFIG = OperatorConfig(default_claim="data")  # the chart's default storage
 
 
 def test_without_a_queue_the_job_starts_at_once_and_has_no_queue_label() -> None:
     body = job()
-    manifest = stage_job(body, DistillationJobSpec.model_validate(body["spec"]), RUN, OperatorConfig())
+    manifest = stage_job(body, DistillationJobSpec.model_validate(body["spec"]), RUN, CONFIG)
     assert "suspend" not in manifest["spec"]
     assert "kueue.x-k8s.io/queue-name" not in manifest["metadata"]["labels"]
 
 
 def test_with_a_queue_the_job_is_created_suspended_and_labelled_for_kueue() -> None:
     body = job(queueName="team-a")
-    manifest = stage_job(body, DistillationJobSpec.model_validate(body["spec"]), RUN, OperatorConfig())
+    manifest = stage_job(body, DistillationJobSpec.model_validate(body["spec"]), RUN, CONFIG)
     assert manifest["spec"]["suspend"] is True
     assert manifest["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     # Only the Job is submitted; the pod template keeps the job's own labels.
