@@ -179,9 +179,7 @@ def check_serving_objects(
     executor._sync_extras(plan.extras)
     ingress = rest(api, "GET", f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{serve}")
     assert "tls" not in ingress["spec"] and "ingressClassName" not in ingress["spec"]
-    hpa = rest(
-        api, "GET", f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{serve}"
-    )
+    hpa = rest(api, "GET", f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{serve}")
     assert hpa["spec"]["minReplicas"] == 2
     assert names(api, namespace)["HTTPRoute"] == [] and names(api, namespace)["PodMonitor"] == []
 

@@ -55,6 +55,9 @@ class Cluster:
         self.started: list[StageRun] = []
         self.endpoints = 0
 
+    def storage_error(self, spec: DistillationJobSpec) -> str | None:
+        return None  # the job's claim exists
+
     def cancel_runs(self) -> None:
         pass
 
@@ -88,7 +91,7 @@ class Cluster:
             adapter_path=request.adapter_path,
             merged_path=request.merged_path,
             model_name=request.model_name,
-            cfg=OperatorConfig(),
+            cfg=OperatorConfig(default_claim="data"),
         )
         assert plan is not None
         return EndpointState("Pending", message="rolling out")
@@ -110,6 +113,8 @@ def tick(body: dict[str, Any], executor: Any, *, nodes: Any = NODES, times: int 
 
 
 def pipeline(**spec: Any) -> dict[str, Any]:
+    # The paper's rule: the node is chosen (and announced) at SelectServer, before the teacher.
+    spec.setdefault("servers", {"costWindow": 0.2, "rule": "paper"})
     return job(students=STUDENTS, requirements={"minAccuracy": 0.5}, **spec)
 
 
@@ -188,7 +193,7 @@ def test_gpu_quantities_are_parsed_as_kubernetes_parses_them() -> None:
         adapter_path=f"{STORAGE_DIR}/a/adapter",
         merged_path=None,
         model_name="dj1-a",
-        cfg=OperatorConfig(),
+        cfg=OperatorConfig(default_claim="data"),
     )
     assert plan is not None
     container = plan.deployment["spec"]["template"]["spec"]["containers"][0]

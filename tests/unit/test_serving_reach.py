@@ -17,12 +17,13 @@ from stratos.serving.manifests import (
     endpoint_url,
     endpoint_usage,
     external_url,
+    service_name,
     serving_name,
 )
 from support.fake_openai import FakeOpenAI
 from support.jobs import job
 
-CFG = OperatorConfig(serving_image="reg/serving:1", worker_image="reg/worker:1")
+CFG = OperatorConfig(serving_image="reg/serving:1", worker_image="reg/worker:1", default_claim="data")
 KEY_REF = {"name": "llm-key", "key": "token"}
 
 
@@ -82,7 +83,9 @@ def test_ingress_routes_the_host_to_the_serving_service_with_tls() -> None:
     ing = extras({"ingress": {"host": "llm.example.com", "className": "nginx", "tlsSecretName": "llm-tls"}})[
         "Ingress"
     ]
-    assert ing["apiVersion"] == "networking.k8s.io/v1" and ing["metadata"]["name"] == serving_name("dj1")
+    assert ing["apiVersion"] == "networking.k8s.io/v1" and ing["metadata"]["name"] == serving_name(
+        "dj1", "u-1"
+    )
     assert ing["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     spec = ing["spec"]
     assert spec["ingressClassName"] == "nginx"
@@ -93,7 +96,7 @@ def test_ingress_routes_the_host_to_the_serving_service_with_tls() -> None:
     assert path == {
         "path": "/",
         "pathType": "Prefix",
-        "backend": {"service": {"name": "dj1-serve", "port": {"name": "http"}}},
+        "backend": {"service": {"name": service_name("dj1", "u-1"), "port": {"name": "http"}}},
     }
 
 
@@ -117,7 +120,7 @@ def test_http_route_attaches_to_the_gateways_and_targets_the_service_port() -> N
         }
     ]
     assert route["spec"]["hostnames"] == ["llm.example.com"]
-    assert route["spec"]["rules"][0]["backendRefs"] == [{"name": "dj1-serve", "port": 8000}]
+    assert route["spec"]["rules"][0]["backendRefs"] == [{"name": service_name("dj1", "u-1"), "port": 8000}]
 
 
 def test_autoscaling_hands_the_replica_count_to_the_hpa() -> None:
@@ -128,7 +131,7 @@ def test_autoscaling_hands_the_replica_count_to_the_hpa() -> None:
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "name": "dj1-serve",
+        "name": service_name("dj1", "u-1"),
     }
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
     assert hpa["spec"]["metrics"][0]["resource"]["target"] == {
@@ -153,7 +156,7 @@ def test_status_says_how_to_call_without_the_key() -> None:
     )
     spec = DistillationJobSpec.model_validate(body["spec"])
     assert external_url(spec) == "https://llm.example.com/v1"
-    usage = endpoint_usage(spec, endpoint_url("dj1", "ns"), "dj1-tiny", "ns")
+    usage = endpoint_usage(spec, endpoint_url("dj1", "u-1", "ns"), "dj1-tiny", "ns")
     assert usage == (
         'POST https://llm.example.com/v1/chat/completions with "model": "dj1-tiny" (OpenAI chat completions '
         "API); header Authorization: Bearer <key token of Secret ns/llm-key>"
