@@ -178,6 +178,8 @@ def test_readme_validate_and_plan_from_a_fresh_copy(tmp_path: Path) -> None:
     validate, plan = (shell(c, root, timeout=300) for c in commands)
     assert validate.returncode == 0 and validate.stdout.strip().endswith(": valid"), validate.stderr
     assert plan.returncode == 0, plan.stdout + plan.stderr
-    assert "Server" in plan.stdout and "hk-4090-a" in plan.stdout  # the chosen node of the default inventory
+    # The joint rule before any probe: the pair table, the chosen pair marked, each student's probe node.
+    assert "Server" in plan.stdout and "Joint (node, student) choice" in plan.stdout, plan.stdout
+    assert re.search(r"^\*\s+tk-a100-a\s+llama-3-2-1b\s", plan.stdout, re.M), plan.stdout
     picture = root / "plan.svg"
     assert picture.exists() and ET.fromstring(picture.read_text()).tag.endswith("svg")
