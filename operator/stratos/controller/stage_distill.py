@@ -1,5 +1,5 @@
 """Stages Synthesize, Train and Evaluate: where the student is made (paper "Knowledge Alignment",
-"Knowledge Injection"; DESIGN.md decision 5).
+"Knowledge Injection"; README "The decisions" 5).
 
 Synthesis talks to the teacher (CPU, network); training and evaluation run on the chosen node with its
 GPUs. When the trained student misses ``minAccuracy`` on held-out data, the next student in the

@@ -1,4 +1,4 @@
-"""Student model facts: the few shape numbers the estimators need (DESIGN.md decision 4).
+"""Student model facts: the few shape numbers the estimators need (README "The decisions" 4).
 
 The memory, time and throughput estimates in :mod:`stratos.decide.estimate` need a decoder-only
 transformer's parameter count N, layers L, hidden size h, vocabulary V, attention heads a, key/value

@@ -1,4 +1,4 @@
-"""Evaluation stage: the trained student's accuracy on held-out data (paper, after training; DESIGN 5).
+"""Evaluation stage: the trained student's accuracy on held-out data (README "The decisions" 5).
 
 ``python -m stratos.workloads.evaluate --config CONFIG [--result /dev/termination-log]``
 
