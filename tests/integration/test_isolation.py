@@ -99,7 +99,13 @@ def test_suspending_a_job_stops_only_its_own_stage_jobs(
     wait_for(
         lambda: not jobs_of(api, namespace, "p"), timeout=60, what="p's stage Jobs to be deleted on suspend"
     )
-    assert condition(get_dj(api, namespace, "p"), "Suspended")["status"] == "True"
+    # The Jobs are deleted first and the condition is written in the same tick's status patch,
+    # which may land a moment later.
+    wait_for(
+        lambda: condition(get_dj(api, namespace, "p"), "Suspended").get("status") == "True",
+        timeout=60,
+        what="p's Suspended condition",
+    )
     (other,) = jobs_of(api, namespace, "p-x")
     assert not other["metadata"].get("deletionTimestamp"), "suspending p deleted p-x's Job"
     assert (get_dj(api, namespace, "p-x").get("status") or {}).get("phase") == "EvaluatingTeachers"

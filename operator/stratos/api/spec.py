@@ -83,6 +83,35 @@ JSONL_NEEDS_DATASET = CelRule(
 )
 
 
+MAX_PATTERN_NESTING = 64
+"""Deepest group nesting a regex verifier pattern may have.
+
+Python's regex compiler recurses once per nested group, so whether a deep pattern compiles depends on
+the interpreter's recursion limit at that moment; a fixed bound makes the answer the same everywhere.
+"""
+
+
+def _group_nesting(pattern: str) -> int:
+    """How deep the groups of a regular expression nest (escapes and character classes skipped)."""
+    depth = deepest = 0
+    escaped = in_class = False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
 class DatasetSpec(ApiModel):
     """User data for the jsonl task: where it lives, which fields hold prompt and answer, how to verify."""
 
@@ -128,6 +157,12 @@ class DatasetSpec(ApiModel):
     @classmethod
     def _pattern_compiles(cls, value: str | None) -> str | None:
         if value is not None:
+            depth = _group_nesting(value)
+            if depth > MAX_PATTERN_NESTING:
+                raise ValueError(
+                    f"pattern is too complex to compile: groups nest {depth} deep, at most "
+                    f"{MAX_PATTERN_NESTING} allowed: nest fewer groups"
+                )
             try:
                 re.compile(value)
             except re.error as exc:
