@@ -19,15 +19,14 @@ from typing import Any
 import pytest
 import yaml
 
-from stratos.api.spec import DistillationJobSpec
 from stratos.controller.config import OperatorConfig
 from stratos.controller.executor import KubeExecutor
 from stratos.controller.machine import ChildRejected
-from stratos.serving.manifests import desired_serving
 from support.controlplane import ControlPlane, rest, wait_for
 from support.djs import apply, get_dj
 from support.fake_openai import FakeOpenAI
 from support.operator import DEFAULT_CLAIM
+from support.serving import serving_plan
 
 GATEWAY_API = (
     "sigs.k8s.io/gateway-api",
@@ -92,19 +91,7 @@ def executor_for(
     }
     apply(cp, namespace, manifest)
     body = get_dj(api, namespace, "reach")
-    spec = DistillationJobSpec.model_validate(body["spec"])
-    plan = desired_serving(
-        body,
-        spec,
-        node="gpu-1",
-        gpus=1,
-        base_model_uri="file:///m/base",
-        adapter_path="/var/lib/stratos/jobs/a/adapter",
-        merged_path=None,
-        model_name="reach-tiny",
-        cfg=CONFIG,
-    )
-    assert plan is not None
+    plan = serving_plan(body, CONFIG)
     return KubeExecutor(body, CONFIG, api, {}, {}), plan
 
 

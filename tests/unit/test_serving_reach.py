@@ -13,7 +13,6 @@ from stratos.controller.config import OperatorConfig
 from stratos.controller.executor import extra_patch, probe
 from stratos.serving.manifests import (
     SPEC_HASH,
-    desired_serving,
     endpoint_url,
     endpoint_usage,
     external_url,
@@ -22,27 +21,14 @@ from stratos.serving.manifests import (
 )
 from support.fake_openai import FakeOpenAI
 from support.jobs import job
+from support.serving import serving_plan
 
 CFG = OperatorConfig(serving_image="reg/serving:1", worker_image="reg/worker:1", default_claim="data")
 KEY_REF = {"name": "llm-key", "key": "token"}
 
 
 def plan(serving: dict[str, Any]) -> Any:
-    body = job(serving=serving)
-    spec = DistillationJobSpec.model_validate(body["spec"])
-    found = desired_serving(
-        body,
-        spec,
-        node="gpu-1",
-        gpus=1,
-        base_model_uri="file:///m/base",
-        adapter_path="/var/lib/stratos/jobs/a/adapter",
-        merged_path=None,
-        model_name="dj1-tiny",
-        cfg=CFG,
-    )
-    assert found is not None
-    return found
+    return serving_plan(job(serving=serving), CFG)
 
 
 def extras(serving: dict[str, Any]) -> dict[str, dict[str, Any]]:
