@@ -9,8 +9,6 @@ I=14336, V=128256).
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from stratos.catalog.gpus import GPUS
@@ -23,25 +21,11 @@ from stratos.decide.estimate import (
     training_memory_gib,
     training_time_hours,
 )
-from stratos.decide.models import ModelFacts
+from support.models import facts
 
 RTX4090 = GPUS["RTX 4090"]
 H20 = GPUS["H20"]
 DEFAULTS = {"sequence_length": 1024, "micro_batch_size": 4, "lora_rank": 16}  # the API's defaults
-
-
-def facts(parameters: float) -> ModelFacts:
-    return ModelFacts.from_spec(
-        SimpleNamespace(
-            parameters=parameters,
-            layers=None,
-            hidden_size=None,
-            vocab_size=None,
-            num_attention_heads=None,
-            num_key_value_heads=None,
-            intermediate_size=None,
-        )
-    )
 
 
 S3B = facts(3.2e9)

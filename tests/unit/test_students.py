@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +17,7 @@ from stratos.decide.students import (
     select_student,
     students_to_probe,
 )
+from support.models import facts
 
 RTX4090 = GPUS["RTX 4090"]
 H20 = GPUS["H20"]
@@ -29,20 +28,6 @@ WEIGHTS = ScoreWeights(accuracy=0.5, training_time=0.2, throughput=0.3)
 POOL = {"llama-3.2-1b": 1.24e9, "qwen-2.5-1.5b": 1.54e9, "llama-3.2-3b": 3.21e9, "llama-3.1-8b": 8.03e9}
 # Table 1, "Acc. (With 8B CoT)" on GSM8K: what a student-probe would report.
 PROBE = {"llama-3.2-1b": 0.4420, "qwen-2.5-1.5b": 0.5732, "llama-3.2-3b": 0.5967}
-
-
-def facts(parameters: float) -> ModelFacts:
-    return ModelFacts.from_spec(
-        SimpleNamespace(
-            parameters=parameters,
-            layers=None,
-            hidden_size=None,
-            vocab_size=None,
-            num_attention_heads=None,
-            num_key_value_heads=None,
-            intermediate_size=None,
-        )
-    )
 
 
 def cand(
