@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.config import OperatorConfig
+from stratos.controller.context import ChildRejected
 from stratos.controller.executor import KubeExecutor
-from stratos.controller.machine import ChildRejected
+from stratos.kube.config import OperatorConfig
 from stratos.serving.manifests import desired_serving
 from support.controlplane import ControlPlane, rest, wait_for
 from support.djs import apply, get_dj

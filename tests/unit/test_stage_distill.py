@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from stratos.api.status import DistillationJobStatus
-from stratos.controller.machine import RunStatus, reconcile
+from stratos.contracts.runs import RunStatus
+from stratos.controller.machine import reconcile
 from support.jobs import NOW, ScriptedExecutor, conditions, job, node, ok
 
 STUDENTS = [

@@ -14,17 +14,9 @@ from typing import Any
 from stratos.api.durations import parse_duration
 from stratos.api.spec import EndpointSpec, StudentSpec, TeacherSpec
 from stratos.api.status import DataStatus, EvaluationAttempt, EvaluationStatus, TrainingStatus
+from stratos.contracts.runs import RunStatus, SecretEnv, StageRun
 from stratos.controller import conditions as c
-from stratos.controller.machine import (
-    Context,
-    RunStatus,
-    SecretEnv,
-    SpecProblem,
-    StageRun,
-    fail,
-    over_budget,
-    step,
-)
+from stratos.controller.context import Context, SpecProblem, fail, over_budget
 from stratos.controller.stage_server import node_lost, reselect_server
 from stratos.controller.stage_teachers import API_KEY_ENV
 from stratos.controller.stages import Stage
@@ -98,7 +90,6 @@ def _failed(run: RunStatus) -> str | None:
     return None
 
 
-@step(Stage.SYNTHESIZE)
 def synthesize_step(ctx: Context) -> Stage | None:
     if ctx.decided("data", "uri", c.DATA_READY):
         return Stage.TRAIN
@@ -196,7 +187,6 @@ def dataset_path(ctx: Context) -> str:
     return f"{ctx.job_dir}/data/train.jsonl"
 
 
-@step(Stage.TRAIN)
 def train_step(ctx: Context) -> Stage | None:
     student = current_student(ctx)
     training = ctx.status.get("training") or {}
@@ -285,7 +275,6 @@ def train_step(ctx: Context) -> Stage | None:
     return Stage.EVALUATE
 
 
-@step(Stage.EVALUATE)
 def evaluate_step(ctx: Context) -> Stage | None:
     if ctx.decided("evaluation", "passed", c.EVALUATED):
         return Stage.DEPLOY

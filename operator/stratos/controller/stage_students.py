@@ -29,8 +29,9 @@ from stratos.api.status import (
     StudentDecision,
 )
 from stratos.catalog.gpus import lookup_gpu
+from stratos.contracts.runs import RunStatus, StageRun
 from stratos.controller import conditions as c
-from stratos.controller.machine import Context, RunStatus, StageRun, fail, step
+from stratos.controller.context import Context, fail
 from stratos.controller.stage_server import decide_server, reselect_server, server_block, shortlist_reason
 from stratos.controller.stage_teachers import teacher_traces
 from stratos.controller.stages import Stage
@@ -70,7 +71,6 @@ def probe_run(ctx: Context, student: StudentSpec, teacher: str, node: str) -> St
     return StageRun(STUDENT_PROBE, PROGRAM, config, candidate=student.name, node=node, gpus=1)
 
 
-@step(Stage.SELECT_STUDENT)
 def select_student_step(ctx: Context) -> Stage | None:
     if ctx.decided("student", "selected", c.STUDENT_SELECTED):
         return Stage.SYNTHESIZE

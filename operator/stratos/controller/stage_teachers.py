@@ -19,8 +19,9 @@ from typing import Any
 
 from stratos.api.spec import TeacherSpec
 from stratos.api.status import StrategyDecision, TeacherCandidate, TeacherDecision
+from stratos.contracts.runs import RunStatus, SecretEnv, StageRun
 from stratos.controller import conditions as c
-from stratos.controller.machine import Context, Event, RunStatus, SecretEnv, StageRun, fail, step
+from stratos.controller.context import Context, Event, fail
 from stratos.controller.stages import Stage
 from stratos.decide.endpoints import EndpointPolicy, refused_teachers, teacher_endpoints
 from stratos.decide.strategy import StrategyError, select_strategy
@@ -109,7 +110,6 @@ def _evaluation(name: str, cost_per_million: float, run: RunStatus) -> TeacherEv
     )
 
 
-@step(Stage.EVALUATE_TEACHERS)
 def evaluate_teachers_step(ctx: Context) -> Stage | None:
     spec = ctx.spec
     if ctx.status.get("teacher", {}).get("selected") and c.is_true(

@@ -13,8 +13,8 @@ from pydantic import AliasChoices, Field, ValidationError
 
 from stratos.api.base import format_errors
 from stratos.api.spec import TaskSpec
+from stratos.contracts.stage_io import ConfigError, WorkloadConfig
 from stratos.llm.client import RetryPolicy, TeacherClient
-from stratos.workloads.common import ConfigError, WorkloadConfig
 
 Strategy = Literal["alignment", "injection"]
 #: How synthetic questions are made: ``mutate`` edits a seed with the task's own mutator (Mahjong's

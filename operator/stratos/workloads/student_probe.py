@@ -40,7 +40,8 @@ from typing import Any
 
 from pydantic import Field
 
-from stratos.workloads.common import ConfigError, WorkloadConfig, run_stage
+from stratos.contracts.stage_io import ConfigError, WorkloadConfig
+from stratos.workloads.common import run_stage
 
 log = logging.getLogger("stratos.workloads.student_probe")
 

@@ -54,13 +54,14 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+from stratos.contracts.stage_io import ConfigError, StageError
 from stratos.llm.client import TeacherUnavailable
 from stratos.synthesis import prompts, sources
 from stratos.synthesis.config import SynthesizeConfig
 from stratos.synthesis.engine import TEACHER_ERROR, Caller, Decision, Engine, Mode, Progress
 from stratos.synthesis.store import Store
 from stratos.tasks import Task, build_task
-from stratos.workloads.common import ConfigError, StageError, run_stage
+from stratos.workloads.common import run_stage
 
 log = logging.getLogger("stratos.workloads.synthesize")
 

@@ -40,6 +40,7 @@ from pydantic import AliasChoices, Field, ValidationError
 
 from stratos.api.base import format_errors
 from stratos.api.spec import TaskSpec
+from stratos.contracts.stage_io import ConfigError, WorkloadConfig
 from stratos.llm.client import (
     RetryPolicy,
     TeacherClient,
@@ -48,7 +49,7 @@ from stratos.llm.client import (
     cost_usd,
 )
 from stratos.tasks import Sample, Task, build_task, sample_for_probe
-from stratos.workloads.common import ConfigError, WorkloadConfig, run_stage
+from stratos.workloads.common import run_stage
 
 log = logging.getLogger("stratos.workloads.teacher_eval")
 

@@ -30,7 +30,8 @@ from typing import Any
 
 from pydantic import Field
 
-from stratos.workloads.common import WorkloadConfig, run_stage
+from stratos.contracts.stage_io import WorkloadConfig
+from stratos.workloads.common import run_stage
 
 log = logging.getLogger("stratos.workloads.vocab_check")
 
