@@ -17,9 +17,9 @@ import pytest
 
 from stratos.api.spec import TaskSpec
 from stratos.contracts.stage_io import StageError
+from stratos.contracts.synthesize import SynthesizeConfig
 from stratos.llm.client import ChatResult, TeacherUnavailable
 from stratos.synthesis import engine as eng
-from stratos.synthesis.config import SynthesizeConfig
 from stratos.synthesis.prompts import question_key
 from stratos.synthesis.sources import mutate_candidate, select_real, synthetic_id
 from stratos.tasks import build_task

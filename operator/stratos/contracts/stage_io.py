@@ -17,9 +17,9 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from stratos.llm.redact import redact
@@ -38,6 +38,11 @@ class WorkloadConfig(BaseModel):
     """Base of stage configs: camelCase JSON (as the controller writes it), snake_case in Python."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def dump(self) -> dict[str, Any]:
+        """The config as the controller writes it: camelCase JSON of the fields it set (the stage
+        program's defaults apply to the rest)."""
+        return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
 
 
 class StageError(Exception):
@@ -182,3 +187,36 @@ def load_config(path: str | os.PathLike[str], model: type[C]) -> C:
             for e in err.errors(include_url=False)
         )
         raise ConfigError(f"invalid config: {problems}") from None
+
+
+class StageResult(BaseModel):
+    """Base of stage results: what a stage program reports, read back by the controller.
+
+    Fields are camelCase on disk. Every field has a default, because the result writer may have cut a
+    large result down to its top-level scalars (``truncated``) and an older worker image may not write
+    a newer field; unknown fields are ignored for the same reason. ``dump`` is what a stage program
+    returns (the runner adds ``ok``); ``read`` validates a result once, where the controller gets it.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    ok: bool = True
+    error: str | None = None
+    kind: str | None = None
+    truncated: bool = False
+
+    def dump(self) -> dict[str, Any]:
+        """The fields the stage program set, camelCase, without the envelope (``ok``/``error``/``kind``)."""
+        envelope = {"ok", "error", "kind", "truncated"}
+        return self.model_dump(by_alias=True, exclude_unset=True, exclude=envelope)
+
+    @classmethod
+    def read(cls, result: Mapping[str, Any] | None) -> Self:
+        """The result as this model; a missing result reads as empty (every field at its default)."""
+        return cls.model_validate(dict(result or {}))
+
+
+def cost_field() -> Any:
+    """``costUsd`` (as in ``status.cost``); a result written by an older worker image said ``costUSD``."""
+    choices = AliasChoices("costUsd", "costUSD", "cost_usd")
+    return Field(0.0, validation_alias=choices, serialization_alias="costUsd")
