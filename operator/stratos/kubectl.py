@@ -26,7 +26,7 @@ import typer
 import yaml
 
 from stratos import GROUP, PLURAL, VERSION
-from stratos.controller.naming import LABEL_CANDIDATE, LABEL_JOB, LABEL_STAGE
+from stratos.kube.naming import LABEL_CANDIDATE, LABEL_JOB, LABEL_STAGE
 
 app = typer.Typer(
     name="kubectl-stratos",

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stratos.controller.naming import LABEL_JOB
+from stratos.kube.naming import LABEL_JOB
 from support.controlplane import rest, wait_for
 from support.operator import OperatorProcess
 

@@ -18,10 +18,10 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.config import OperatorConfig
+from stratos.contracts.runs import StageRun
 from stratos.controller.executor import KubeExecutor
-from stratos.controller.machine import StageRun
-from stratos.controller.naming import LABEL_JOB, child_name
+from stratos.kube.config import OperatorConfig
+from stratos.kube.naming import LABEL_JOB, child_name
 from support.controlplane import ControlPlane, rest
 from support.djs import DJ_PATH, get_dj
 

@@ -35,7 +35,7 @@ def events_for(api: Any, namespace: str, name: str) -> list[dict[str, Any]]:
 
 def child(api: Any, namespace: str, name: str, stage: str, candidate: str | None = None) -> str:
     """The name of a DistillationJob's child (stage Job, ConfigMap, serving Deployment) on the server."""
-    from stratos.controller.naming import child_name
+    from stratos.kube.naming import child_name
 
     return child_name(name, get_dj(api, namespace, name)["metadata"]["uid"], stage, candidate)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.machine import RunStatus, StageRun
+from stratos.contracts.runs import RunStatus, StageRun
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

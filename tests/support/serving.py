@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.config import OperatorConfig
+from stratos.kube.config import OperatorConfig
 from stratos.serving.manifests import ServingPlan, desired_serving
 
 

@@ -266,7 +266,7 @@ def test_operator_command_ports_probes_and_environment() -> None:
 
 
 def test_default_storage_and_stage_pod_defaults_reach_the_operator() -> None:
-    from stratos.controller.config import pod_defaults
+    from stratos.kube.config import pod_defaults
 
     env = env_of(operator_container(render()))
     assert env["STRATOS_DEFAULT_CLAIM"] == ""

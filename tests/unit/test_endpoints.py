@@ -80,7 +80,7 @@ def test_the_job_fails_naming_the_field_and_starts_nothing(monkeypatch: pytest.M
 def test_a_teacher_url_edited_after_its_evaluation_is_refused_before_synthesis(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from stratos.controller.machine import RunStatus
+    from stratos.contracts.runs import RunStatus
     from support.jobs import ok
 
     monkeypatch.delenv(ALLOW_ENV, raising=False)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.children import stage_configmap, stage_job
-from stratos.controller.config import OperatorConfig
+from stratos.contracts.runs import SecretEnv, StageRun
 from stratos.controller.executor import run_state
-from stratos.controller.machine import SecretEnv, StageRun
-from stratos.controller.naming import child_name
+from stratos.kube.children import stage_configmap, stage_job
+from stratos.kube.config import OperatorConfig
+from stratos.kube.naming import child_name
 from support.jobs import job
 
 

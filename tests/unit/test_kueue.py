@@ -8,11 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from stratos.api.spec import DistillationJobSpec
+from stratos.contracts.runs import StageRun
 from stratos.controller import kueue
-from stratos.controller.children import stage_job
-from stratos.controller.config import OperatorConfig
 from stratos.controller.executor import KubeExecutor, job_view
-from stratos.controller.machine import StageRun
+from stratos.kube.children import stage_job
+from stratos.kube.config import OperatorConfig
 from support.jobs import job
 
 RUN = StageRun("train", "stratos.workloads.train", {}, candidate="s1", node="gpu-1", gpus=1)

@@ -10,7 +10,7 @@ from typing import Any
 from openai import OpenAI
 
 from stratos.api.spec import DistillationJobSpec, TaskSpec
-from stratos.controller.machine import RunStatus, StageRun
+from stratos.contracts.runs import RunStatus, StageRun
 from stratos.local.executor import LocalExecutor
 from stratos.local.teacher import ProgrammaticTeacher, answer
 from stratos.tasks import build_task

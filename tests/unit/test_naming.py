@@ -6,7 +6,7 @@ import itertools
 import re
 from typing import Any
 
-from stratos.controller.naming import (
+from stratos.kube.naming import (
     LABEL_JOB_UID,
     child_key,
     child_labels,

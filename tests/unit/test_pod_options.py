@@ -1,6 +1,6 @@
 """Storage, credentials, identity and security of the pods the operator creates (stage Jobs, serving).
 
-Hand-written expectations against the manifests (stratos.controller.children, stratos.serving.manifests)
+Hand-written expectations against the manifests (stratos.kube.children, stratos.serving.manifests)
 and the stage machine's decision when a job has nowhere to keep its files.
 """
 
@@ -13,12 +13,13 @@ import pytest
 from pydantic import ValidationError
 
 from stratos.api.spec import DistillationJobSpec
+from stratos.contracts.runs import STORAGE_DIR, SecretEnv, StageRun
 from stratos.controller import conditions as c
-from stratos.controller.children import HF_HOME, STORAGE_DIR, stage_job
-from stratos.controller.config import OperatorConfig, PodDefaults, pod_defaults
 from stratos.controller.executor import KubeExecutor
-from stratos.controller.machine import SecretEnv, StageRun, reconcile
-from stratos.controller.podopts import StorageUnset
+from stratos.controller.machine import reconcile
+from stratos.kube.children import HF_HOME, stage_job
+from stratos.kube.config import OperatorConfig, PodDefaults, pod_defaults
+from stratos.kube.podopts import StorageUnset
 from stratos.serving.manifests import serving_deployment
 from support.jobs import NODES, NOW, ScriptedExecutor, job
 

@@ -8,7 +8,7 @@ import pytest
 
 from stratos.api.placement import ResourceRequirements
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.config import OperatorConfig
+from stratos.kube.config import OperatorConfig
 from stratos.serving.commands import model_location, transformers_args, vllm_args, vllm_lora_rank
 from stratos.serving.manifests import (
     SPEC_HASH,

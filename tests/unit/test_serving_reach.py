@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.config import OperatorConfig
 from stratos.controller.executor import extra_patch, probe
+from stratos.kube.config import OperatorConfig
 from stratos.serving.manifests import (
     SPEC_HASH,
     endpoint_url,

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from stratos.api.status import DistillationJobStatus
-from stratos.controller.machine import RunStatus, reconcile
+from stratos.contracts.runs import RunStatus
+from stratos.controller.machine import reconcile
 from support.jobs import NOW, ScriptedExecutor, conditions, job, node, ok
 
 STUDENTS = [
@@ -263,7 +264,7 @@ def test_synthesis_gets_the_augmentation_and_the_verifier_with_its_own_key() -> 
     # The verifier is not a candidate teacher: it is never evaluated.
     assert {r.candidate for r in executor.started if r.stage == "teacher-eval"} == {"big", "other"}
     # The synthesize stage's own config model accepts what the controller writes.
-    from stratos.synthesis.config import SynthesizeConfig
+    from stratos.contracts.synthesize import SynthesizeConfig
 
     parsed = SynthesizeConfig.model_validate(synth.config)
     assert parsed.verifier_teacher is not None and parsed.augment == "teacher"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from stratos.api.status import DistillationJobStatus
-from stratos.controller.machine import RunStatus, reconcile
+from stratos.contracts.runs import RunStatus
+from stratos.controller.machine import reconcile
 from support.jobs import NODES, NOW, ScriptedExecutor, conditions, job, ok
 
 

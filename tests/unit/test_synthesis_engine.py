@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from stratos.api.spec import TaskSpec
+from stratos.contracts.stage_io import StageError
+from stratos.contracts.synthesize import SynthesizeConfig
 from stratos.llm.client import ChatResult, TeacherUnavailable
 from stratos.synthesis import engine as eng
-from stratos.synthesis.config import SynthesizeConfig
 from stratos.synthesis.prompts import question_key
 from stratos.synthesis.sources import mutate_candidate, select_real, synthetic_id
 from stratos.tasks import build_task
@@ -26,7 +27,6 @@ from stratos.tasks.mahjong import MahjongTask
 from stratos.tasks.mahjong_gen import mutate_hand
 from stratos.tasks.mahjong_solver import winning_tiles
 from stratos.tasks.mahjong_tiles import canonical_answer, format_tiles, parse_tiles
-from stratos.workloads.common import StageError
 from stratos.workloads.synthesize import synthesize
 from support.fake_openai import FakeOpenAI
 

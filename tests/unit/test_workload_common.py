@@ -9,17 +9,17 @@ import textwrap
 
 import pytest
 
-from stratos.llm import TeacherUnavailable, register_secret
-from stratos.workloads.common import (
+from stratos.contracts.stage_io import (
     RESULT_LIMIT,
     ConfigError,
     WorkloadConfig,
     compact_json,
     failure,
     load_config,
-    run_stage,
     write_result,
 )
+from stratos.llm import TeacherUnavailable, register_secret
+from stratos.workloads.common import run_stage
 
 
 class Cfg(WorkloadConfig):
@@ -135,7 +135,8 @@ def test_sigterm_still_writes_a_result(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal, time
-        from stratos.workloads.common import WorkloadConfig, run_stage
+        from stratos.contracts.stage_io import WorkloadConfig
+        from stratos.workloads.common import run_stage
 
         class Cfg(WorkloadConfig):
             name: str
@@ -162,7 +163,8 @@ def test_stage_logs_are_one_json_object_per_line_with_secrets_masked(tmp_path):
         """
         import logging, sys
         from stratos.llm import register_secret
-        from stratos.workloads.common import WorkloadConfig, run_stage
+        from stratos.contracts.stage_io import WorkloadConfig
+        from stratos.workloads.common import run_stage
 
         class Cfg(WorkloadConfig):
             name: str

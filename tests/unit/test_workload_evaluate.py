@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("trl")
 
+from stratos.contracts.evaluate import EvaluateConfig
 from stratos.workloads import evaluate, train
 from support.tiny_models import one_thread, subprocess_env, tiny_model, write_sft_dataset, write_toy_task
 
@@ -81,7 +82,7 @@ def test_evaluate_runs_as_a_stage_process_and_reports_accuracy_and_baseline(trai
 
 
 def test_evaluate_the_base_model_alone_and_a_capped_split(trained, tmp_path):
-    config = evaluate.EvaluateConfig(
+    config = EvaluateConfig(
         modelUri=str(tiny_model()),
         task=trained["task"],
         maxSamples=3,

@@ -11,11 +11,13 @@ import pytest
 
 pytest.importorskip("transformers")
 
+from stratos.contracts.stage_io import ConfigError
+from stratos.contracts.student_probe import StudentProbeConfig
+from stratos.contracts.teacher_eval import TeacherEvalConfig
 from stratos.tasks import build_task
 from stratos.workloads import student_probe
-from stratos.workloads.common import ConfigError
-from stratos.workloads.student_probe import StudentProbeConfig, load_reasoning
-from stratos.workloads.teacher_eval import TeacherEvalConfig, probe_samples
+from stratos.workloads.student_probe import load_reasoning
+from stratos.workloads.teacher_eval import probe_samples
 from support.tiny_models import one_thread, subprocess_env, tiny_model
 
 TASK = {"builtin": "mahjong", "trainSize": 40, "testSize": 5, "seed": 0}

@@ -165,7 +165,7 @@ def test_injection_on_mahjong_then_resume(tmp_path, monkeypatch):
         assert result["requests"] == asked and result["resumed"] == 0
         assert result["promptTokens"] == fake.prompt_tokens
         assert result["completionTokens"] == fake.completion_tokens
-        assert result["costUSD"] == pytest.approx((fake.prompt_tokens + fake.completion_tokens) * 2.0 / 1e6)
+        assert result["costUsd"] == pytest.approx((fake.prompt_tokens + fake.completion_tokens) * 2.0 / 1e6)
         assert "synthesize: 32/32 kept (15 real, 17 synthetic)" in proc.stdout
 
         rows = rows_of(result)
@@ -188,7 +188,7 @@ def test_injection_on_mahjong_then_resume(tmp_path, monkeypatch):
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert fake.chat_requests == []
         assert again["requests"] == 0 and again["resumed"] == asked + duplicates
-        same = ("kept", "real", "synthetic", "rejected", "promptTokens", "completionTokens", "costUSD")
+        same = ("kept", "real", "synthetic", "rejected", "promptTokens", "completionTokens", "costUsd")
         assert {k: again[k] for k in same} == {k: result[k] for k in same}
 
         # A pod killed part-way: the first 10 decisions and a torn line survive; the rest is redone.
@@ -341,7 +341,7 @@ def test_alignment_on_gsm8k_with_teacher_written_questions(tmp_path, monkeypatch
         assert {r.body["seed"] for r in judge.chat_requests}.isdisjoint({r.body["seed"] for r in written})
         cost = (fake.prompt_tokens + fake.completion_tokens) * 2.0
         cost += (judge.prompt_tokens + judge.completion_tokens) * 10.0
-        assert result["costUSD"] == pytest.approx(cost / 1e6)
+        assert result["costUsd"] == pytest.approx(cost / 1e6)
 
         rows = rows_of(result)
         real_rows = [r for r in rows if r["source"] == "real"]
@@ -362,7 +362,7 @@ def test_alignment_on_gsm8k_with_teacher_written_questions(tmp_path, monkeypatch
         proc, again = run(tmp_path, fake, **extra)
         assert proc.returncode == 0
         assert fake.chat_requests == [] and judge.chat_requests == [] and again["requests"] == 0
-        same = ("kept", "real", "synthetic", "rejected", "promptTokens", "completionTokens", "costUSD")
+        same = ("kept", "real", "synthetic", "rejected", "promptTokens", "completionTokens", "costUsd")
         assert {k: again[k] for k in same} == {k: result[k] for k in same}
 
 
@@ -394,7 +394,7 @@ def test_the_budget_caps_synthesis_inside_the_workload_and_keeps_what_was_writte
     with FakeOpenAI(samples=real, model="m", correct_ids={s.id for s in real}) as fake:
         proc, result = run(tmp_path, fake, targetSamples=40, augment="none", budgetUsd=1e-9)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert result["stoppedEarly"] == "budget" and result["costUSD"] >= 1e-9
+    assert result["stoppedEarly"] == "budget" and result["costUsd"] >= 1e-9
     window = 2 * 4  # in flight when the first decision spent the budget
     assert 1 <= result["kept"] <= window and len(fake.chat_requests) <= window * 3 < 40
     assert len(rows_of(result)) == result["kept"]

@@ -127,7 +127,7 @@ def test_teacher_eval_end_to_end_then_selection(tmp_path, teachers, task_and_sam
         prompt, completion = expected_usage(task, samples, fake)
         assert result["promptTokens"] == prompt == fake.prompt_tokens
         assert result["completionTokens"] == completion == fake.completion_tokens
-        assert result["costUSD"] == pytest.approx((prompt + completion) / 1e6 * PRICES[name])
+        assert result["costUsd"] == pytest.approx((prompt + completion) / 1e6 * PRICES[name])
         assert result["requests"] == 20 and result["resumed"] == 0 and result["rejected"] == 0
 
         # traces: one line per probe sample, with the fake's verdicts and the canonical answers

@@ -2,7 +2,7 @@
 
 Credentials reach pods only by reference (``secretKeyRef``, ``envFrom.secretRef``), never as values
 copied into the spec, status or a ConfigMap. The chart sets the same options as defaults for every job
-(``stagePods`` in values.yaml); ``stratos.controller.podopts`` merges the two, the job's own entries
+(``stagePods`` in values.yaml); ``stratos.kube.podopts`` merges the two, the job's own entries
 winning.
 """
 

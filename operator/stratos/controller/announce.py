@@ -20,8 +20,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from stratos import GROUP, KIND, VERSION
+from stratos.controller.context import Event
 from stratos.controller.faults import crash_point
-from stratos.controller.machine import Event
 
 COMPONENT = "stratos-operator"
 _INSTANCE = socket.gethostname()[:128]

@@ -20,26 +20,26 @@ from kubernetes.client.exceptions import ApiException
 from stratos import GROUP
 from stratos.api.durations import format_duration
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller import kueue
-from stratos.controller.children import (
-    KUEUE_QUEUE_LABEL,
+from stratos.contracts.runs import (
     STORAGE_DIR,
-    dataset_configmap_fields,
-    stage_configmap,
-    stage_job,
-    stage_name,
-)
-from stratos.controller.config import OperatorConfig
-from stratos.controller.machine import (
-    ChildRejected,
     EndpointRequest,
     EndpointState,
     ProbeOutcome,
     RunStatus,
     StageRun,
 )
-from stratos.controller.naming import ChildKey, child_key, is_same_child, owner_uid
-from stratos.controller.podopts import StorageUnset, storage_claim
+from stratos.controller import kueue
+from stratos.controller.context import ChildRejected
+from stratos.kube.children import (
+    KUEUE_QUEUE_LABEL,
+    dataset_configmap_fields,
+    stage_configmap,
+    stage_job,
+    stage_name,
+)
+from stratos.kube.config import OperatorConfig
+from stratos.kube.naming import ChildKey, child_key, is_same_child, owner_uid
+from stratos.kube.podopts import StorageUnset, storage_claim
 from stratos.serving.manifests import (
     EXTRA_APIS,
     SPEC_HASH,
@@ -49,7 +49,7 @@ from stratos.serving.manifests import (
     spec_hash,
 )
 from stratos.serving.manifests import STAGE as SERVE
-from stratos.serving.probe import probe_endpoint
+from stratos.serving.probe import probe
 from stratos.serving.rollout import deployment_ready, serving_patch
 
 # Waiting reasons that will not fix themselves; shown in the parent's conditions.
@@ -600,17 +600,6 @@ def extra_patch(live: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str
     spec.update(copy.deepcopy(dict(desired["spec"])))
     metadata = {"labels": dict(desired["metadata"]["labels"]), "annotations": {SPEC_HASH: want}}
     return {"metadata": metadata, "spec": spec}
-
-
-def probe(url: str, model: str, api_key: str | None = None) -> ProbeOutcome:
-    """Latency and tokens/s of a ready endpoint, from a few short chat completions."""
-    result = probe_endpoint(url, model, api_key=api_key)
-    return ProbeOutcome(
-        ok=result.ok,
-        latency_ms=result.latency_ms_p50,
-        tokens_per_second=result.tokens_per_second,
-        error=result.error or "",
-    )
 
 
 def index_key(body: Mapping[str, Any]) -> ChildKey | None:

@@ -23,12 +23,12 @@ from kubernetes.client.exceptions import ApiException
 
 from stratos import GROUP, PLURAL, VERSION
 from stratos.controller import announce, metrics
-from stratos.controller.config import OperatorConfig
 from stratos.controller.executor import KubeExecutor, deployment_view, index_key, job_view, pod_view
 from stratos.controller.machine import errored, reconcile
-from stratos.controller.naming import LABEL_JOB_UID, ChildKey
 from stratos.controller.nodewatch import NodeCache
 from stratos.controller.status_patch import status_patch
+from stratos.kube.config import OperatorConfig
+from stratos.kube.naming import LABEL_JOB_UID, ChildKey
 
 CONFIG = OperatorConfig.from_env()
 # A patch we sent is not yet visible in the body kopf hands us for this long at most; ticks that see

@@ -10,16 +10,9 @@ from where enabling serving again deploys the same trained student.
 from __future__ import annotations
 
 from stratos.api.status import EndpointStatus
+from stratos.contracts.runs import EndpointRequest, EndpointState
 from stratos.controller import conditions as c
-from stratos.controller.machine import (
-    Context,
-    EndpointRequest,
-    EndpointState,
-    Event,
-    SpecProblem,
-    fail,
-    step,
-)
+from stratos.controller.context import Context, Event, SpecProblem, fail
 from stratos.controller.stage_distill import current_student
 from stratos.controller.stages import Stage
 from stratos.serving.manifests import endpoint_usage, external_url
@@ -58,7 +51,6 @@ def _how_to_call(ctx: Context, url: str, model: str) -> dict[str, str | None]:
     }
 
 
-@step(Stage.DEPLOY)
 def deploy_step(ctx: Context) -> Stage | None:
     if not ctx.spec.serving.enabled:
         return Stage.SUCCEEDED
@@ -97,7 +89,6 @@ def deploy_step(ctx: Context) -> Stage | None:
     return Stage.SERVING
 
 
-@step(Stage.SERVING)
 def serving_step(ctx: Context) -> Stage | None:
     if not ctx.spec.serving.enabled:
         if ctx.executor is not None:
@@ -127,7 +118,6 @@ def serving_step(ctx: Context) -> Stage | None:
     return None
 
 
-@step(Stage.SUCCEEDED)
 def succeeded_step(ctx: Context) -> Stage | None:
     if ctx.spec.serving.enabled:
         return Stage.DEPLOY  # serving was switched on (again): deploy the trained student, no retraining

@@ -12,19 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from stratos.api.durations import parse_duration
-from stratos.api.spec import EndpointSpec, StudentSpec, TeacherSpec
+from stratos.api.spec import StudentSpec, TeacherSpec
 from stratos.api.status import DataStatus, EvaluationAttempt, EvaluationStatus, TrainingStatus
+from stratos.contracts.evaluate import EvaluateResult
+from stratos.contracts.runs import RunStatus, SecretEnv, StageRun
+from stratos.contracts.stage_io import StageResult
+from stratos.contracts.synthesize import SynthesizeConfig, SynthesizeResult
+from stratos.contracts.teacher import connection
+from stratos.contracts.train import TrainResult
 from stratos.controller import conditions as c
-from stratos.controller.machine import (
-    Context,
-    RunStatus,
-    SecretEnv,
-    SpecProblem,
-    StageRun,
-    fail,
-    over_budget,
-    step,
-)
+from stratos.controller.context import Context, SpecProblem, fail, over_budget
 from stratos.controller.stage_server import node_lost, reselect_server
 from stratos.controller.stage_teachers import API_KEY_ENV
 from stratos.controller.stages import Stage
@@ -49,56 +46,40 @@ def selected_teacher(ctx: Context) -> TeacherSpec:
     return teacher
 
 
-def _connection(
-    name: str, endpoint: EndpointSpec, cost: float, concurrency: int, env: str
-) -> tuple[dict[str, Any], tuple[SecretEnv, ...]]:
-    ref = endpoint.api_key_secret_ref
-    connection = {
-        "name": name,
-        "baseURL": endpoint.base_url,
-        "model": endpoint.model,
-        "apiKeyEnv": env if ref else None,
-        "costPerMillionTokens": cost,
-        "maxConcurrency": concurrency,
-    }
-    return connection, ((SecretEnv(env, ref.name, ref.key),) if ref else ())
-
-
 def synthesize_config(ctx: Context) -> tuple[dict[str, Any], tuple[SecretEnv, ...]]:
     """The synthesize stage's config and the Secret-backed variables it needs (teacher, verifier)."""
     spec = ctx.spec
     chosen = selected_teacher(ctx)
-    teacher, secrets = _connection(
+    teacher, secrets = connection(
         chosen.name, chosen.endpoint, chosen.cost_per_million_tokens, chosen.max_concurrency, API_KEY_ENV
     )
     synthesis = spec.distillation.synthesis
-    config = {
-        "strategy": ctx.status["strategy"]["selected"],
-        "teacher": teacher,
-        "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
-        "targetSamples": spec.distillation.target_samples,
-        "seed": spec.task.seed,
-        "augment": synthesis.augment,
-        "dataRoot": ctx.data_root,
-        "outputDir": ctx.job_dir,
-    }
+    config = SynthesizeConfig(
+        strategy=ctx.status["strategy"]["selected"],
+        teacher=teacher,
+        task=spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        target_samples=spec.distillation.target_samples,
+        seed=spec.task.seed,
+        augment=synthesis.augment,
+        data_root=ctx.data_root,
+        output_dir=ctx.job_dir,
+    )
     if (v := synthesis.verifier) is not None:
-        config["verifierTeacher"], verifier_secrets = _connection(
+        config.verifier_teacher, verifier_secrets = connection(
             "verifier", v.endpoint, v.cost_per_million_tokens, v.max_concurrency, VERIFIER_API_KEY_ENV
         )
         secrets += verifier_secrets
-    return config, secrets
+    return config.dump(), secrets
 
 
 def _failed(run: RunStatus) -> str | None:
     if run.state == "Failed":
         return run.message or "the stage failed"
-    if run.state == "Succeeded" and run.result is not None and run.result.get("ok") is False:
-        return str(run.result.get("error") or "the stage reported a failure")
+    if run.state == "Succeeded" and run.result is not None and not (r := StageResult.read(run.result)).ok:
+        return str(r.error or "the stage reported a failure")
     return None
 
 
-@step(Stage.SYNTHESIZE)
 def synthesize_step(ctx: Context) -> Stage | None:
     if ctx.decided("data", "uri", c.DATA_READY):
         return Stage.TRAIN
@@ -129,23 +110,21 @@ def synthesize_step(ctx: Context) -> Stage | None:
     if run.state != "Succeeded" or run.result is None:
         ctx.condition(c.DATA_READY, c.UNKNOWN, "Synthesizing", run.message or run.state)
         return None
-    r = run.result
+    r = SynthesizeResult.read(run.result)
     ctx.status["data"] = DataStatus(
         uri=dataset_path(ctx),
-        samples=r.get("kept"),
-        real=r.get("real"),
-        synthetic=r.get("synthetic"),
-        rejected=r.get("rejectedTotal"),
+        samples=r.kept,
+        real=r.real,
+        synthetic=r.synthetic,
+        rejected=r.rejected_total,
     ).to_api()
-    tokens = int(r.get("promptTokens", 0)) + int(r.get("completionTokens", 0))
-    ctx.add_spend(tokens=tokens, usd=float(r.get("costUSD") or 0.0))
-    rejected = ", ".join(f"{k} {v}" for k, v in sorted((r.get("rejected") or {}).items())) or "none"
+    ctx.add_spend(tokens=r.prompt_tokens + r.completion_tokens, usd=r.cost_usd)
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(r.rejected.items())) or "none"
     message = (
-        f"{r.get('kept')} examples ({r.get('real')} real, {r.get('synthetic')} synthetic) by "
-        f"{r.get('strategy')}; rejected: {rejected}"
+        f"{r.kept} examples ({r.real} real, {r.synthetic} synthetic) by {r.strategy}; rejected: {rejected}"
     )
-    if r.get("stoppedEarly") == "budget":
-        message += f"; stopped at the budget ({float(r.get('costUSD') or 0.0):.2f} USD spent on synthesis)"
+    if r.stopped_early == "budget":
+        message += f"; stopped at the budget ({r.cost_usd:.2f} USD spent on synthesis)"
     ctx.condition(c.DATA_READY, c.TRUE, "DataSynthesized", message, event="Normal")
     return Stage.TRAIN
 
@@ -196,7 +175,6 @@ def dataset_path(ctx: Context) -> str:
     return f"{ctx.job_dir}/data/train.jsonl"
 
 
-@step(Stage.TRAIN)
 def train_step(ctx: Context) -> Stage | None:
     student = current_student(ctx)
     training = ctx.status.get("training") or {}
@@ -260,32 +238,27 @@ def train_step(ctx: Context) -> Stage | None:
         ).to_api()
         ctx.condition(c.TRAINED, c.UNKNOWN, "Training", f"{student.name}: {run.message or run.state}")
         return None
-    r = run.result
-    loss = r.get("trainLoss")
+    r = TrainResult.read(run.result)
     ctx.status["training"] = TrainingStatus(
         student=student.name,
         algorithm=config["algorithm"],
         attempt=_attempt(ctx),
         adapter_uri=f"{_train_dir(ctx, student.name)}/adapter",
-        steps=r.get("steps"),
-        loss=loss.get("last") if isinstance(loss, dict) else loss,
-        duration_seconds=r.get("seconds"),
-        merged_uri=f"{_train_dir(ctx, student.name)}/merged" if r.get("mergedPath") else None,
-        longest_target_tokens=r.get("longestTargetTokens"),
-        base_model=r.get("baseModel"),
+        steps=r.steps,
+        loss=r.last_loss(),
+        duration_seconds=r.seconds,
+        merged_uri=f"{_train_dir(ctx, student.name)}/merged" if r.merged_path else None,
+        longest_target_tokens=r.longest_target_tokens,
+        base_model=r.base_model,
     ).to_api()
-    hours = float(r.get("seconds") or 0.0) / 3600
+    hours = (r.seconds or 0.0) / 3600
     ctx.add_spend(gpu_hours=hours, usd=hours * float(server["hourlyCost"]))
-    base = f" ({r['baseModel']})" if r.get("baseModel") else ""
-    message = (
-        f"{student.name}{base} trained with {config['algorithm']}: {r.get('steps')} steps in "
-        f"{r.get('seconds')} s"
-    )
+    base = f" ({r.base_model})" if r.base_model else ""
+    message = f"{student.name}{base} trained with {config['algorithm']}: {r.steps} steps in {r.seconds} s"
     ctx.condition(c.TRAINED, c.TRUE, "Trained", message, event="Normal")
     return Stage.EVALUATE
 
 
-@step(Stage.EVALUATE)
 def evaluate_step(ctx: Context) -> Stage | None:
     if ctx.decided("evaluation", "passed", c.EVALUATED):
         return Stage.DEPLOY
@@ -310,8 +283,8 @@ def evaluate_step(ctx: Context) -> Stage | None:
     if run.state != "Succeeded" or run.result is None:
         ctx.condition(c.EVALUATED, c.UNKNOWN, "Evaluating", f"{student.name}: {run.message or run.state}")
         return None
-    r = run.result
-    accuracy, minimum = float(r.get("accuracy", 0.0)), spec.requirements.min_accuracy
+    r = EvaluateResult.read(run.result)
+    accuracy, minimum = r.accuracy, spec.requirements.min_accuracy
     passed = accuracy >= minimum
     previous = EvaluationStatus.model_validate(ctx.status.get("evaluation") or {})
     attempts = [a for a in previous.attempts if a.student != student.name]
@@ -319,8 +292,8 @@ def evaluate_step(ctx: Context) -> Stage | None:
     ctx.status["evaluation"] = EvaluationStatus(
         student=student.name,
         accuracy=accuracy,
-        samples=r.get("samples"),
-        correct=r.get("correct"),
+        samples=r.samples,
+        correct=r.correct,
         passed=passed,
         max_new_tokens=config["maxNewTokens"],
         attempts=attempts,

@@ -14,7 +14,7 @@ from typing import Any
 from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import GPUInfo, ServerCandidate, ServerDecision
 from stratos.controller import conditions as c
-from stratos.controller.machine import Context, Event, step
+from stratos.controller.context import Context, Event
 from stratos.controller.stages import Stage
 from stratos.decide.nodes import NodeFacts, gather_candidates
 from stratos.decide.placement import required_gpu_memory_gib
@@ -24,7 +24,6 @@ from stratos.decide.servers import ServerChoice, select_server
 MAX_PARETO_CELLS = 64
 
 
-@step(Stage.SELECT_SERVER)
 def select_server_step(ctx: Context) -> Stage | None:
     if ctx.decided("server", "node", c.SERVER_SELECTED):
         return Stage.EVALUATE_TEACHERS  # decided before (e.g. by an operator that has since restarted)

@@ -29,8 +29,10 @@ from stratos.api.status import (
     StudentDecision,
 )
 from stratos.catalog.gpus import lookup_gpu
+from stratos.contracts.runs import RunStatus, StageRun
+from stratos.contracts.student_probe import StudentProbeConfig, StudentProbeResult
 from stratos.controller import conditions as c
-from stratos.controller.machine import Context, RunStatus, StageRun, fail, step
+from stratos.controller.context import Context, fail
 from stratos.controller.stage_server import decide_server, reselect_server, server_block, shortlist_reason
 from stratos.controller.stage_teachers import teacher_traces
 from stratos.controller.stages import Stage
@@ -55,22 +57,21 @@ PROBE_MAX_NEW_TOKENS = 128
 
 def probe_run(ctx: Context, student: StudentSpec, teacher: str, node: str) -> StageRun:
     spec = ctx.spec
-    config: dict[str, Any] = {
-        "student": student.name,
-        "modelUri": student.model.uri,
-        "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
-        "sampleSize": spec.task.sample_size,
-        "seed": spec.task.seed,
-        "tracesPath": teacher_traces(ctx, teacher),
+    config = StudentProbeConfig(
+        student=student.name,
+        model_uri=student.model.uri,
+        task=spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        sample_size=spec.task.sample_size,
+        seed=spec.task.seed,
+        traces_path=teacher_traces(ctx, teacher),
         # With the teacher's reasoning in the prompt the student only has to state the answer.
-        "maxNewTokens": PROBE_MAX_NEW_TOKENS,
-        "dataRoot": ctx.data_root,
-        "outputDir": ctx.job_dir,
-    }
-    return StageRun(STUDENT_PROBE, PROGRAM, config, candidate=student.name, node=node, gpus=1)
+        max_new_tokens=PROBE_MAX_NEW_TOKENS,
+        data_root=ctx.data_root,
+        output_dir=ctx.job_dir,
+    )
+    return StageRun(STUDENT_PROBE, PROGRAM, config.dump(), candidate=student.name, node=node, gpus=1)
 
 
-@step(Stage.SELECT_STUDENT)
 def select_student_step(ctx: Context) -> Stage | None:
     if ctx.decided("student", "selected", c.STUDENT_SELECTED):
         return Stage.SYNTHESIZE
@@ -159,13 +160,13 @@ def probe_threshold(ctx: Context) -> float:
 
 
 def _ok(run: RunStatus) -> bool:
-    return run.state == "Succeeded" and run.result is not None and bool(run.result.get("ok", True))
+    return run.state == "Succeeded" and run.result is not None and StudentProbeResult.read(run.result).ok
 
 
 def _accuracy(run: RunStatus | None) -> float | None:
     if run is None or not _ok(run) or run.result is None:
         return None
-    return float(run.result.get("accuracy", 0.0))
+    return StudentProbeResult.read(run.result).accuracy
 
 
 def select_pair_step(ctx: Context) -> Stage | None:

@@ -15,12 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 from time import perf_counter
-from typing import Any
 
 from stratos.api.spec import TeacherSpec
 from stratos.api.status import StrategyDecision, TeacherCandidate, TeacherDecision
+from stratos.contracts.runs import RunStatus, StageRun
+from stratos.contracts.teacher import connection
+from stratos.contracts.teacher_eval import TeacherEvalConfig, TeacherEvalResult
+from stratos.contracts.vocab_check import NamedModel, VocabCheckConfig, VocabCheckResult
 from stratos.controller import conditions as c
-from stratos.controller.machine import Context, Event, RunStatus, SecretEnv, StageRun, fail, step
+from stratos.controller.context import Context, Event, fail
 from stratos.controller.stages import Stage
 from stratos.decide.endpoints import EndpointPolicy, refused_teachers, teacher_endpoints
 from stratos.decide.strategy import StrategyError, select_strategy
@@ -37,10 +40,11 @@ def vocab_check_run(ctx: Context) -> StageRun:
     """The white-box KD vocabulary check of every (teacher weights, student) pair; the candidate part of
     its name is a digest of the URIs compared."""
     spec = ctx.spec
-    students = [{"name": s.name, "uri": s.model.uri} for s in spec.students]
-    teachers = [{"name": t.name, "uri": t.weights.uri} for t in spec.teachers if t.weights is not None]
-    digest = hashlib.sha256(json.dumps([students, teachers], sort_keys=True).encode()).hexdigest()[:10]
-    config = {"students": students, "teachers": teachers, "dataRoot": ctx.data_root}
+    students = [NamedModel(name=s.name, uri=s.model.uri) for s in spec.students]
+    teachers = [NamedModel(name=t.name, uri=t.weights.uri) for t in spec.teachers if t.weights is not None]
+    config = VocabCheckConfig(students=students, teachers=teachers, data_root=ctx.data_root).dump()
+    named = [config["students"], config["teachers"]]
+    digest = hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:10]
     return StageRun(VOCAB_CHECK, VOCAB_CHECK_PROGRAM, config, candidate=digest)
 
 
@@ -52,13 +56,13 @@ def _vocabularies_shared(ctx: Context) -> Stage | bool:
         message = f"white-box-kd: checking that teachers and students share one vocabulary ({detail})"
         ctx.condition(c.TEACHER_SELECTED, c.UNKNOWN, "CheckingVocabularies", message)
         return False
-    result = run.result or {}
-    if run.state == "Failed" or not result.get("ok", True):
-        error = str(result.get("error") or run.message or "the vocabulary check failed")
+    result = VocabCheckResult.read(run.result)
+    if run.state == "Failed" or not result.ok:
+        error = str(result.error or run.message or "the vocabulary check failed")
         ctx.condition(c.TEACHER_SELECTED, c.FALSE, "VocabularyCheckFailed", error, event="Warning")
         return fail(ctx, "InvalidSpec", f"spec.teachers[].weights / spec.students[].model: {error}")
-    if not result.get("shared"):
-        pairs = "; ".join(str(m) for m in result.get("mismatches") or []) or "vocabularies differ"
+    if not result.shared:
+        pairs = "; ".join(result.mismatches) or "vocabularies differ"
         message = (
             f"white-box-kd needs one vocabulary shared by every teacher's weights and every student: {pairs}"
         )
@@ -69,22 +73,18 @@ def _vocabularies_shared(ctx: Context) -> Stage | bool:
 
 def teacher_eval_run(ctx: Context, teacher: TeacherSpec) -> StageRun:
     spec = ctx.spec
-    ref = teacher.endpoint.api_key_secret_ref
-    config: dict[str, Any] = {
-        "teacher": teacher.name,
-        "baseURL": teacher.endpoint.base_url,
-        "model": teacher.endpoint.model,
-        "apiKeyEnv": API_KEY_ENV if ref else None,
-        "costPerMillionTokens": teacher.cost_per_million_tokens,
-        "maxConcurrency": teacher.max_concurrency,
-        "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
-        "sampleSize": spec.task.sample_size,
-        "seed": spec.task.seed,
-        "dataRoot": ctx.data_root,
-        "outputDir": ctx.job_dir,
-    }
-    secrets = (SecretEnv(API_KEY_ENV, ref.name, ref.key),) if ref else ()
-    return StageRun(TEACHER_EVAL, PROGRAM, config, candidate=teacher.name, secret_env=secrets)
+    endpoint, secrets = connection(
+        teacher.name, teacher.endpoint, teacher.cost_per_million_tokens, teacher.max_concurrency, API_KEY_ENV
+    )
+    config = TeacherEvalConfig(
+        **endpoint.model_dump(exclude_unset=True),
+        task=spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        sample_size=spec.task.sample_size,
+        seed=spec.task.seed,
+        data_root=ctx.data_root,
+        output_dir=ctx.job_dir,
+    )
+    return StageRun(TEACHER_EVAL, PROGRAM, config.dump(), candidate=teacher.name, secret_env=secrets)
 
 
 def teacher_traces(ctx: Context, teacher: str) -> str:
@@ -93,23 +93,22 @@ def teacher_traces(ctx: Context, teacher: str) -> str:
 
 
 def _evaluation(name: str, cost_per_million: float, run: RunStatus) -> TeacherEval:
-    if run.state == "Failed" or run.result is None or not run.result.get("ok", True):
-        error = (run.result or {}).get("error") or run.message or "evaluation failed"
+    r = TeacherEvalResult.read(run.result)
+    if run.state == "Failed" or run.result is None or not r.ok:
+        error = r.error or run.message or "evaluation failed"
         return TeacherEval(name=name, cost_per_million_tokens=cost_per_million, error=str(error)[:500])
-    r = run.result
     return TeacherEval(
         name=name,
-        accuracy=float(r.get("accuracy", 0.0)),
-        samples=int(r.get("samples", 0)),
-        correct=int(r.get("correct", 0)),
-        prompt_tokens=int(r.get("promptTokens", 0)),
-        completion_tokens=int(r.get("completionTokens", 0)),
-        cost_usd=float(r.get("costUSD", 0.0)),
+        accuracy=r.accuracy,
+        samples=r.samples,
+        correct=r.correct,
+        prompt_tokens=r.prompt_tokens,
+        completion_tokens=r.completion_tokens,
+        cost_usd=r.cost_usd,
         cost_per_million_tokens=cost_per_million,
     )
 
 
-@step(Stage.EVALUATE_TEACHERS)
 def evaluate_teachers_step(ctx: Context) -> Stage | None:
     spec = ctx.spec
     if ctx.status.get("teacher", {}).get("selected") and c.is_true(

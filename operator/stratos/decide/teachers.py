@@ -88,7 +88,7 @@ class TeacherEval:
             correct=int(result.get("correct", 0)),
             prompt_tokens=int(result.get("promptTokens", 0)),
             completion_tokens=int(result.get("completionTokens", 0)),
-            cost_usd=float(result.get("costUSD", 0.0)),
+            cost_usd=float(result.get("costUsd", result.get("costUSD", 0.0))),
             cost_per_million_tokens=cost_per_million_tokens,
         )
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import IO
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.executor import probe
-from stratos.controller.machine import EndpointRequest, EndpointState, ProbeOutcome, RunStatus, StageRun
-from stratos.controller.naming import child_name
+from stratos.contracts.runs import EndpointRequest, EndpointState, ProbeOutcome, RunStatus, StageRun
+from stratos.kube.naming import child_name
 from stratos.serving.local import LocalServer, LocalServerError, start_local_server
+from stratos.serving.probe import probe
 
 
 @dataclass

@@ -22,7 +22,8 @@ from urllib.parse import urlparse
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from stratos.controller.machine import Event, reconcile
+from stratos.controller.context import Event
+from stratos.controller.machine import reconcile
 from stratos.controller.stages import Stage, parse_stage
 from stratos.local.executor import LocalExecutor
 from stratos.local.summary import print_summary

@@ -6,7 +6,7 @@ or deletes, so a change of replicas or resources reaches the endpoint without re
 ``enabled: false`` removes it. Names are deterministic (``<job>-serve``): a restarted operator finds
 its objects instead of duplicating them.
 
-The pods follow the stage Jobs' rules (``stratos.controller.children``): restricted Pod Security
+The pods follow the stage Jobs' rules (``stratos.kube.children``): restricted Pod Security
 Standard, read-only root filesystem (``/tmp`` and a cache directory are emptyDirs, ``HOME=/tmp``), no
 ServiceAccount token (serving needs no API access), the job's storage mounted read-only, pinned to the
 chosen node. Probes all ask ``GET /health``, which both engines answer only once the model is loaded; a
@@ -31,17 +31,11 @@ from stratos import GROUP
 from stratos.api.placement import ResourceRequirements, gpu_quantity
 from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import EndpointStatus
-from stratos.controller.children import (
-    GPU_RESOURCE,
-    STORAGE_DIR,
-    container_security,
-    pin_to_node,
-    pod_security,
-    storage_volume,
-)
-from stratos.controller.config import OperatorConfig
-from stratos.controller.naming import child_labels, child_name, owner_reference, owner_uid
-from stratos.controller.podopts import apply_pod_options, merge_options, storage_claim
+from stratos.contracts.runs import STORAGE_DIR
+from stratos.kube.children import GPU_RESOURCE, container_security, pin_to_node, pod_security, storage_volume
+from stratos.kube.config import OperatorConfig
+from stratos.kube.naming import child_labels, child_name, owner_reference, owner_uid
+from stratos.kube.podopts import apply_pod_options, merge_options, storage_claim
 from stratos.serving.commands import (
     HEALTH_PATH,
     SERVING_PORT,

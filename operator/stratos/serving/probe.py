@@ -18,6 +18,7 @@ from typing import Any
 
 import openai
 
+from stratos.contracts.runs import ProbeOutcome
 from stratos.llm.client import PLACEHOLDER_KEY
 from stratos.llm.redact import redact, truncate
 
@@ -106,3 +107,14 @@ def _describe(err: openai.OpenAIError, api_key: str | None) -> str:
     if body and detail.endswith(f"Error code: {status}"):  # the body had no "message" the client shows
         detail = f"{detail} - {body}"
     return redact(f"{prefix}: {truncate(detail, 240)}", extra=(api_key,) if api_key else ())
+
+
+def probe(url: str, model: str, api_key: str | None = None) -> ProbeOutcome:
+    """Latency and tokens/s of a ready endpoint, from a few short chat completions."""
+    result = probe_endpoint(url, model, api_key=api_key)
+    return ProbeOutcome(
+        ok=result.ok,
+        latency_ms=result.latency_ms_p50,
+        tokens_per_second=result.tokens_per_second,
+        error=result.error or "",
+    )

@@ -27,7 +27,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from stratos.workloads.common import StageError
+from stratos.contracts.stage_io import StageError
 
 Message = dict[str, str]
 Row = dict[str, Any]

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
-from stratos.workloads.common import DEFAULT_RESULT_PATH, write_result
+from stratos.contracts.stage_io import DEFAULT_RESULT_PATH, write_result
 
 NO_RELAUNCH_ENV = "STRATOS_NO_RELAUNCH"
 

@@ -46,8 +46,8 @@ from urllib.parse import unquote, urlparse
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from stratos.contracts.stage_io import StageError
 from stratos.decide.evaluation import is_gguf_uri
-from stratos.workloads.common import StageError
 
 log = logging.getLogger("stratos.training.models")
 

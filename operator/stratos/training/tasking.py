@@ -16,9 +16,9 @@ from pydantic import ValidationError
 
 from stratos.api.base import format_errors
 from stratos.api.spec import TaskSpec
+from stratos.contracts.stage_io import ConfigError
 from stratos.data.sources import confine
 from stratos.tasks import Sample, Task, build_task, sample_for_probe
-from stratos.workloads.common import ConfigError
 
 
 def load_task(task: Mapping[str, Any], *, data_root: str | None) -> tuple[Task, TaskSpec]:

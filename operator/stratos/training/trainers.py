@@ -30,9 +30,9 @@ from peft import LoraConfig
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from stratos.contracts.stage_io import StageError
 from stratos.tasks import Sample, Task
 from stratos.training.models import Runtime
-from stratos.workloads.common import StageError
 
 ALGORITHMS = ("sft-lora", "grpo", "dpo", "white-box-kd")
 DIVERGENCE_BETA = {"forward-kl": 0.0, "jsd": 0.5, "reverse-kl": 1.0}

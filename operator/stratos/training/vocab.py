@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stratos.contracts.stage_io import StageError
 from stratos.training.models import ModelLoadError, ModelRef, load_config, load_tokenizer
-from stratos.workloads.common import StageError
 
 
 class VocabularyMismatch(StageError):

@@ -35,29 +35,15 @@ import logging
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
-from stratos.workloads.common import ConfigError, WorkloadConfig, run_stage
+from stratos.contracts.evaluate import EvaluateConfig, EvaluateResult
+from stratos.contracts.stage_io import ConfigError
+from stratos.workloads.common import run_stage
 
 log = logging.getLogger("stratos.workloads.evaluate")
 
 PREDICTIONS_FILE = "predictions.jsonl"
-
-
-class EvaluateConfig(WorkloadConfig):
-    student: str = Field("student", min_length=1, max_length=63)
-    model_uri: str | None = None
-    adapter_path: str | None = None
-    task: dict[str, Any] = Field(default_factory=dict)
-    data_root: str | None = None
-    split: Literal["test", "train"] = "test"
-    max_samples: int | None = Field(None, ge=1)
-    max_new_tokens: int = Field(512, ge=1, le=32768)
-    batch_size: int = Field(8, ge=1, le=1024)
-    baseline: bool = False
-    output_dir: str
 
 
 def evaluate(config: EvaluateConfig) -> dict[str, Any]:
@@ -130,17 +116,17 @@ def evaluate(config: EvaluateConfig) -> dict[str, Any]:
         100 * correct / n,
         f", baseline {baseline['correct']}/{n}" if baseline else "",
     )
-    return {
-        "student": config.student,
-        "accuracy": correct / n,
-        "samples": n,
-        "correct": correct,
-        "baseline": baseline,
-        "tokensPerSecond": round(stats.tokens_per_second, 3),
-        "seconds": round(time.monotonic() - began, 3),
-        "adapterPath": config.adapter_path,
-        "predictionsPath": str(path.resolve()),
-    }
+    return EvaluateResult(
+        student=config.student,
+        accuracy=correct / n,
+        samples=n,
+        correct=correct,
+        baseline=baseline,
+        tokens_per_second=round(stats.tokens_per_second, 3),
+        seconds=round(time.monotonic() - began, 3),
+        adapter_path=config.adapter_path,
+        predictions_path=str(path.resolve()),
+    ).dump()
 
 
 def _grade(task: Any, sample: Any, text: str) -> tuple[bool, str | None]:

@@ -38,27 +38,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
-from stratos.workloads.common import ConfigError, WorkloadConfig, run_stage
+from stratos.contracts.stage_io import ConfigError
+from stratos.contracts.student_probe import StudentProbeConfig, StudentProbeResult
+from stratos.workloads.common import run_stage
 
 log = logging.getLogger("stratos.workloads.student_probe")
 
 ANSWERS_FILE = "answers.jsonl"
-
-
-class StudentProbeConfig(WorkloadConfig):
-    student: str = Field(min_length=1, max_length=63)
-    model_uri: str = Field(min_length=1)
-    task: dict[str, Any] = Field(default_factory=dict)
-    sample_size: int | None = Field(None, ge=1, le=10000)
-    seed: int | None = Field(None, ge=0)
-    data_root: str | None = None
-    traces_path: str | None = None
-    correct_traces_only: bool = False
-    max_new_tokens: int = Field(512, ge=1, le=32768)
-    batch_size: int = Field(8, ge=1, le=1024)
-    output_dir: str
 
 
 def load_reasoning(path: Path, *, correct_only: bool) -> dict[str, str]:
@@ -146,17 +132,17 @@ def probe(config: StudentProbeConfig) -> dict[str, Any]:
             )
     n = len(samples)
     log.info("student %s: %d/%d correct, %.1f tokens/s", config.student, correct, n, stats.tokens_per_second)
-    return {
-        "student": config.student,
-        "accuracy": correct / n if n else 0.0,
-        "samples": n,
-        "correct": correct,
-        "withReasoning": with_reasoning,
-        "tokensPerSecond": round(stats.tokens_per_second, 3),
-        "generatedTokens": stats.new_tokens,
-        "seconds": round(time.monotonic() - began, 3),
-        "answersPath": str(answers_path.resolve()),
-    }
+    return StudentProbeResult(
+        student=config.student,
+        accuracy=correct / n if n else 0.0,
+        samples=n,
+        correct=correct,
+        with_reasoning=with_reasoning,
+        tokens_per_second=round(stats.tokens_per_second, 3),
+        generated_tokens=stats.new_tokens,
+        seconds=round(time.monotonic() - began, 3),
+        answers_path=str(answers_path.resolve()),
+    ).dump()
 
 
 def main(argv: list[str] | None = None) -> int:

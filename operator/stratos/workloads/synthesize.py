@@ -41,7 +41,7 @@ Result::
      "kept": ..., "real": ..., "synthetic": ..., "rejected": {"answer mismatch": 9, ...},
      "rejectedTotal": ..., "realQuestions": ..., "attempts": <traces over all runs>,
      "requests": <made by this run>, "resumed": <items decided by earlier runs>, "promptTokens": ...,
-     "completionTokens": ..., "costUSD": ..., "datasetPath": ...}
+     "completionTokens": ..., "costUsd": ..., "datasetPath": ...}
 
 Token counts and cost cover every run that wrote the files.
 """
@@ -54,13 +54,14 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+from stratos.contracts.stage_io import ConfigError, StageError
+from stratos.contracts.synthesize import SynthesizeConfig, SynthesizeResult
 from stratos.llm.client import TeacherUnavailable
 from stratos.synthesis import prompts, sources
-from stratos.synthesis.config import SynthesizeConfig
 from stratos.synthesis.engine import TEACHER_ERROR, Caller, Decision, Engine, Mode, Progress
 from stratos.synthesis.store import Store
 from stratos.tasks import Task, build_task
-from stratos.workloads.common import ConfigError, StageError, run_stage
+from stratos.workloads.common import run_stage
 
 log = logging.getLogger("stratos.workloads.synthesize")
 
@@ -223,25 +224,25 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
             )
         if totals.rejected.get(TEACHER_ERROR):
             log.warning("synthesize: %d items rejected for teacher errors", totals.rejected[TEACHER_ERROR])
-        return {
-            "strategy": config.strategy,
-            "augment": mode,
-            "target": config.target_samples,
-            "kept": kept,
-            "real": totals.real,
-            "synthetic": totals.synthetic,
-            "rejected": dict(totals.rejected.most_common()),
-            "rejectedTotal": sum(totals.rejected.values()),
-            "realQuestions": len(real),
-            "attempts": totals.attempts,
-            "requests": run_requests,
-            "resumed": resumed,
-            "promptTokens": totals.prompt_tokens,
-            "completionTokens": totals.completion_tokens,
-            "costUSD": totals.cost_usd,
-            "stoppedEarly": stopped,
-            "datasetPath": str(store.data_path.resolve()),
-        }
+        return SynthesizeResult(
+            strategy=config.strategy,
+            augment=mode,
+            target=config.target_samples,
+            kept=kept,
+            real=totals.real,
+            synthetic=totals.synthetic,
+            rejected=dict(totals.rejected.most_common()),
+            rejected_total=sum(totals.rejected.values()),
+            real_questions=len(real),
+            attempts=totals.attempts,
+            requests=run_requests,
+            resumed=resumed,
+            prompt_tokens=totals.prompt_tokens,
+            completion_tokens=totals.completion_tokens,
+            cost_usd=totals.cost_usd,
+            stopped_early=stopped,
+            dataset_path=str(store.data_path.resolve()),
+        ).dump()
 
 
 class BudgetReached(Exception):

@@ -21,7 +21,7 @@ Config (camelCase JSON)::
 Result::
 
     {"ok": true, "teacher": ..., "accuracy": 0.3, "samples": 20, "correct": 6, "promptTokens": ...,
-     "completionTokens": ..., "costUSD": ..., "tracesPath": ..., "requests": <made by this run>,
+     "completionTokens": ..., "costUsd": ..., "tracesPath": ..., "requests": <made by this run>,
      "resumed": <traces reused>, "rejected": <requests the endpoint refused>}
 """
 
@@ -36,46 +36,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import ValidationError
 
 from stratos.api.base import format_errors
 from stratos.api.spec import TaskSpec
+from stratos.contracts.stage_io import ConfigError
+from stratos.contracts.teacher_eval import TeacherEvalConfig, TeacherEvalResult
 from stratos.llm.client import (
-    RetryPolicy,
     TeacherClient,
     TeacherRequestRejected,
     TeacherUnavailable,
     cost_usd,
 )
 from stratos.tasks import Sample, Task, build_task, sample_for_probe
-from stratos.workloads.common import ConfigError, WorkloadConfig, run_stage
+from stratos.workloads.common import run_stage
 
 log = logging.getLogger("stratos.workloads.teacher_eval")
 
 TRACES_FILE = "traces.jsonl"
-
-
-class TeacherEvalConfig(WorkloadConfig):
-    teacher: str = Field(min_length=1, max_length=63)
-    base_url: str = Field(
-        alias="baseURL",
-        validation_alias=AliasChoices("baseURL", "baseUrl", "base_url"),
-        pattern=r"^https?://",
-    )
-    model: str = Field(min_length=1)
-    api_key_env: str | None = None
-    cost_per_million_tokens: float = Field(0.0, ge=0)
-    max_concurrency: int = Field(8, ge=1, le=256)
-    task: dict[str, Any] = Field(default_factory=dict)
-    sample_size: int | None = Field(None, ge=1, le=10000)
-    seed: int | None = Field(None, ge=0)
-    data_root: str | None = None
-    output_dir: str
-    timeout: float = Field(120.0, gt=0)
-    max_tokens: int | None = Field(2048, ge=1)
-    temperature: float | None = Field(0.0, ge=0)
-    max_retries: int = Field(5, ge=0, le=20)
-    retry_initial_delay: float = Field(1.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -147,7 +125,7 @@ def probe_samples(config: TeacherEvalConfig) -> tuple[Task, list[Sample]]:
 
 async def evaluate(config: TeacherEvalConfig) -> dict[str, Any]:
     task, samples = probe_samples(config)
-    path = traces_path(config.output_dir, config.teacher)
+    path = traces_path(config.output_dir, config.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = {i: t for i, t in load_traces(path).items() if t.error is None}
     wanted = {s.id for s in samples}
@@ -155,23 +133,14 @@ async def evaluate(config: TeacherEvalConfig) -> dict[str, Any]:
     todo = [s for s in samples if s.id not in resumed]
     log.info(
         "teacher %s: %d probe samples, %d already answered, %d to ask",
-        config.teacher,
+        config.name,
         len(samples),
         len(resumed),
         len(todo),
     )
     fresh: dict[str, Trace] = {}
     if todo:
-        client = TeacherClient.from_env(
-            api_key_env=config.api_key_env,
-            name=config.teacher,
-            base_url=config.base_url,
-            model=config.model,
-            cost_per_million_tokens=config.cost_per_million_tokens,
-            max_concurrency=config.max_concurrency,
-            timeout=config.timeout,
-            retry=RetryPolicy(max_retries=config.max_retries, initial_delay=config.retry_initial_delay),
-        )
+        client = config.client()
         async with client:
             with open(path, "a", encoding="utf-8") as fh:
                 fresh = await _ask_all(client, task, todo, fh, config)
@@ -212,7 +181,7 @@ async def _ask_all(
         if len(out) % step == 0 or len(out) == len(todo):
             log.info(
                 "teacher %s: %d/%d answered, %d correct so far",
-                config.teacher,
+                config.name,
                 len(out),
                 len(todo),
                 sum(t.correct for t in out.values()),
@@ -227,9 +196,7 @@ async def _ask_all(
         raise _first_leaf(group_error) from None
     rejected = [t for t in out.values() if t.error]
     if rejected and len(rejected) == len(out):
-        raise TeacherUnavailable(
-            f"teacher {config.teacher}: every request was rejected ({rejected[0].error})"
-        )
+        raise TeacherUnavailable(f"teacher {config.name}: every request was rejected ({rejected[0].error})")
     return out
 
 
@@ -247,19 +214,19 @@ def summarise(
     prompt = sum(t.prompt_tokens for t in traces)
     completion = sum(t.completion_tokens for t in traces)
     samples = len(traces)
-    return {
-        "teacher": config.teacher,
-        "accuracy": correct / samples if samples else 0.0,
-        "samples": samples,
-        "correct": correct,
-        "promptTokens": prompt,
-        "completionTokens": completion,
-        "costUSD": cost_usd(prompt + completion, config.cost_per_million_tokens),
-        "tracesPath": str(path.resolve()),
-        "requests": requests,
-        "resumed": resumed,
-        "rejected": sum(1 for t in traces if t.error),
-    }
+    return TeacherEvalResult(
+        teacher=config.name,
+        accuracy=correct / samples if samples else 0.0,
+        samples=samples,
+        correct=correct,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_usd=cost_usd(prompt + completion, config.cost_per_million_tokens),
+        traces_path=str(path.resolve()),
+        requests=requests,
+        resumed=resumed,
+        rejected=sum(1 for t in traces if t.error),
+    ).dump()
 
 
 def main(argv: list[str] | None = None) -> int:

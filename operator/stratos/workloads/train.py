@@ -59,7 +59,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from stratos.workloads.common import ConfigError, Terminated, WorkloadConfig, run_stage
+from stratos.contracts.stage_io import ConfigError, WorkloadConfig
+from stratos.workloads.common import Terminated, run_stage
 
 log = logging.getLogger("stratos.workloads.train")
 

@@ -28,22 +28,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import Field
-
-from stratos.workloads.common import WorkloadConfig, run_stage
+from stratos.contracts.vocab_check import NamedModel, VocabCheckConfig, VocabCheckResult
+from stratos.workloads.common import run_stage
 
 log = logging.getLogger("stratos.workloads.vocab_check")
-
-
-class NamedModel(WorkloadConfig):
-    name: str = Field(min_length=1, max_length=63)
-    uri: str = Field(min_length=1)
-
-
-class VocabCheckConfig(WorkloadConfig):
-    students: list[NamedModel] = Field(min_length=1)
-    teachers: list[NamedModel] = Field(min_length=1)
-    data_root: str | None = None
 
 
 def vocab_check(config: VocabCheckConfig) -> dict[str, Any]:
@@ -67,7 +55,9 @@ def vocab_check(config: VocabCheckConfig) -> dict[str, Any]:
     ]
     for line in mismatches:
         log.warning("%s", line)
-    return {"shared": not mismatches, "checked": len(students) * len(teachers), "mismatches": mismatches}
+    return VocabCheckResult(
+        shared=not mismatches, checked=len(students) * len(teachers), mismatches=mismatches
+    ).dump()
 
 
 def main(argv: list[str] | None = None) -> int:

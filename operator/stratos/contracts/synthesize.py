@@ -1,4 +1,5 @@
-"""The synthesize stage's config: camelCase JSON as the controller writes it, validated before any call.
+"""The synthesize stage's contract: its config (camelCase JSON as the controller writes it, validated
+before any call) and its result.
 
 The teacher connection is a nested object so that the verifier (the independent second teacher
 instance the paper uses for rejection sampling) can have the same shape; without a
@@ -9,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from stratos.api.base import format_errors
 from stratos.api.spec import TaskSpec
-from stratos.llm.client import RetryPolicy, TeacherClient
-from stratos.workloads.common import ConfigError, WorkloadConfig
+from stratos.contracts.stage_io import ConfigError, StageResult, WorkloadConfig, cost_field
+from stratos.contracts.teacher import TeacherConnection
 
 Strategy = Literal["alignment", "injection"]
 #: How synthetic questions are made: ``mutate`` edits a seed with the task's own mutator (Mahjong's
@@ -22,37 +23,6 @@ Strategy = Literal["alignment", "injection"]
 #: paper's Figure 5 prompt, checked by the solver; other tasks: a new question in a seed's style,
 #: checked by an independent second call); ``auto`` is ``mutate`` where the task has a mutator.
 Augment = Literal["auto", "mutate", "teacher", "none"]
-
-
-class TeacherConnection(WorkloadConfig):
-    """One OpenAI-compatible endpoint; the key comes from the environment variable ``apiKeyEnv``."""
-
-    name: str = Field("teacher", min_length=1, max_length=63)
-    base_url: str = Field(
-        alias="baseURL",
-        validation_alias=AliasChoices("baseURL", "baseUrl", "base_url"),
-        pattern=r"^https?://",
-    )
-    model: str = Field(min_length=1)
-    api_key_env: str | None = None
-    cost_per_million_tokens: float = Field(0.0, ge=0)
-    max_concurrency: int = Field(8, ge=1, le=256)
-    timeout: float = Field(120.0, gt=0)
-    max_retries: int = Field(5, ge=0, le=20)
-    retry_initial_delay: float = Field(1.0, ge=0)
-    max_tokens: int | None = Field(2048, ge=1)
-
-    def client(self) -> TeacherClient:
-        return TeacherClient.from_env(
-            api_key_env=self.api_key_env,
-            name=self.name,
-            base_url=self.base_url,
-            model=self.model,
-            cost_per_million_tokens=self.cost_per_million_tokens,
-            max_concurrency=self.max_concurrency,
-            timeout=self.timeout,
-            retry=RetryPolicy(max_retries=self.max_retries, initial_delay=self.retry_initial_delay),
-        )
 
 
 class SynthesizeConfig(WorkloadConfig):
@@ -93,3 +63,27 @@ class SynthesizeConfig(WorkloadConfig):
 
     def effective_seed(self, spec: TaskSpec) -> int:
         return self.seed if self.seed is not None else spec.seed
+
+
+class SynthesizeResult(StageResult):
+    """What the synthesize stage reports: the dataset it wrote and what the teacher cost."""
+
+    strategy: str | None = None
+    augment: str | None = None
+    target: int | None = None
+    kept: int | None = None
+    real: int | None = None
+    synthetic: int | None = None
+    #: Rejected candidates by reason, and their total.
+    rejected: dict[str, int] = Field(default_factory=dict)
+    rejected_total: int | None = None
+    real_questions: int | None = None
+    attempts: int | None = None
+    requests: int | None = None
+    resumed: int | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = cost_field()
+    #: ``budget`` when the stage stopped at ``budgetUsd`` before ``targetSamples``.
+    stopped_early: str | None = None
+    dataset_path: str | None = None

@@ -8,7 +8,7 @@ never through the ConfigMap. The job's files live on one
 claim (``spec.storage.pvc``, else the operator's default claim), mounted into every stage: stages hand
 data to each other through it, so there is never a per-pod scratch volume in its place. The chart's
 ``stagePods`` and the job's ``spec.pods`` add environment, credentials and metadata
-(``stratos.controller.podopts``).
+(``stratos.kube.podopts``).
 """
 
 from __future__ import annotations
@@ -18,23 +18,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.config import OperatorConfig
-from stratos.controller.machine import StageRun
-from stratos.controller.naming import child_labels, child_name, owner_reference, owner_uid
-from stratos.controller.podopts import (
+from stratos.contracts.runs import STORAGE_DIR, StageRun
+from stratos.kube.config import OperatorConfig
+from stratos.kube.naming import child_labels, child_name, owner_reference, owner_uid
+from stratos.kube.podopts import (
     StorageUnset,
     apply_pod_options,
     merge_options,
     storage_claim,
 )
-from stratos.controller.podopts import container_security as _container_security
-from stratos.controller.podopts import pod_security as _pod_security
+from stratos.kube.podopts import container_security as _container_security
+from stratos.kube.podopts import pod_security as _pod_security
 
 CONFIG_DIR = "/etc/stratos/config"
 # configmap://NAME/KEY datasets: each ConfigMap is mounted at CONFIGMAP_ROOT/NAME (stratos.data.sources).
 CONFIGMAP_ROOT = "/etc/stratos/configmaps"
 CONFIG_FILE = "config.json"
-STORAGE_DIR = "/var/lib/stratos"
+
 TERMINATION_LOG = "/dev/termination-log"
 GPU_RESOURCE = "nvidia.com/gpu"
 #: Hugging Face downloads (models, datasets) are cached on the job's storage, once per claim.

@@ -16,7 +16,7 @@ class PodDefaults(PodOptions):
     """The chart's ``stagePods`` value: options for every job's pods, and their security contexts.
 
     ``pod_security_context`` / ``container_security_context`` replace the operator's built-in restricted
-    ones when set (``stratos.controller.podopts``); the built-in ones set no user id, so the image's
+    ones when set (``stratos.kube.podopts``); the built-in ones set no user id, so the image's
     USER applies on plain Kubernetes and OpenShift's restricted-v2 assigns its own.
     """
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from stratos.api.pods import PodOptions
 from stratos.api.spec import DistillationJobSpec, PvcSource
-from stratos.controller.config import OperatorConfig, PodDefaults
+from stratos.kube.config import OperatorConfig, PodDefaults
 
 #: The restricted Pod Security Standard, with no user or group id: the image's USER (65532) applies on
 #: plain Kubernetes, and OpenShift's restricted-v2 admits the pod and assigns ids from its range.

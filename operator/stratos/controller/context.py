@@ -1,0 +1,188 @@
+"""What a stage step works with: the ``Context`` of one reconcile and the ``Executor`` seam.
+
+A step (one per stage, in ``controller/stage_*.py``) reads the spec and the status from its
+``Context``, starts stage runs through the context's ``Executor``, records decisions, conditions,
+events and spend in the status, and returns the stage to move to. ``SpecProblem`` is the error a step
+raises for what only an edit of the spec can fix; ``fail`` ends the job. The machine
+(``controller/machine.py``) creates the context and calls the steps; this module knows neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from stratos.api.spec import DistillationJobSpec
+from stratos.api.status import CostStatus
+from stratos.contracts.runs import (
+    STORAGE_DIR,
+    EndpointRequest,
+    EndpointState,
+    ProbeOutcome,
+    RunStatus,
+    StageRun,
+)
+from stratos.controller import conditions as c
+from stratos.controller.stages import Stage
+
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    reason: str
+    message: str
+
+
+class SpecProblem(Exception):
+    """The spec asks for something that cannot be made; no retry can fix it, an edit of the spec can.
+
+    A step that raises it ends the job ``Failed`` with reason ``InvalidSpec`` and the message; the job
+    then stays quiet until its generation changes.
+    """
+
+
+class ChildRejected(SpecProblem):
+    """The API server refused (400/422) a child the spec asked for: no retry can fix it."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"the API server refused the {kind}: {message}")
+
+
+class Executor(Protocol):
+    @property
+    def storage_root(self) -> str:
+        """Where the job's storage is mounted for stage programs (the pod's mount path, or a local dir)."""
+        ...
+
+    def storage_error(self, spec: DistillationJobSpec) -> str | None:
+        """Why stage programs would have nowhere to keep the job's files (no claim), or None."""
+        ...
+
+    def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
+        """Start ``run`` unless it already exists, and report its state. Must be idempotent."""
+        ...
+
+    def cancel_runs(self) -> None:
+        """Stop every running stage run of this job (suspend); finished runs keep their results."""
+        ...
+
+    def ensure_endpoint(self, request: EndpointRequest, spec: DistillationJobSpec) -> EndpointState:
+        """Create or update the serving endpoint to match ``spec.serving``, and report its state."""
+        ...
+
+    def remove_endpoint(self) -> None:
+        """Remove the serving endpoint, if there is one."""
+        ...
+
+    def probe_endpoint(self, url: str, model: str) -> ProbeOutcome:
+        """Measure latency and tokens/s with a few short chat completions."""
+        ...
+
+
+@dataclass
+class Context:
+    """What a stage step sees and changes. ``status`` is a working copy in API (camelCase) form."""
+
+    body: Mapping[str, Any]
+    spec: DistillationJobSpec
+    status: dict[str, Any]
+    generation: int | None
+    now: datetime
+    nodes: Sequence[Mapping[str, Any]]
+    executor: Executor | None
+    events: list[Event] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    # False while the caller's node list is still loading (an operator that just started): decisions
+    # that read nodes wait, nothing concludes from an incomplete list that a node is gone.
+    nodes_known: bool = True
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def data_root(self) -> str:
+        """Root that relative dataset paths resolve against: the storage mount."""
+        return self.executor.storage_root if self.executor else STORAGE_DIR
+
+    @property
+    def job_dir(self) -> str:
+        """This job's own directory on the storage (the uid keeps a re-created namesake apart)."""
+        uid = str(self.body["metadata"].get("uid", "local"))[:8]
+        return f"{self.data_root}/jobs/{self.name}-{uid}"
+
+    def decided(self, block: str, key: str, condition: str) -> bool:
+        """Whether an earlier tick (maybe of an operator since restarted) already made this decision."""
+        return bool((self.status.get(block) or {}).get(key)) and c.is_true(
+            self.status.get("conditions"), condition
+        )
+
+    def add_spend(self, *, tokens: int = 0, gpu_hours: float = 0.0, usd: float = 0.0) -> None:
+        """Add teacher tokens, node hours and their price to ``status.cost``."""
+        cost = CostStatus.model_validate(self.status.get("cost") or {})
+        if tokens:
+            cost.teacher_tokens = (cost.teacher_tokens or 0) + tokens
+        if gpu_hours:
+            cost.gpu_hours = round((cost.gpu_hours or 0.0) + gpu_hours, 6)
+        cost.spent_usd = round((cost.spent_usd or 0.0) + usd, 6)
+        self.status["cost"] = cost.to_api()
+
+    def estimate_cost(self, *, training_usd: float) -> None:
+        """``status.cost.estimateUsd``: spent so far plus the estimated training cost on the chosen node."""
+        cost = CostStatus.model_validate(self.status.get("cost") or {})
+        cost.estimate_usd = round((cost.spent_usd or 0.0) + training_usd, 6)
+        self.status["cost"] = cost.to_api()
+
+    def run(self, run: StageRun) -> RunStatus:
+        if self.executor is None:
+            return RunStatus("Pending", message="no executor: stage programs cannot be started here")
+        return self.executor.ensure(run, self.spec)
+
+    def condition(
+        self, ctype: str, status: str, reason: str, message: str, *, event: EventType | None = None
+    ) -> None:
+        """Set a condition; post an event only when the condition actually changes."""
+        before = c.get_condition(self.status.get("conditions"), ctype)
+        self.status["conditions"] = c.set_condition(
+            self.status.get("conditions"),
+            ctype,
+            status,
+            reason,
+            message,
+            generation=self.generation,
+            now=self.now,
+        )
+        changed = before is None or (before.get("status"), before.get("reason"), before.get("message")) != (
+            status,
+            reason,
+            message,
+        )
+        if event and changed:
+            self.events.append(Event(event, reason, message))
+
+
+Step = Callable[[Context], Stage | None]
+"""A stage step returns the stage to move to, or None to wait (it is called again on the next tick)."""
+
+
+def over_budget(ctx: Context, *, extra_usd: float = 0.0, what: str = "") -> str | None:
+    """Why going on would exceed ``requirements.budget`` (spent so far plus ``extra_usd``), or None."""
+    budget = ctx.spec.requirements.budget
+    if budget is None:
+        return None
+    spent = float((ctx.status.get("cost") or {}).get("spentUsd") or 0.0)
+    if spent + extra_usd <= budget:
+        return None
+    plus = f" plus {extra_usd:.2f} USD for {what}" if extra_usd else ""
+    return f"spent {spent:.2f} USD{plus} would exceed the budget of {budget:.2f} USD"
+
+
+def fail(ctx: Context, reason: str, message: str) -> Stage:
+    """Move the job to the terminal Failed stage with a reason and a message naming the cause."""
+    ctx.condition(c.FAILED, c.TRUE, reason, message, event="Warning")
+    ctx.status["message"] = message
+    return Stage.FAILED
