@@ -20,8 +20,18 @@ from typing import Any
 from stratos.api.spec import TeacherSpec
 from stratos.api.status import StrategyDecision, TeacherCandidate, TeacherDecision
 from stratos.controller import conditions as c
-from stratos.controller.machine import Context, Event, RunStatus, SecretEnv, StageRun, fail, step
+from stratos.controller.machine import (
+    Context,
+    Event,
+    RunStatus,
+    SecretEnv,
+    StageRun,
+    fail,
+    refuse_over_budget,
+    step,
+)
 from stratos.controller.stages import Stage
+from stratos.decide import budget
 from stratos.decide.endpoints import EndpointPolicy, refused_teachers, teacher_endpoints
 from stratos.decide.strategy import StrategyError, select_strategy
 from stratos.decide.teachers import TeacherEval, select_teacher
@@ -31,6 +41,8 @@ PROGRAM = "stratos.workloads.teacher_eval"
 API_KEY_ENV = "TEACHER_API_KEY"
 VOCAB_CHECK = "vocab-check"
 VOCAB_CHECK_PROGRAM = "stratos.workloads.vocab_check"
+#: Completion tokens a teacher may write per evaluation answer: the program's cap and the estimate's.
+TEACHER_EVAL_MAX_TOKENS = 2048
 
 
 def vocab_check_run(ctx: Context) -> StageRun:
@@ -77,6 +89,7 @@ def teacher_eval_run(ctx: Context, teacher: TeacherSpec) -> StageRun:
         "apiKeyEnv": API_KEY_ENV if ref else None,
         "costPerMillionTokens": teacher.cost_per_million_tokens,
         "maxConcurrency": teacher.max_concurrency,
+        "maxTokens": TEACHER_EVAL_MAX_TOKENS,
         "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
         "sampleSize": spec.task.sample_size,
         "seed": spec.task.seed,
@@ -125,6 +138,13 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
         verdict = _vocabularies_shared(ctx)
         if verdict is not True:
             return verdict if isinstance(verdict, Stage) else None
+    estimate = budget.teacher_evaluation(
+        [(t.name, t.cost_per_million_tokens) for t in spec.teachers],
+        sample_size=spec.task.sample_size,
+        max_tokens=TEACHER_EVAL_MAX_TOKENS,
+    )
+    if (over := refuse_over_budget(ctx, estimate, c.TEACHER_SELECTED)) is not None:
+        return over
     runs = {t.name: ctx.run(teacher_eval_run(ctx, t)) for t in spec.teachers}
     waiting = {name: run for name, run in runs.items() if run.state in ("Pending", "Running")}
     if waiting:
@@ -161,9 +181,10 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
             for v in choice.candidates
         ],
     ).to_api()
-    ctx.add_spend(
-        tokens=sum(e.prompt_tokens + e.completion_tokens for e in evals), usd=sum(e.cost_usd for e in evals)
-    )
+    for t in spec.teachers:  # what every evaluation used, a failed one's too when it says
+        r = runs[t.name].result or {}
+        tokens = int(r.get("promptTokens") or 0) + int(r.get("completionTokens") or 0)
+        ctx.charge("teacher evaluation", candidate=t.name, usd=float(r.get("costUSD") or 0.0), tokens=tokens)
     if choice.selected is None:
         ctx.condition(c.TEACHER_SELECTED, c.FALSE, "NoTeacherAvailable", choice.reason, event="Warning")
         return fail(ctx, "NoTeacherAvailable", choice.reason)
