@@ -134,7 +134,7 @@ def test_suspend_stops_running_stages_and_resume_finishes_the_job(
     assert conditions["Suspended"]["status"] == "False" and conditions["Suspended"]["reason"] == "Resumed"
 
 
-def test_the_budget_stops_the_job_before_a_stage_it_cannot_pay_for(
+def test_the_budget_refuses_a_stage_whose_estimate_it_cannot_pay_for(
     operator: OperatorProcess,
     control_plane: ControlPlane,
     namespace: str,
@@ -146,7 +146,9 @@ def test_the_budget_stops_the_job_before_a_stage_it_cannot_pay_for(
     prepare(namespace, gpu_nodes, fake_kubelet, bound_pvc)
     with StatusRecorder(api, namespace, "budget") as recorder, ProgrammaticTeacher(accuracy=0.2) as teacher:
         job = pipeline_job("budget", namespace, teacher.base_url)
-        job["spec"]["requirements"]["budget"] = 0.000001  # USD: less than the teacher evaluation costs
+        # USD: less than the teacher evaluation's estimate (6 samples x 2,560 tokens at 1 USD per million
+        # tokens = 0.01536 USD), so it never starts and nothing is spent.
+        job["spec"]["requirements"]["budget"] = 0.000001
         control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(job))
         control_plane.kubectl(
             "wait", "--for=condition=Failed", "dj/budget", "-n", namespace, "--timeout=180s"
@@ -154,19 +156,21 @@ def test_the_budget_stops_the_job_before_a_stage_it_cannot_pay_for(
         wait_for(lambda: (recorder.latest_health() or {}).get("status") == "Degraded", what="Degraded")
     healths = recorder.healths()
     assert collapse(h["status"] for h in healths) == ["Progressing", "Degraded"], healths
-    assert healths[-1]["message"].startswith("BudgetExceeded: spent"), healths[-1]
+    assert healths[-1]["message"].startswith("BudgetExceeded: teacher evaluation would cost"), healths[-1]
     recorder.agree()
     status = json.loads(control_plane.kubectl("get", "dj", "budget", "-n", namespace, "-o", "json").stdout)[
         "status"
     ]
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
-    assert failed["reason"] == "BudgetExceeded" and "would exceed the budget" in failed["message"]
-    assert status["cost"]["spentUsd"] > 0.000001 and status["cost"]["teacherTokens"] > 0
+    assert failed["reason"] == "BudgetExceeded", failed
+    assert failed["message"].startswith("teacher evaluation would cost an estimated 0.0154 USD (1 teacher(s)")
+    assert "left of the budget (budget 0.0000 USD - spent 0.0000 USD)" in failed["message"]
+    assert not (status.get("cost") or {}).get("spentUsd")
     stages = {
         j["metadata"]["labels"]["stratos.io/stage"]
         for j in rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs")["items"]
     }
-    assert stages == {"teacher-eval"}  # nothing after the teacher evaluation was started
+    assert stages == set()  # refused on its estimate: no stage Job was ever created
 
 
 def _reasons(api: Any, namespace: str, name: str) -> Counter[str]:

@@ -83,6 +83,7 @@ def test_the_cache_lists_in_pages_follows_the_watch_and_lists_again_when_expired
     assert watches[0]["resource_version"] == "10" and watches[0]["allow_watch_bookmarks"]
     assert watches[1]["resource_version"] == "22"
     assert fake.calls[0]["limit"] == 1 and fake.calls[1]["_continue"] == "t1"
+    assert fake.calls[0]["resource_version"] == "0"  # the first page from the API server's cache
     cache.stop()
 
 

@@ -18,8 +18,8 @@ STUDENTS = [
 NODES = [node("gpu", "NVIDIA-L4", 0.5, 10)]
 
 
-def done(**result: Any) -> RunStatus:
-    return RunStatus("Succeeded", result={"ok": True, **result})
+def done(seconds: float = 0.0, attempts: int = 0, **result: Any) -> RunStatus:
+    return RunStatus("Succeeded", result={"ok": True, **result}, seconds=seconds, attempts=attempts)
 
 
 class StageExecutor(ScriptedExecutor):
@@ -37,15 +37,21 @@ class StageExecutor(ScriptedExecutor):
         if run.stage == "teacher-eval":
             return ok(0.9)
         if run.stage == "student-probe":
-            return done(accuracy={"a": 0.7, "b": 0.6}[run.candidate])
+            return done(120.0, 1, accuracy={"a": 0.7, "b": 0.6}[run.candidate])
         if run.stage == "synthesize":
             tokens = {"promptTokens": 1000, "completionTokens": 3000, "costUSD": 0.5}
             counts = {"kept": 40, "real": 30, "synthetic": 10, "rejectedTotal": 2}
             return done(**tokens, **counts, rejected={"answer mismatch": 2}, strategy="alignment")
         if run.stage == "train":
-            return done(steps=10, trainLoss={"first": 2.0, "last": 1.0}, seconds=3600.0)
+            # Its pods took 3,700 s in all (a failed attempt included); the program reports its own 3,600.
+            return RunStatus(
+                "Succeeded",
+                result={"ok": True, "steps": 10, "trainLoss": {"first": 2.0, "last": 1.0}, "seconds": 3600.0},
+                seconds=3700.0,
+                attempts=2,
+            )
         if run.stage == "evaluate":
-            return done(accuracy=self.evaluations[run.candidate], samples=10, correct=0)
+            return done(360.0, 1, accuracy=self.evaluations[run.candidate], samples=10, correct=0)
         raise AssertionError(run)
 
 
@@ -71,14 +77,23 @@ def test_a_student_that_passes_ends_the_job_succeeded_with_serving_off() -> None
     hours = next(c["trainingTimeHours"] for c in status["student"]["candidates"] if c["name"] == "a")
     pair = status["student"]["pair"]["cost"]
     assert pair["trainingUsd"] == pytest.approx(hours * 0.5, abs=1e-4)
-    # at student selection: spent so far + the chosen pair's training, evaluation and synthesis
-    estimate = 0.01 + pair["trainingUsd"] + pair["evaluationUsd"] + pair["synthesisUsd"]
+    # at student selection: spent so far (teacher-eval 0.01, probes 2 x 120 s at 0.5 USD/h) + the chosen
+    # pair's training, evaluation and synthesis
+    estimate = 0.01 + 240 / 3600 * 0.5 + pair["trainingUsd"] + pair["evaluationUsd"] + pair["synthesisUsd"]
     assert status["cost"]["estimateUsd"] == pytest.approx(estimate, abs=1e-3)
-    assert {k: v for k, v in status["cost"].items() if k != "estimateUsd"} == {
-        "teacherTokens": 6000,
-        "spentUsd": 1.01,
-        "gpuHours": 1.0,
-    }
+    # Charged at 0.5 USD/h: probes 2 x 120 s, training 3,700 s of pods (more than the program's 3,600),
+    # evaluation 360 s; teacher-eval 0.01 and synthesis 0.5 USD of tokens.
+    cost = status["cost"]
+    assert cost["teacherTokens"] == 6000
+    assert cost["gpuHours"] == pytest.approx((240 + 3700 + 360) / 3600, abs=1e-5)
+    assert cost["spentUsd"] == pytest.approx(0.01 + 0.5 + (240 + 3700 + 360) / 3600 * 0.5, abs=1e-5)
+    charged = {(e["stage"], e.get("candidate")): e for e in cost["charges"]}
+    assert charged[("training", "a")] == {
+        "stage": "training", "candidate": "a", "usd": 0.513889, "nodeSeconds": 3700.0, "attempts": 2
+    }  # fmt: skip
+    assert charged[("probes", "b")]["usd"] == pytest.approx(120 / 3600 * 0.5, abs=1e-6)
+    assert charged[("evaluation", "a")]["usd"] == 0.05
+    assert sum(e["usd"] for e in cost["charges"]) == pytest.approx(cost["spentUsd"], abs=1e-5)
     assert conditions(status)["Ready"]["status"] == "True"
 
 
@@ -115,8 +130,9 @@ def test_synthesis_is_capped_at_what_is_left_of_the_budget() -> None:
     executor = StageExecutor({"a": 0.9})
     run_job(executor, requirements={"budget": 0.3})
     (synthesis, *_) = [r for r in executor.started if r.stage == "synthesize"]
-    # 0.3 budget - 0.01 spent on teacher evaluation (ok(): costUSD 0.01)
-    assert synthesis.config["budgetUsd"] == 0.29
+    # 0.3 budget - 0.01 spent on teacher evaluation (ok(): costUSD 0.01) - 0.033334 on the probes (two of
+    # 120 s at 0.5 USD/h, each rounded to 0.016667 as charged)
+    assert synthesis.config["budgetUsd"] == 0.256666
     unlimited = StageExecutor({"a": 0.9})
     run_job(unlimited)
     assert all("budgetUsd" not in r.config for r in unlimited.started if r.stage == "synthesize")

@@ -72,7 +72,11 @@ def test_paper_mahjong_numbers_pick_the_cheapest_teacher_that_meets_A_then_align
     assert out.status["strategy"]["algorithm"] == "sft-lora"
     verdicts = {c["name"]: c for c in out.status["teacher"]["candidates"]}
     assert verdicts["gpt-4o"]["accuracy"] == 0.04 and verdicts["gpt-4o"]["verdict"]
-    assert out.status["cost"] == {"teacherTokens": 6000, "spentUsd": 0.03}
+    cost = out.status["cost"]
+    assert (cost["teacherTokens"], cost["spentUsd"]) == (6000, 0.03)
+    assert [(c["candidate"], c["usd"], c["tokens"]) for c in cost["charges"]] == [
+        ("gpt-4o", 0.01, 2000), ("qwen-72b", 0.01, 2000), ("r1", 0.01, 2000)
+    ]  # fmt: skip
     assert out.status["stage"] == "SelectStudent"
     reasons = [e.reason for e in out.events]
     assert "TeacherSelected" in reasons and "StrategySelected" in reasons

@@ -290,8 +290,9 @@ class Requirements(ApiModel):
     budget: float | None = Field(
         None,
         gt=0,
-        description="Total spend allowed (USD): teacher tokens plus node hours. With servers.rule joint, "
-        "pairs whose expected total cost exceeds it are not considered.",
+        description="Total spend allowed (USD): teacher tokens plus node hours. No stage starts whose "
+        "estimated cost exceeds what is left of it (status.cost.estimates, status.cost.charges). With "
+        "servers.rule joint, pairs whose expected total cost exceeds it are not considered.",
     )
     weights: Weights = section(
         Weights, "Weights of the objectives: the joint utility U, or the paper's student score (Eq. 2)."

@@ -270,6 +270,11 @@ class TrainingStatus(StatusModel):
     steps: NonNegInt | None = Field(None, description="Optimizer steps run.")
     loss: float | None = Field(None, description="Final training loss.")
     duration_seconds: float | None = Field(None, ge=0, description="Wall-clock training time, seconds.")
+    started_at: Timestamp | None = Field(
+        None,
+        description="When this student's training first started: maxTrainingTime is measured from here, "
+        "whichever pod (retry, resumed or moved run) is training.",
+    )
     longest_target_tokens: NonNegInt | None = Field(
         None,
         description="Tokens of the longest target the student was trained to write; evaluation decodes "
@@ -327,6 +332,31 @@ class EndpointStatus(StatusModel):
     )
 
 
+class CostEstimate(StatusModel):
+    """The estimate made before a spending stage started, and the budget it was checked against."""
+
+    stage: str = Field(max_length=64, description="teacher evaluation, probes, synthesis, training, ...")
+    candidate: str | None = Field(None, max_length=253, description="The student, for per-student stages.")
+    usd: float = Field(ge=0, description="Estimated cost of the stage, USD.")
+    remaining_usd: float | None = Field(
+        None, ge=0, description="What was left of the budget when the stage started (absent: no budget)."
+    )
+    basis: str = Field(max_length=1024, description="How the estimate was computed.")
+
+
+class CostCharge(StatusModel):
+    """What one stage (or one candidate's run of it) was charged: teacher tokens and node time."""
+
+    stage: str = Field(max_length=64, description="teacher evaluation, probes, synthesis, training, ...")
+    candidate: str | None = Field(None, max_length=253, description="Teacher or student of the run.")
+    usd: float = Field(ge=0, description="Charged, USD.")
+    tokens: NonNegInt | None = Field(None, description="Teacher tokens charged.")
+    node_seconds: float | None = Field(
+        None, ge=0, description="Elapsed pod time charged at the node's hourly cost (every attempt)."
+    )
+    attempts: NonNegInt | None = Field(None, description="Pods of the run, failed and retried ones included.")
+
+
 class CostStatus(StatusModel):
     """What the job has spent or is estimated to spend."""
 
@@ -334,6 +364,17 @@ class CostStatus(StatusModel):
     spent_usd: float | None = Field(None, ge=0, description="Spent so far, USD.")
     teacher_tokens: NonNegInt | None = Field(None, description="Teacher tokens used.")
     gpu_hours: float | None = Field(None, ge=0, description="Node hours used.")
+    estimates: list[CostEstimate] = Field(
+        default_factory=list,
+        description="The estimate made before each spending stage started; a stage whose estimate exceeds "
+        "what is left of the budget does not start (BudgetExceeded).",
+    )
+    charges: list[CostCharge] = Field(
+        default_factory=list, description="What each stage was charged; spentUsd is their sum."
+    )
+    serving_charged_until: Timestamp | None = Field(
+        None, description="Serving time is charged up to here; the rest is charged as it passes."
+    )
 
 
 class Announcement(StatusModel):

@@ -45,6 +45,10 @@ class RunStatus:
     state: Literal["Pending", "Running", "Succeeded", "Failed"]
     result: Mapping[str, Any] | None = None
     message: str = ""
+    # Elapsed time of every attempt (pod) of the run so far, failed and retried ones included, and how
+    # many attempts there were: what node time is charged for.
+    seconds: float = 0.0
+    attempts: int = 0
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.api.status import CostStatus
+from stratos.api.status import CostCharge, CostEstimate, CostStatus
 from stratos.contracts.runs import (
     STORAGE_DIR,
     EndpointRequest,
@@ -26,6 +26,7 @@ from stratos.contracts.runs import (
 )
 from stratos.controller import conditions as c
 from stratos.controller.stages import Stage
+from stratos.decide import budget
 
 EventType = Literal["Normal", "Warning"]
 
@@ -121,21 +122,81 @@ class Context:
             self.status.get("conditions"), condition
         )
 
+    def _cost(self) -> CostStatus:
+        return CostStatus.model_validate(self.status.get("cost") or {})
+
+    def _set_cost(self, cost: CostStatus) -> None:
+        self.status["cost"] = {k: v for k, v in cost.to_api().items() if v != []}
+
     def add_spend(self, *, tokens: int = 0, gpu_hours: float = 0.0, usd: float = 0.0) -> None:
         """Add teacher tokens, node hours and their price to ``status.cost``."""
-        cost = CostStatus.model_validate(self.status.get("cost") or {})
+        cost = self._cost()
         if tokens:
             cost.teacher_tokens = (cost.teacher_tokens or 0) + tokens
         if gpu_hours:
             cost.gpu_hours = round((cost.gpu_hours or 0.0) + gpu_hours, 6)
         cost.spent_usd = round((cost.spent_usd or 0.0) + usd, 6)
-        self.status["cost"] = cost.to_api()
+        self._set_cost(cost)
+
+    def charge(
+        self,
+        stage: str,
+        *,
+        candidate: str | None = None,
+        usd: float,
+        tokens: int = 0,
+        node_seconds: float | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        """Charge what a stage used: into ``status.cost.charges`` (one entry per stage and candidate,
+        added to when charged again) and the totals. Node time also counts as GPU hours."""
+        cost = self._cost()
+        entry = next((e for e in cost.charges if (e.stage, e.candidate) == (stage, candidate)), None)
+        if entry is None:
+            entry = CostCharge(stage=stage, candidate=candidate, usd=0.0)
+            cost.charges.append(entry)
+        entry.usd = round(entry.usd + usd, 6)
+        if tokens:
+            entry.tokens = (entry.tokens or 0) + tokens
+        if node_seconds is not None:
+            entry.node_seconds = round((entry.node_seconds or 0.0) + node_seconds, 3)
+        if attempts is not None:
+            entry.attempts = (entry.attempts or 0) + attempts
+        self._set_cost(cost)
+        hours = (node_seconds or 0.0) / 3600
+        self.add_spend(tokens=tokens, gpu_hours=hours, usd=usd)
+
+    def approve(self, estimate: budget.Estimate) -> str | None:
+        """Check a stage's estimate against what is left of the budget before the stage starts.
+
+        Returns why the stage must not start, or None (the estimate is then recorded in
+        ``status.cost.estimates``; a stage already approved is not checked again while it runs)."""
+        cost = self._cost()
+        key = (estimate.stage, estimate.candidate)
+        if any((e.stage, e.candidate) == key for e in cost.estimates):
+            return None
+        limit, spent = self.spec.requirements.budget, cost.spent_usd or 0.0
+        refused = budget.refusal(estimate, budget=limit, spent=spent)
+        if refused is not None:
+            return refused
+        left = budget.remaining(limit, spent)
+        cost.estimates.append(
+            CostEstimate(
+                stage=estimate.stage,
+                candidate=estimate.candidate,
+                usd=round(estimate.usd, 6),
+                remaining_usd=round(left, 6) if left is not None else None,
+                basis=estimate.basis[:1024],
+            )
+        )
+        self._set_cost(cost)
+        return None
 
     def estimate_cost(self, *, training_usd: float) -> None:
         """``status.cost.estimateUsd``: spent so far plus the estimated training cost on the chosen node."""
-        cost = CostStatus.model_validate(self.status.get("cost") or {})
+        cost = self._cost()
         cost.estimate_usd = round((cost.spent_usd or 0.0) + training_usd, 6)
-        self.status["cost"] = cost.to_api()
+        self._set_cost(cost)
 
     def run(self, run: StageRun) -> RunStatus:
         if self.executor is None:
@@ -171,14 +232,24 @@ Step = Callable[[Context], Stage | None]
 
 def over_budget(ctx: Context, *, extra_usd: float = 0.0, what: str = "") -> str | None:
     """Why going on would exceed ``requirements.budget`` (spent so far plus ``extra_usd``), or None."""
-    budget = ctx.spec.requirements.budget
-    if budget is None:
+    limit = ctx.spec.requirements.budget
+    if limit is None:
         return None
     spent = float((ctx.status.get("cost") or {}).get("spentUsd") or 0.0)
-    if spent + extra_usd <= budget:
+    if spent + extra_usd <= limit:
         return None
     plus = f" plus {extra_usd:.2f} USD for {what}" if extra_usd else ""
-    return f"spent {spent:.2f} USD{plus} would exceed the budget of {budget:.2f} USD"
+    return f"spent {spent:.2f} USD{plus} would exceed the budget of {limit:.2f} USD"
+
+
+def refuse_over_budget(ctx: Context, estimate: budget.Estimate, condition: str) -> Stage | None:
+    """Before a stage starts: Failed/BudgetExceeded (the stage's condition saying why) when its estimate
+    exceeds what is left of the budget; None when it may start (the estimate is then recorded)."""
+    why = ctx.approve(estimate)
+    if why is None:
+        return None
+    ctx.condition(condition, c.FALSE, "BudgetExceeded", why)
+    return fail(ctx, "BudgetExceeded", why)
 
 
 def fail(ctx: Context, reason: str, message: str) -> Stage:

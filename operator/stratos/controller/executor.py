@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from stratos.contracts.runs import (
 )
 from stratos.controller import kueue
 from stratos.controller.context import ChildRejected
+from stratos.decide.budget import elapsed_seconds
 from stratos.kube.children import (
     KUEUE_QUEUE_LABEL,
     dataset_configmap_fields,
@@ -219,6 +221,20 @@ def run_state(
     return RunStatus("Pending", message=f"pod {name} {str(pod.get('phase', 'Pending')).lower()}{retries}")
 
 
+def with_pod_time(run: RunStatus, pods: Iterable[Mapping[str, Any]], now: datetime) -> RunStatus:
+    """``run`` with the elapsed time of every pod of the Job (each container's start to its finish, or
+    to ``now`` while it runs; failed and retried attempts included) and the number of pods (pure)."""
+    pods = list(pods)
+    intervals = []
+    for pod in pods:
+        for cs in pod.get("containerStatuses") or []:
+            state = cs.get("state") or {}
+            term, running = state.get("terminated") or {}, state.get("running") or {}
+            start = _timestamp(term.get("startedAt") or running.get("startedAt"))
+            intervals.append((start, _timestamp(term.get("finishedAt")) if term else None))
+    return dataclasses.replace(run, seconds=elapsed_seconds(intervals, now), attempts=len(pods))
+
+
 def start_deadline(
     run: RunStatus,
     job: Mapping[str, Any],
@@ -241,10 +257,13 @@ def start_deadline(
         return run
     what = f"pod {latest[0].get('name')}" if latest else f"Job {job.get('name')} created no pod and"
     waited = format_duration(timeout)
-    return RunStatus("Failed", message=f"{run.message} ({what} not started within startTimeout {waited})")
+    message = f"{run.message} ({what} not started within startTimeout {waited})"
+    return dataclasses.replace(run, state="Failed", message=message)
 
 
 def _timestamp(value: Any) -> datetime | None:
+    if not value:
+        return None
     try:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
@@ -355,10 +374,12 @@ class KubeExecutor:
             message = kueue.waiting_message(str(queue), self._workloads(job.get("uid")))
             return RunStatus("Pending", message=f"Job {job.get('name')}: {message}")
         pods = [p for p in self.pods.get(key, []) if p.get("jobUid") in (None, job.get("uid"))]
+        now = datetime.now(UTC)
         if completed_without_result(job, pods):
             # The pod index has not caught up with the Job index (or the pod is gone): ask the API.
-            return run_state(job, self._read_pods(str(job["name"])), pods_read=True)
-        state = run_state(job, pods)
+            read = self._read_pods(str(job["name"]))
+            return with_pod_time(run_state(job, read, pods_read=True), read, now)
+        state = with_pod_time(run_state(job, pods), pods, now)
         if state.state != "Pending":
             return state
         missing = self._missing_configmaps(spec)
@@ -368,7 +389,7 @@ class KubeExecutor:
         # A queued Job's wait before Kueue admitted it is Kueue's business, not a stuck start: its start
         # is measured from its first pod.
         queued_without_pod = bool(job.get("queue")) and not pods
-        stuck = state if queued_without_pod else start_deadline(state, job, pods, datetime.now(UTC), timeout)
+        stuck = state if queued_without_pod else start_deadline(state, job, pods, now, timeout)
         if stuck.state == "Failed":
             # Suspending the Job deletes its pod (so it cannot start later, for a job that has failed)
             # and keeps the verdict on the Job for every later tick and a restarted operator.

@@ -161,7 +161,14 @@ def errored(
 
 # Stages that spend money (teacher tokens, node hours); the budget is checked before each of them.
 SPENDING_STAGES = frozenset(
-    {Stage.EVALUATE_TEACHERS, Stage.SELECT_STUDENT, Stage.SYNTHESIZE, Stage.TRAIN, Stage.EVALUATE}
+    {
+        Stage.EVALUATE_TEACHERS,
+        Stage.SELECT_STUDENT,
+        Stage.SYNTHESIZE,
+        Stage.TRAIN,
+        Stage.EVALUATE,
+        Stage.DEPLOY,
+    }
 )
 
 

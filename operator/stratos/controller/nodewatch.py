@@ -114,6 +114,10 @@ class NodeCache:
             kwargs: dict[str, Any] = {"limit": self._page_size, "_preload_content": False}
             if token:
                 kwargs["_continue"] = token
+            else:
+                # Any version will do (the watch that follows brings it up to date): the API server then
+                # answers from its watch cache instead of reading every Node from etcd, as informers do.
+                kwargs["resource_version"] = "0"
             try:
                 raw: Any = self._core.list_node(**kwargs)  # an HTTP response: no client models
                 page = json.loads(raw.data)

@@ -9,12 +9,15 @@ from where enabling serving again deploys the same trained student.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from stratos.api.status import EndpointStatus
 from stratos.contracts.runs import EndpointRequest, EndpointState
 from stratos.controller import conditions as c
-from stratos.controller.context import Context, Event, SpecProblem, fail
+from stratos.controller.context import Context, Event, SpecProblem, fail, refuse_over_budget
 from stratos.controller.stage_distill import current_student
 from stratos.controller.stages import Stage
+from stratos.decide import budget
 from stratos.serving.manifests import endpoint_usage, external_url
 
 
@@ -51,15 +54,64 @@ def _how_to_call(ctx: Context, url: str, model: str) -> dict[str, str | None]:
     }
 
 
+def charge_serving(ctx: Context, *, final: bool = False) -> None:
+    """Charge the serving node's time as it passes (the chosen node's hourly cost x the time since the
+    endpoint was asked for), in steps of ``budget.SERVING_CHARGE_SECONDS``; ``final``: the endpoint goes
+    away, charge the rest. Spend that passes the budget while serving is announced once (BudgetExceeded):
+    the endpoint is not taken down by the budget, an edit of the spec decides."""
+    cost = ctx.status.setdefault("cost", {})
+    since = cost.get("servingChargedUntil")
+    if since is None:
+        if not final:
+            cost["servingChargedUntil"] = _stamp(ctx.now)
+        return
+    seconds = budget.serving_charge(
+        datetime.fromisoformat(str(since).replace("Z", "+00:00")), ctx.now, final=final
+    )
+    if not seconds and not final:
+        return
+    before = float(cost.get("spentUsd") or 0.0)
+    ctx.charge(
+        "serving",
+        usd=budget.node_usd(seconds, float(ctx.status["server"]["hourlyCost"])),
+        node_seconds=seconds,
+    )
+    cost = ctx.status["cost"]
+    if final:
+        cost.pop("servingChargedUntil", None)
+    else:
+        cost["servingChargedUntil"] = _stamp(ctx.now)
+    limit, after = ctx.spec.requirements.budget, float(cost.get("spentUsd") or 0.0)
+    if limit is not None and before <= limit < after:
+        message = (
+            f"serving has taken the spend to {after:.4f} USD, above the budget of {limit:.4f} USD; the "
+            "endpoint keeps serving (raise spec.requirements.budget, or set spec.serving.enabled: false to "
+            "stop it)"
+        )
+        ctx.events.append(Event("Warning", "BudgetExceeded", message))
+
+
+def _stamp(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def deploy_step(ctx: Context) -> Stage | None:
     if not ctx.spec.serving.enabled:
         return Stage.SUCCEEDED
+    server = ctx.status["server"]
+    estimate = budget.serving(
+        expected_hours=ctx.spec.serving.expected_hours, hourly_cost=float(server["hourlyCost"])
+    )
+    if (over := refuse_over_budget(ctx, estimate, c.READY)) is not None:
+        return over
     ensured = _ensure(ctx)
     if ensured is None:
         ctx.condition(c.READY, c.UNKNOWN, "Deploying", "no executor: the endpoint cannot be created here")
         return None
+    charge_serving(ctx)
     request, state = ensured
     if state.state == "Failed":
+        charge_serving(ctx, final=True)
         ctx.condition(c.READY, c.FALSE, "DeploymentFailed", state.message, event="Warning")
         return fail(ctx, "DeploymentFailed", state.message)
     if state.state != "Ready" or state.url is None:
@@ -93,6 +145,7 @@ def serving_step(ctx: Context) -> Stage | None:
     if not ctx.spec.serving.enabled:
         if ctx.executor is not None:
             ctx.executor.remove_endpoint()
+        charge_serving(ctx, final=True)
         ctx.status.pop("endpoint", None)
         ctx.events.append(
             Event("Normal", "EndpointRemoved", "spec.serving.enabled is false: endpoint removed")
@@ -102,6 +155,7 @@ def serving_step(ctx: Context) -> Stage | None:
     if ensured is None:
         return None
     request, state = ensured
+    charge_serving(ctx)
     endpoint = ctx.status.setdefault("endpoint", {})
     endpoint["ready"] = state.state == "Ready"
     if state.url:  # an Ingress, route or API key added while serving shows at once

@@ -14,6 +14,7 @@ from typing import Any
 from stratos.api.durations import parse_duration
 from stratos.api.spec import StudentSpec, TeacherSpec
 from stratos.api.status import DataStatus, EvaluationAttempt, EvaluationStatus, TrainingStatus
+from stratos.catalog.gpus import lookup_gpu
 from stratos.contracts.evaluate import EvaluateResult
 from stratos.contracts.runs import RunStatus, SecretEnv, StageRun
 from stratos.contracts.stage_io import StageResult
@@ -21,12 +22,16 @@ from stratos.contracts.synthesize import SynthesizeConfig, SynthesizeResult
 from stratos.contracts.teacher import connection
 from stratos.contracts.train import TrainResult
 from stratos.controller import conditions as c
-from stratos.controller.context import Context, SpecProblem, fail, over_budget
+from stratos.controller.context import Context, SpecProblem, fail, refuse_over_budget
 from stratos.controller.stage_server import node_lost, reselect_server
 from stratos.controller.stage_teachers import API_KEY_ENV
 from stratos.controller.stages import Stage
+from stratos.decide import budget
 from stratos.decide.endpoints import EndpointPolicy, refused_teachers, teacher_endpoints
+from stratos.decide.estimate import decode_tokens_per_second
 from stratos.decide.evaluation import evaluation_max_new_tokens, needs_merged_weights
+from stratos.decide.models import ModelFacts
+from stratos.decide.teachers import TeacherEval
 from stratos.serving.commands import model_location
 
 SYNTHESIZE, TRAIN, EVALUATE = "synthesize", "train", "evaluate"
@@ -97,12 +102,14 @@ def synthesize_step(ctx: Context) -> Stage | None:
         message = "; ".join(refused)
         ctx.condition(c.DATA_READY, c.FALSE, "TeacherEndpointRefused", message, event="Warning")
         return fail(ctx, "TeacherEndpointRefused", message)
-    budget = spec.requirements.budget
-    if budget is not None:
+    if (over := refuse_over_budget(ctx, synthesis_estimate(ctx), c.DATA_READY)) is not None:
+        return over
+    spent = float((ctx.status.get("cost") or {}).get("spentUsd") or 0.0)
+    left = budget.remaining(spec.requirements.budget, spent)
+    if left is not None:
         # The cap inside the workload: what is left of the budget when synthesis starts (every run of
         # the stage counts against it together; the Job's config is written once, at its creation).
-        spent = float((ctx.status.get("cost") or {}).get("spentUsd") or 0.0)
-        config["budgetUsd"] = round(max(budget - spent, 0.0), 6)
+        config["budgetUsd"] = round(left, 6)
     run = ctx.run(StageRun(SYNTHESIZE, "stratos.workloads.synthesize", config, secret_env=secrets))
     if (error := _failed(run)) is not None:
         ctx.condition(c.DATA_READY, c.FALSE, "SynthesisFailed", error, event="Warning")
@@ -118,7 +125,7 @@ def synthesize_step(ctx: Context) -> Stage | None:
         synthetic=r.synthetic,
         rejected=r.rejected_total,
     ).to_api()
-    ctx.add_spend(tokens=r.prompt_tokens + r.completion_tokens, usd=r.cost_usd)
+    ctx.charge("synthesis", usd=r.cost_usd, tokens=r.prompt_tokens + r.completion_tokens)
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(r.rejected.items())) or "none"
     message = (
         f"{r.kept} examples ({r.real} real, {r.synthetic} synthetic) by {r.strategy}; rejected: {rejected}"
@@ -127,6 +134,36 @@ def synthesize_step(ctx: Context) -> Stage | None:
         message += f"; stopped at the budget ({r.cost_usd:.2f} USD spent on synthesis)"
     ctx.condition(c.DATA_READY, c.TRUE, "DataSynthesized", message, event="Normal")
     return Stage.TRAIN
+
+
+def synthesis_estimate(ctx: Context) -> budget.Estimate:
+    """The selected teacher's expected synthesis cost, from its evaluation (tokens per answer, yield)."""
+    name = ctx.status["teacher"]["selected"]
+    rows: list[dict[str, Any]] = ctx.status["teacher"].get("candidates") or []
+    row = next((t for t in rows if t.get("name") == name), {})
+    price = selected_teacher(ctx).cost_per_million_tokens
+    evaluation = TeacherEval(
+        name=name,
+        accuracy=float(row.get("accuracy") or 0.0),
+        samples=int(row.get("samples") or 0),
+        prompt_tokens=int(row.get("promptTokens") or 0),
+        completion_tokens=int(row.get("completionTokens") or 0),
+        cost_per_million_tokens=price,
+    )
+    return budget.synthesis(
+        ctx.spec.distillation.target_samples,
+        tokens_per_answer=evaluation.tokens_per_answer,
+        answer_yield=evaluation.answer_yield,
+        price=price,
+    )
+
+
+def _charge_node_time(ctx: Context, stage: str, student: str, run: RunStatus, seconds: float = 0.0) -> None:
+    """Charge a GPU run its node time: every attempt's elapsed pod time (or what the program reported,
+    when that is more) at the chosen node's hourly cost."""
+    seconds = max(run.seconds, seconds)
+    usd = budget.node_usd(seconds, float(ctx.status["server"]["hourlyCost"]))
+    ctx.charge(stage, candidate=student, usd=usd, node_seconds=seconds, attempts=run.attempts or None)
 
 
 def current_student(ctx: Context) -> StudentSpec:
@@ -195,14 +232,12 @@ def train_step(ctx: Context) -> Stage | None:
         if ctx.executor is not None:
             ctx.executor.cancel_runs()
         return reselect_server(ctx, f"while training {student.name}, {lost}")
-    if not started:
-        # Would the estimated hours fit the budget?
-        hours = _estimated_hours(ctx, student.name)
-        over = over_budget(
-            ctx, extra_usd=hours * float(server["hourlyCost"]), what=f"~{hours:.2f} h of training"
-        )
-        if over:
-            return fail(ctx, "BudgetExceeded", f"training {student.name}: {over}")
+    hours = _estimated_hours(ctx, student.name)
+    estimate = budget.training(student.name, hours=hours, hourly_cost=float(server["hourlyCost"]))
+    if (over := refuse_over_budget(ctx, estimate, c.TRAINED)) is not None:
+        return over
+    # maxTrainingTime counts from this student's first training attempt, whichever pod is training.
+    started_at = (training.get("student") == student.name and training.get("startedAt")) or _stamp(ctx)
     dist = spec.distillation
     config = {
         "algorithm": ctx.status["strategy"]["algorithm"],
@@ -217,6 +252,7 @@ def train_step(ctx: Context) -> Stage | None:
         "sequenceLength": dist.sequence_length,
         "gradientCheckpointing": dist.gradient_checkpointing,
         "maxSeconds": parse_duration(spec.requirements.max_training_time),
+        "startedAt": started_at,
         "merge": merge_weights(ctx, student),
         "seed": spec.task.seed,
         "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
@@ -230,11 +266,12 @@ def train_step(ctx: Context) -> Stage | None:
     gpus = int(server["gpu"]["count"])
     run = ctx.run(StageRun(TRAIN, "stratos.workloads.train", config, student.name, server["node"], gpus))
     if (error := _failed(run)) is not None:
+        _charge_node_time(ctx, "training", student.name, run)
         ctx.condition(c.TRAINED, c.FALSE, "TrainingFailed", f"{student.name}: {error}", event="Warning")
         return fail(ctx, "TrainingFailed", f"training {student.name} failed: {error}")
     if run.state != "Succeeded" or run.result is None:
         ctx.status["training"] = TrainingStatus(
-            student=student.name, algorithm=config["algorithm"], attempt=_attempt(ctx)
+            student=student.name, algorithm=config["algorithm"], attempt=_attempt(ctx), started_at=started_at
         ).to_api()
         ctx.condition(c.TRAINED, c.UNKNOWN, "Training", f"{student.name}: {run.message or run.state}")
         return None
@@ -247,16 +284,35 @@ def train_step(ctx: Context) -> Stage | None:
         steps=r.steps,
         loss=r.last_loss(),
         duration_seconds=r.seconds,
+        started_at=started_at,
         merged_uri=f"{_train_dir(ctx, student.name)}/merged" if r.merged_path else None,
         longest_target_tokens=r.longest_target_tokens,
         base_model=r.base_model,
     ).to_api()
-    hours = (r.seconds or 0.0) / 3600
-    ctx.add_spend(gpu_hours=hours, usd=hours * float(server["hourlyCost"]))
+    _charge_node_time(ctx, "training", student.name, run, float(r.seconds or 0.0))
     base = f" ({r.base_model})" if r.base_model else ""
     message = f"{student.name}{base} trained with {config['algorithm']}: {r.steps} steps in {r.seconds} s"
     ctx.condition(c.TRAINED, c.TRUE, "Trained", message, event="Normal")
     return Stage.EVALUATE
+
+
+def evaluation_estimate(ctx: Context, student: StudentSpec, max_new_tokens: int) -> budget.Estimate:
+    """Node time of the held-out evaluation: sampleSize answers of at most ``max_new_tokens`` each at the
+    student's estimated decode rate on the chosen GPU (no rate known: start-up only)."""
+    server = ctx.status["server"]
+    gpu = lookup_gpu(str(server["gpu"]["model"]))
+    rate = decode_tokens_per_second(ModelFacts.from_spec(student.model), gpu) if gpu is not None else 0.0
+    return budget.evaluation(
+        student.name,
+        samples=ctx.spec.task.sample_size,
+        max_new_tokens=max_new_tokens,
+        tokens_per_second=rate,
+        hourly_cost=float(server["hourlyCost"]),
+    )
+
+
+def _stamp(ctx: Context) -> str:
+    return ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def evaluate_step(ctx: Context) -> Stage | None:
@@ -276,14 +332,19 @@ def evaluate_step(ctx: Context) -> Stage | None:
         "dataRoot": ctx.data_root,
         "outputDir": _train_dir(ctx, student.name),
     }
+    estimate = evaluation_estimate(ctx, student, config["maxNewTokens"])
+    if (over := refuse_over_budget(ctx, estimate, c.EVALUATED)) is not None:
+        return over
     run = ctx.run(StageRun(EVALUATE, "stratos.workloads.evaluate", config, student.name, server["node"], 1))
     if (error := _failed(run)) is not None:
+        _charge_node_time(ctx, "evaluation", student.name, run)
         ctx.condition(c.EVALUATED, c.FALSE, "EvaluationFailed", f"{student.name}: {error}", event="Warning")
         return fail(ctx, "EvaluationFailed", f"evaluating {student.name} failed: {error}")
     if run.state != "Succeeded" or run.result is None:
         ctx.condition(c.EVALUATED, c.UNKNOWN, "Evaluating", f"{student.name}: {run.message or run.state}")
         return None
     r = EvaluateResult.read(run.result)
+    _charge_node_time(ctx, "evaluation", student.name, run)
     accuracy, minimum = r.accuracy, spec.requirements.min_accuracy
     passed = accuracy >= minimum
     previous = EvaluationStatus.model_validate(ctx.status.get("evaluation") or {})

@@ -32,13 +32,15 @@ from stratos.catalog.gpus import lookup_gpu
 from stratos.contracts.runs import RunStatus, StageRun
 from stratos.contracts.student_probe import StudentProbeConfig, StudentProbeResult
 from stratos.controller import conditions as c
-from stratos.controller.context import Context, fail
+from stratos.controller.context import Context, fail, refuse_over_budget
 from stratos.controller.stage_server import decide_server, reselect_server, server_block, shortlist_reason
 from stratos.controller.stage_teachers import teacher_traces
 from stratos.controller.stages import Stage
+from stratos.decide import budget
 from stratos.decide.estimate import decode_tokens_per_second, tokens_for, training_time_hours
-from stratos.decide.joint import JointChoice, JointStudent, PairRow, probe_plan, select_pair
+from stratos.decide.joint import JointChoice, JointStudent, PairRow, probe_hours, probe_plan, select_pair
 from stratos.decide.models import ModelFacts
+from stratos.decide.nodes import NodeFacts
 from stratos.decide.placement import (
     joint_costs,
     joint_limits,
@@ -85,11 +87,23 @@ def select_student_step(ctx: Context) -> Stage | None:
     facts = {s.name: ModelFacts.from_spec(s.model) for s in spec.students}
     fits = {s.name: student_fit(spec, facts[s.name], memory) for s in spec.students}
     teacher = ctx.status["teacher"]["selected"]
-    runs: dict[str, RunStatus] = {
-        s.name: ctx.run(probe_run(ctx, s, teacher, server["node"]))
-        for s in spec.students
-        if s.name in students_to_probe(fits)
-    }
+    probed = [s for s in spec.students if s.name in students_to_probe(fits)]
+    node, hourly = str(server["node"]), float(server["hourlyCost"])
+    tokens_each = spec.task.sample_size * PROBE_MAX_NEW_TOKENS
+    estimate = budget.probes(
+        [
+            (
+                s.name,
+                node,
+                hourly,
+                budget.decode_seconds(tokens_each, decode_tokens_per_second(facts[s.name], gpu)),
+            )
+            for s in probed
+        ]
+    )
+    if (over := refuse_over_budget(ctx, estimate, c.STUDENT_SELECTED)) is not None:
+        return over
+    runs: dict[str, RunStatus] = {s.name: ctx.run(probe_run(ctx, s, teacher, node)) for s in probed}
     waiting = {name: run for name, run in runs.items() if run.state in ("Pending", "Running")}
     if waiting:
         detail = "; ".join(f"{name}: {run.message or run.state}" for name, run in sorted(waiting.items()))
@@ -97,6 +111,7 @@ def select_student_step(ctx: Context) -> Stage | None:
         ctx.condition(c.STUDENT_SELECTED, c.UNKNOWN, "Probing", message)
         return None
 
+    charge_probes(ctx, runs, {name: hourly for name in runs})
     failed = {name: run.message or "probe failed" for name, run in runs.items() if not _ok(run)}
     dist = spec.distillation
     tokens = tokens_for(dist.target_samples, dist.epochs, dist.sequence_length)
@@ -159,6 +174,18 @@ def probe_threshold(ctx: Context) -> float:
     return ctx.spec.requirements.min_accuracy
 
 
+def seconds_each(student: JointStudent, node: NodeFacts, tokens: float) -> float:
+    """A probe's estimated node time: start-up plus its decoding at the estimated rate on ``node``."""
+    return budget.STARTUP_SECONDS + probe_hours(student, node, tokens) * 3600
+
+
+def charge_probes(ctx: Context, runs: dict[str, RunStatus], hourly: dict[str, float]) -> None:
+    """Charge every probe its node time: its node's hourly cost x the elapsed time of its pods."""
+    for name, run in sorted(runs.items()):
+        usd = budget.node_usd(run.seconds, hourly[name])
+        ctx.charge("probes", candidate=name, usd=usd, node_seconds=run.seconds, attempts=run.attempts or None)
+
+
 def _ok(run: RunStatus) -> bool:
     return run.state == "Succeeded" and run.result is not None and StudentProbeResult.read(run.result).ok
 
@@ -179,10 +206,21 @@ def select_pair_step(ctx: Context) -> Stage | None:
     plain = {s.name: joint_student(spec, s.name) for s in spec.students}
     plan = probe_plan(list(plain.values()), nodes)
     teacher = ctx.status["teacher"]["selected"]
+    where = {name: node for name, node in plan.items() if node is not None}
+    tokens_each = spec.task.sample_size * PROBE_MAX_NEW_TOKENS
+    estimate = budget.probes(
+        [
+            (s.name, node.name, node.hourly_cost, seconds_each(plain[s.name], node, tokens_each))
+            for s in spec.students
+            if (node := where.get(s.name)) is not None
+        ]
+    )
+    if (over := refuse_over_budget(ctx, estimate, c.STUDENT_SELECTED)) is not None:
+        return over
     runs: dict[str, RunStatus] = {
-        s.name: ctx.run(probe_run(ctx, s, teacher, where.name))
+        s.name: ctx.run(probe_run(ctx, s, teacher, node.name))
         for s in spec.students
-        if (where := plan[s.name]) is not None
+        if (node := where.get(s.name)) is not None
     }
     waiting = {name: run for name, run in runs.items() if run.state in ("Pending", "Running")}
     if waiting:
@@ -190,6 +228,7 @@ def select_pair_step(ctx: Context) -> Stage | None:
         message = f"{len(runs) - len(waiting)} of {len(runs)} student probes finished; waiting on {detail}"
         ctx.condition(c.STUDENT_SELECTED, c.UNKNOWN, "Probing", message)
         return None
+    charge_probes(ctx, runs, {name: where[name].hourly_cost for name in runs})
     failed = {name: run.message or "probe failed" for name, run in runs.items() if not _ok(run)}
     students = [joint_student(spec, s.name, _accuracy(runs.get(s.name))) for s in spec.students]
     evals = _teacher_evals(ctx)

@@ -23,8 +23,9 @@ from stratos.contracts.teacher import connection
 from stratos.contracts.teacher_eval import TeacherEvalConfig, TeacherEvalResult
 from stratos.contracts.vocab_check import NamedModel, VocabCheckConfig, VocabCheckResult
 from stratos.controller import conditions as c
-from stratos.controller.context import Context, Event, fail
+from stratos.controller.context import Context, Event, fail, refuse_over_budget
 from stratos.controller.stages import Stage
+from stratos.decide import budget
 from stratos.decide.endpoints import EndpointPolicy, refused_teachers, teacher_endpoints
 from stratos.decide.strategy import StrategyError, select_strategy
 from stratos.decide.teachers import TeacherEval, select_teacher
@@ -34,6 +35,8 @@ PROGRAM = "stratos.workloads.teacher_eval"
 API_KEY_ENV = "TEACHER_API_KEY"
 VOCAB_CHECK = "vocab-check"
 VOCAB_CHECK_PROGRAM = "stratos.workloads.vocab_check"
+#: Completion tokens a teacher may write per evaluation answer: the program's cap and the estimate's.
+TEACHER_EVAL_MAX_TOKENS = 2048
 
 
 def vocab_check_run(ctx: Context) -> StageRun:
@@ -77,7 +80,7 @@ def teacher_eval_run(ctx: Context, teacher: TeacherSpec) -> StageRun:
         teacher.name, teacher.endpoint, teacher.cost_per_million_tokens, teacher.max_concurrency, API_KEY_ENV
     )
     config = TeacherEvalConfig(
-        **endpoint.model_dump(exclude_unset=True),
+        **{**endpoint.model_dump(exclude_unset=True), "max_tokens": TEACHER_EVAL_MAX_TOKENS},
         task=spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
         sample_size=spec.task.sample_size,
         seed=spec.task.seed,
@@ -124,6 +127,13 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
         verdict = _vocabularies_shared(ctx)
         if verdict is not True:
             return verdict if isinstance(verdict, Stage) else None
+    estimate = budget.teacher_evaluation(
+        [(t.name, t.cost_per_million_tokens) for t in spec.teachers],
+        sample_size=spec.task.sample_size,
+        max_tokens=TEACHER_EVAL_MAX_TOKENS,
+    )
+    if (over := refuse_over_budget(ctx, estimate, c.TEACHER_SELECTED)) is not None:
+        return over
     runs = {t.name: ctx.run(teacher_eval_run(ctx, t)) for t in spec.teachers}
     waiting = {name: run for name, run in runs.items() if run.state in ("Pending", "Running")}
     if waiting:
@@ -160,9 +170,10 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
             for v in choice.candidates
         ],
     ).to_api()
-    ctx.add_spend(
-        tokens=sum(e.prompt_tokens + e.completion_tokens for e in evals), usd=sum(e.cost_usd for e in evals)
-    )
+    for t in spec.teachers:  # what every evaluation used, a failed one's too when it says
+        r = TeacherEvalResult.read(runs[t.name].result)
+        tokens = r.prompt_tokens + r.completion_tokens
+        ctx.charge("teacher evaluation", candidate=t.name, usd=r.cost_usd, tokens=tokens)
     if choice.selected is None:
         ctx.condition(c.TEACHER_SELECTED, c.FALSE, "NoTeacherAvailable", choice.reason, event="Warning")
         return fail(ctx, "NoTeacherAvailable", choice.reason)

@@ -8,10 +8,12 @@ programs themselves resume from what they already wrote, as they do when a pod r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -28,6 +30,16 @@ class LocalRun:
     process: subprocess.Popen[bytes]
     log: IO[bytes]
     attempts: int = 1
+    # Elapsed time of the earlier attempts, and this one's start and (once seen exited) end, monotonic.
+    before: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
+
+    def seconds(self) -> float:
+        """Elapsed time of every attempt so far; an exited process is timed to when it was seen exited."""
+        if self.ended is None and self.process.poll() is not None:
+            self.ended = time.monotonic()
+        return self.before + ((self.ended or time.monotonic()) - self.started)
 
 
 @dataclass
@@ -39,6 +51,8 @@ class LocalExecutor:
     env: dict[str, str] = field(default_factory=dict)
     max_attempts: int = 3
     running: dict[str, LocalRun] = field(default_factory=dict)
+    # Runs that ended with their result: kept for the time they took (charged at the node's price).
+    finished: dict[str, LocalRun] = field(default_factory=dict)
     server: LocalServer | None = None
 
     def __post_init__(self) -> None:
@@ -59,6 +73,14 @@ class LocalExecutor:
         return self.workdir / "runs" / child_name(self.job_name, "local", run.stage, run.candidate)
 
     def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
+        key = self.run_dir(run).name
+        status = self._ensure(run)
+        live = self.running.get(key) or self.finished.get(key)
+        if live is None:
+            return status
+        return dataclasses.replace(status, seconds=live.seconds(), attempts=live.attempts)
+
+    def _ensure(self, run: StageRun) -> RunStatus:
         folder = self.run_dir(run)
         result_file = folder / "result.json"
         key = folder.name
@@ -70,7 +92,8 @@ class LocalExecutor:
             if status.state == "Succeeded" or live is None or live.attempts >= self.max_attempts:
                 if live is not None:
                     live.log.close()
-                    self.running.pop(key, None)
+                    live.seconds()  # timed to now, if not yet seen exited
+                    self.finished[key] = self.running.pop(key)
                 return status
         attempts = live.attempts + 1 if live else 1
         if live is not None:
@@ -80,6 +103,7 @@ class LocalExecutor:
                     "Failed", message=f"exited {live.process.returncode} {self.max_attempts} times"
                 )
         self.running[key] = self._start(run, folder, attempts)
+        self.running[key].before = live.seconds() if live is not None else 0.0
         return RunStatus("Running", message=f"started (attempt {attempts}); log {folder / 'stage.log'}")
 
     def _start(self, run: StageRun, folder: Path, attempts: int) -> LocalRun:

@@ -14,13 +14,13 @@ import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from stratos.contracts.runs import ProbeOutcome
-from stratos.llm.client import PLACEHOLDER_KEY
 from stratos.llm.redact import redact, truncate
+
+if TYPE_CHECKING:
+    import openai
 
 DEFAULT_PROMPTS: tuple[str, ...] = (
     "Say hello in one short sentence.",
@@ -56,6 +56,11 @@ def probe_endpoint(
     """
     if not prompts:
         raise ValueError("probe_endpoint needs at least one prompt")
+    # Here, not at module level: the operator imports this module, and openai takes about a second.
+    import openai
+
+    from stratos.llm.client import PLACEHOLDER_KEY
+
     deadline = time.monotonic() + timeout
     client = openai.OpenAI(base_url=base_url, api_key=api_key or PLACEHOLDER_KEY, max_retries=0)
     latencies: list[float] = []

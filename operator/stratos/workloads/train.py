@@ -28,6 +28,7 @@ Config (camelCase JSON)::
      "lora": {"rank": 16, "alpha": 32, "dropout": 0.05}, "epochs": 1, "learningRate": 2e-4,
      "microBatchSize": 4, "gradientAccumulationSteps": 1, "sequenceLength": 1024,
      "gradientCheckpointing": true, "maxSteps": null, "maxSeconds": 7200, "saveSteps": 50, "merge": false,
+     "startedAt": "2025-01-31T12:00:00Z" (the stage's first attempt: maxSeconds counts from it),
      "seed": 0, "teacherModelUri": null,
      "grpo": {"numGenerations": 4, "maxCompletionLength": 256, "temperature": 1.0, "beta": 0.0},
      "dpo": {"beta": 0.1, "maxNewTokens": 256, "batchSize": 8},
@@ -53,6 +54,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
@@ -60,6 +62,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from stratos.contracts.stage_io import ConfigError, WorkloadConfig
+from stratos.decide.budget import seconds_left
 from stratos.workloads.common import Terminated, run_stage
 
 log = logging.getLogger("stratos.workloads.train")
@@ -111,12 +114,29 @@ class TrainConfig(WorkloadConfig):
     gradient_checkpointing: bool = True
     max_steps: int | None = Field(None, ge=1)
     max_seconds: float | None = Field(None, gt=0)
+    #: When the stage's first attempt started (RFC 3339): maxSeconds is measured from there, so neither a
+    #: retried pod nor a Job re-created on another node starts the clock again.
+    started_at: datetime | None = None
     save_steps: int = Field(50, ge=1)
     merge: bool = False
     seed: int = Field(0, ge=0)
     grpo: GrpoOptions = Field(default_factory=GrpoOptions)
     dpo: DpoOptions = Field(default_factory=DpoOptions)
     kd: KdOptions = Field(default_factory=KdOptions)
+
+
+def training_deadline(config: TrainConfig, ledger_deadline: float | None) -> float | None:
+    """The monotonic time this pod must stop by: the sooner of what the time ledger leaves (the seconds
+    earlier pods recorded) and ``maxSeconds`` from the stage's first attempt (``startedAt``, wall clock:
+    it also covers what a killed pod never got to record)."""
+    if config.max_seconds is None or config.started_at is None:
+        return ledger_deadline
+    left = seconds_left(config.max_seconds, config.started_at.timestamp(), time.time())
+    wall = time.monotonic() + left
+    if left < config.max_seconds:
+        used = config.max_seconds - left
+        log.info("%.0f s of maxSeconds used since the first attempt at %s", used, config.started_at)
+    return wall if ledger_deadline is None else min(wall, ledger_deadline)
 
 
 @contextmanager
@@ -197,7 +217,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if ledger.before:
         log.info("%.0f s of maxSeconds used by earlier pods", ledger.before)
     stopper = StopAndSave(
-        deadline=ledger.deadline(config.max_seconds),
+        deadline=training_deadline(config, ledger.deadline(config.max_seconds)),
         reserve=save_reserve(config.max_seconds or 0.0, merge=config.merge),
         ledger=ledger,
     )
