@@ -179,11 +179,24 @@ def wait_failed(api: Any, namespace: str, name: str, timeout: float = 90) -> dic
     return dj
 
 
-def assert_settled(api: Any, namespace: str, name: str, seconds: float = 3.0) -> None:
-    """The status of a finished job stops changing: no write for several reconcile ticks."""
-    before = get_dj(api, namespace, name)["metadata"]["resourceVersion"]
-    time.sleep(seconds)
-    assert get_dj(api, namespace, name)["metadata"]["resourceVersion"] == before
+def assert_settled(api: Any, namespace: str, name: str, seconds: float = 3.0, timeout: float = 60.0) -> None:
+    """The status of a finished job stops changing: within ``timeout`` there is a window of ``seconds``
+    (several reconcile ticks) with no write. Writes that land late (an event announced after the
+    failure) settle; a job rewritten on every tick never does, and fails with what kept changing."""
+    deadline = time.monotonic() + timeout
+    before = get_dj(api, namespace, name)
+    while True:
+        time.sleep(seconds)
+        after = get_dj(api, namespace, name)
+        if after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]:
+            return
+        changed = sorted(
+            k
+            for k in set(before.get("status") or {}) | set(after.get("status") or {})
+            if (before.get("status") or {}).get(k) != (after.get("status") or {}).get(k)
+        )
+        assert time.monotonic() < deadline, f"{name} kept changing for {timeout:.0f} s: status {changed}"
+        before = after
 
 
 def gpu_node(
