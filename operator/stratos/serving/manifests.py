@@ -67,9 +67,6 @@ class ServingPlan:
     #: Optional objects asked for in spec.serving (Ingress, HTTPRoute, HPA, PodMonitor), by kind.
     extras: tuple[dict[str, Any], ...] = ()
 
-    def objects(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        return self.deployment, self.service
-
     def endpoint(self, ready: bool | None = None) -> EndpointStatus:
         return EndpointStatus(url=self.url, model=self.model, ready=ready)
 
