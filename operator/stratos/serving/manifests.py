@@ -32,10 +32,16 @@ from stratos.api.placement import ResourceRequirements, gpu_quantity
 from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import EndpointStatus
 from stratos.contracts.runs import STORAGE_DIR
-from stratos.kube.children import GPU_RESOURCE, container_security, pin_to_node, pod_security, storage_volume
+from stratos.kube.children import GPU_RESOURCE, pin_to_node, storage_volume
 from stratos.kube.config import OperatorConfig
 from stratos.kube.naming import child_labels, child_name, owner_reference, owner_uid
-from stratos.kube.podopts import apply_pod_options, merge_options, storage_claim
+from stratos.kube.podopts import (
+    apply_pod_options,
+    container_security,
+    merge_options,
+    pod_security,
+    storage_claim,
+)
 from stratos.serving.commands import (
     HEALTH_PATH,
     SERVING_PORT,
