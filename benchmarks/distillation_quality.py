@@ -191,6 +191,7 @@ def run_arm(s: Settings, arm: str, seed: int, root: str) -> ArmResult:
     """Train (unless zero-shot) and evaluate one arm for one seed, in this process."""
     import torch
 
+    from stratos.contracts.evaluate import EvaluateConfig
     from stratos.tasks import build_task
     from stratos.workloads import evaluate, train
 
@@ -233,7 +234,7 @@ def run_arm(s: Settings, arm: str, seed: int, root: str) -> ArmResult:
         result.rows, result.steps, result.tokens_per_row = len(samples), int(trained["steps"]), per_row
         result.train_loss = trained.get("trainLoss")
     evaluated = evaluate.evaluate(
-        evaluate.EvaluateConfig.model_validate(
+        EvaluateConfig.model_validate(
             {
                 "student": f"{arm}-{seed}".replace("+", "-"),
                 "modelUri": str(model_dir),

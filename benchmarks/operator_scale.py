@@ -101,7 +101,7 @@ TEACHER_RESULT = {
     "correct": 5,
     "promptTokens": 1000,
     "completionTokens": 1000,
-    "costUSD": 0.01,
+    "costUsd": 0.01,
 }
 TARGETS = {"allPlacedSeconds": 30.0, "transitionMedianSeconds": 1.0, "restartSeconds": 5.0}
 

@@ -57,15 +57,14 @@ def version() -> None:
 @app.command()
 def validate(job: Annotated[Path, typer.Argument(help="DistillationJob YAML file")]) -> None:
     """Check a DistillationJob against the API models (the same rules the CRD enforces)."""
+    from stratos.api.base import format_errors
     from stratos.api.spec import DistillationJobSpec
 
     body = load_job(job)
     try:
         DistillationJobSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
-        for e in err.errors():
-            loc = ".".join(str(p) for p in ("spec", *e["loc"]))
-            typer.echo(f"{loc}: {e['msg']}", err=True)
+        typer.echo(format_errors(err, "spec"), err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{job}: valid")
 
@@ -109,28 +108,18 @@ def plan(
 
 def joint_plan(spec: Any, inventory: list[dict[str, Any]]) -> Any:
     """The joint choice before any probe: every student's accuracy counted equal, synthesis unknown."""
-    from stratos.controller.stage_server import gather_options
     from stratos.decide.joint import probe_plan, select_pair
-    from stratos.decide.nodes import gather_candidates
     from stratos.decide.placement import (
         joint_costs,
         joint_limits,
         joint_student,
         joint_weights,
         probes_usd,
-        required_gpu_memory_gib,
+        server_choice,
     )
-    from stratos.decide.servers import select_server
 
-    candidates, rejected = gather_candidates(inventory, **gather_options(spec))
-    server = select_server(
-        candidates,
-        cost_window=spec.servers.cost_window,
-        min_gpu_memory_gib=required_gpu_memory_gib(spec),
-        max_hourly_cost=spec.requirements.max_hourly_cost,
-        max_latency_ms=spec.requirements.max_latency_ms,
-        rejected=rejected,
-    )
+    # select_server's own default of three runners-up (the plan reads only the front)
+    _, server = server_choice(spec, inventory, runners_up=3)
     nodes = list(server.front)
     students = [joint_student(spec, s.name, accuracy=1.0) for s in spec.students]
     where = probe_plan(students, nodes)
@@ -232,23 +221,12 @@ def write_picture(
     """The server decision as SVG: every candidate, the grid, the Pareto cells and the chosen node (with
     ``pair``, the node of the chosen (node, student) pair, labelled with the student)."""
     from stratos.api.spec import DistillationJobSpec
-    from stratos.controller.stage_server import gather_options
-    from stratos.decide.nodes import gather_candidates
-    from stratos.decide.placement import required_gpu_memory_gib
-    from stratos.decide.servers import select_server
+    from stratos.decide.placement import server_choice
     from stratos.local.plot import plan_svg
 
     spec = DistillationJobSpec.model_validate(body.get("spec") or {})
-    candidates, rejected = gather_candidates(inventory, **gather_options(spec))
-    choice = select_server(
-        candidates,
-        cost_window=spec.servers.cost_window,
-        min_gpu_memory_gib=required_gpu_memory_gib(spec),
-        max_hourly_cost=spec.requirements.max_hourly_cost,
-        max_latency_ms=spec.requirements.max_latency_ms,
-        runners_up=len(candidates),
-        rejected=rejected,
-    )
+    # every candidate ranked, so the picture can mark each
+    candidates, choice = server_choice(spec, inventory, runners_up=len(inventory))
     title = f"Server selection for {body['metadata']['name']}"
     path.write_text(plan_svg(candidates, choice, title=title, pair=pair))
     typer.echo(f"wrote {path}", err=True)

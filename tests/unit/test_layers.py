@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 from fnmatch import fnmatchcase
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,13 @@ def _modules() -> dict[str, Path]:
 
 def import_graph() -> dict[str, set[str]]:
     """Module -> the stratos modules it imports (``from pkg import mod`` counts as importing ``pkg.mod``)."""
+    return {module: set(targets) for module, targets in _import_graph().items()}
+
+
+@cache
+def _import_graph() -> dict[str, frozenset[str]]:
     modules = _modules()
-    graph: dict[str, set[str]] = {}
+    graph: dict[str, frozenset[str]] = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         targets: set[str] = set()
@@ -73,7 +79,7 @@ def import_graph() -> dict[str, set[str]]:
                 for alias in node.names:
                     sub = f"{source}.{alias.name}"
                     targets.add(sub if sub in modules else source)
-        graph[name] = {t for t in targets if t != name}
+        graph[name] = frozenset(t for t in targets if t != name)
     return graph
 
 

@@ -270,7 +270,6 @@ def test_desired_serving_names_the_endpoint() -> None:
     p = plan()
     assert (p.url, p.model) == (f"http://{service_name('dj1', 'u-1')}.ns.svc:8000/v1", "tiny")
     assert p.endpoint(ready=True).to_api() == {"url": p.url, "model": "tiny", "ready": True}
-    assert p.objects() == (p.deployment, p.service)
 
 
 def test_unchanged_spec_needs_no_patch() -> None:

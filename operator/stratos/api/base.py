@@ -127,13 +127,17 @@ def _loc(parts: Iterable[int | str], root: str | None) -> str:
     return out
 
 
-def format_errors(err: ValidationError, root: str | None = None) -> str:
-    """One line per problem, `path: message`, with camelCase paths (`spec.task.dataset: ...`).
+def format_errors(
+    err: ValidationError, root: str | None = None, *, separator: str = "\n", limit: int | None = None
+) -> str:
+    """``path: message`` per problem, with camelCase paths (``spec.task.dataset: ...``), joined by
+    ``separator``; the first ``limit`` problems when given. The one formatter of validation errors: the
+    CLI, the stage machine's InvalidSpec message and the stage programs' config errors all use it.
 
     `root` prefixes every path, e.g. "spec" when `err` came from validating the spec alone.
     """
     lines = []
-    for e in err.errors(include_url=False):
+    for e in err.errors(include_url=False)[:limit]:
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"{_loc(e['loc'], root) or '(root)'}: {msg}")
-    return "\n".join(lines)
+    return separator.join(lines)

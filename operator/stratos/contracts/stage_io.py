@@ -22,6 +22,7 @@ from typing import Any, Self, TypeVar
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from stratos.api.base import format_errors
 from stratos.llm.redact import redact
 
 log = logging.getLogger("stratos.contracts")
@@ -182,10 +183,7 @@ def load_config(path: str | os.PathLike[str], model: type[C]) -> C:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
-            for e in err.errors(include_url=False)
-        )
+        problems = format_errors(err, separator="; ")
         raise ConfigError(f"invalid config: {problems}") from None
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from stratos.api.base import format_errors
 from stratos.api.spec import DistillationJobSpec
 from stratos.controller import conditions as c
 from stratos.controller import stage_deploy, stage_distill, stage_server, stage_students, stage_teachers
@@ -226,7 +227,7 @@ def _failed_generation(status: Mapping[str, Any]) -> int | None:
 def _invalid_spec(
     status: dict[str, Any], generation: int | None, now: datetime, err: ValidationError
 ) -> Outcome:
-    message = "invalid spec: " + "; ".join(_describe_error(e) for e in err.errors()[:10])
+    message = "invalid spec: " + format_errors(err, "spec", separator="; ", limit=10)
     before = c.get_condition(status.get("conditions"), c.FAILED)
     status["conditions"] = c.set_condition(
         status.get("conditions"), c.FAILED, c.TRUE, "InvalidSpec", message, generation=generation, now=now
@@ -239,11 +240,6 @@ def _invalid_spec(
     )
     fresh = before is None or before.get("message") != message
     return Outcome(status, [Event("Warning", "InvalidSpec", message)] if fresh else [], {})
-
-
-def _describe_error(error: Mapping[str, Any]) -> str:
-    loc = ".".join(str(part) for part in ("spec", *error.get("loc", ())))
-    return f"{loc}: {error.get('msg', 'invalid value')}"
 
 
 def _roll_up_ready(ctx: Context) -> None:

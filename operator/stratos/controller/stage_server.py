@@ -11,14 +11,13 @@ from __future__ import annotations
 from time import perf_counter
 from typing import Any
 
-from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import GPUInfo, ServerCandidate, ServerDecision
 from stratos.controller import conditions as c
 from stratos.controller.context import Context, Event
 from stratos.controller.stages import Stage
 from stratos.decide.nodes import NodeFacts, gather_candidates
-from stratos.decide.placement import required_gpu_memory_gib
-from stratos.decide.servers import ServerChoice, select_server
+from stratos.decide.placement import gather_options, server_choice
+from stratos.decide.servers import ServerChoice
 
 # A vanishing cost window can make thousands of Pareto cells; status keeps the first ones (sorted).
 MAX_PARETO_CELLS = 64
@@ -87,29 +86,9 @@ def reselect_server(ctx: Context, why: str) -> Stage:
     return Stage.SELECT_SERVER
 
 
-def gather_options(spec: DistillationJobSpec) -> dict[str, Any]:
-    """The job's node filters, as gather_candidates takes them."""
-    servers = spec.servers
-    return {
-        "node_selector": servers.node_selector,
-        "tolerations": [t.model_dump(by_alias=True, exclude_none=True) for t in servers.tolerations],
-        "region_latency_ms": servers.region_latency_ms,
-    }
-
-
 def decide_server(ctx: Context) -> ServerChoice:
-    spec = ctx.spec
     started = perf_counter()
-    candidates, rejected = gather_candidates(ctx.nodes, **gather_options(ctx.spec))
-    choice = select_server(
-        candidates,
-        cost_window=spec.servers.cost_window,
-        min_gpu_memory_gib=required_gpu_memory_gib(spec),
-        max_hourly_cost=spec.requirements.max_hourly_cost,
-        max_latency_ms=spec.requirements.max_latency_ms,
-        runners_up=spec.servers.runners_up,
-        rejected=rejected,
-    )
+    _, choice = server_choice(ctx.spec, ctx.nodes)
     ctx.timings["server"] = perf_counter() - started
     return choice
 

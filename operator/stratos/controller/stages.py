@@ -53,8 +53,3 @@ def parse_stage(value: object) -> Stage:
         return Stage(str(value))
     except ValueError:
         return Stage.SELECT_SERVER
-
-
-def next_stage(stage: Stage) -> Stage:
-    index = ORDER.index(stage)
-    return ORDER[min(index + 1, len(ORDER) - 1)]

@@ -9,11 +9,15 @@ own (``students.hardware_fit``): LoRA training must fit one GPU, serving must fi
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from stratos.api.spec import DistillationJobSpec
 from stratos.decide.estimate import serving_memory_gib, tokens_for, training_flops, training_memory_gib
 from stratos.decide.joint import CostModel, JointStudent, JointWeights, Limits, probe_hours
 from stratos.decide.models import ModelFacts
-from stratos.decide.nodes import NodeFacts
+from stratos.decide.nodes import NodeFacts, gather_candidates
+from stratos.decide.servers import ServerChoice, select_server
 from stratos.decide.students import SERVING_MEMORY_FRACTION, HardwareFit, hardware_fit
 
 
@@ -125,3 +129,32 @@ def joint_costs(
         evaluation_tokens=float(spec.task.sample_size * EVALUATION_TOKENS_PER_SAMPLE),
         hosting_hours=spec.serving.expected_hours if spec.serving.enabled else 0.0,
     )
+
+
+def gather_options(spec: DistillationJobSpec) -> dict[str, Any]:
+    """The job's node filters, as gather_candidates takes them."""
+    servers = spec.servers
+    return {
+        "node_selector": servers.node_selector,
+        "tolerations": [t.model_dump(by_alias=True, exclude_none=True) for t in servers.tolerations],
+        "region_latency_ms": servers.region_latency_ms,
+    }
+
+
+def server_choice(
+    spec: DistillationJobSpec, nodes: Sequence[Mapping[str, Any]], *, runners_up: int | None = None
+) -> tuple[list[NodeFacts], ServerChoice]:
+    """The server decision (README "The decisions" 1) for a spec over Node objects: the candidates the
+    job's filters let through, and the choice among them. The stage machine, ``stratos plan`` and its
+    picture all decide through here; ``runners_up`` defaults to ``spec.servers.runnersUp``."""
+    candidates, rejected = gather_candidates(nodes, **gather_options(spec))
+    choice = select_server(
+        candidates,
+        cost_window=spec.servers.cost_window,
+        min_gpu_memory_gib=required_gpu_memory_gib(spec),
+        max_hourly_cost=spec.requirements.max_hourly_cost,
+        max_latency_ms=spec.requirements.max_latency_ms,
+        runners_up=spec.servers.runners_up if runners_up is None else runners_up,
+        rejected=rejected,
+    )
+    return candidates, choice

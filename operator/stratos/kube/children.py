@@ -24,11 +24,11 @@ from stratos.kube.naming import child_labels, child_name, owner_reference, owner
 from stratos.kube.podopts import (
     StorageUnset,
     apply_pod_options,
+    container_security,
     merge_options,
+    pod_security,
     storage_claim,
 )
-from stratos.kube.podopts import container_security as _container_security
-from stratos.kube.podopts import pod_security as _pod_security
 
 CONFIG_DIR = "/etc/stratos/config"
 # configmap://NAME/KEY datasets: each ConfigMap is mounted at CONFIGMAP_ROOT/NAME (stratos.data.sources).
@@ -170,18 +170,6 @@ def dataset_configmap_fields(spec: DistillationJobSpec) -> list[tuple[str, str]]
         for field, uri in fields
         if uri and uri.startswith("configmap://")
     ]
-
-
-def container_security(cfg: OperatorConfig) -> dict[str, Any]:
-    """The restricted Pod Security Standard for a container (non-root, read-only, nothing extra), or
-    the chart's ``stagePods.containerSecurityContext``."""
-    return _container_security(cfg)
-
-
-def pod_security(cfg: OperatorConfig) -> dict[str, Any]:
-    """The pod's securityContext: restricted without a fixed user id, or the chart's
-    ``stagePods.podSecurityContext``."""
-    return _pod_security(cfg)
 
 
 def pin_to_node(spec: DistillationJobSpec, node: str) -> dict[str, Any]:

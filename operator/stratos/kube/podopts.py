@@ -49,11 +49,15 @@ def storage_claim(spec: DistillationJobSpec, cfg: OperatorConfig) -> PvcSource |
 
 
 def pod_security(cfg: OperatorConfig) -> dict[str, Any]:
+    """The pod's securityContext: restricted without a fixed user id, or the chart's
+    ``stagePods.podSecurityContext``."""
     ctx = cfg.pod_defaults.pod_security_context
     return copy.deepcopy(POD_SECURITY if ctx is None else ctx)
 
 
 def container_security(cfg: OperatorConfig) -> dict[str, Any]:
+    """The restricted Pod Security Standard for a container (non-root, read-only, nothing extra), or
+    the chart's ``stagePods.containerSecurityContext``."""
     ctx = cfg.pod_defaults.container_security_context
     return copy.deepcopy(CONTAINER_SECURITY if ctx is None else ctx)
 

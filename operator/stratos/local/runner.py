@@ -26,7 +26,6 @@ from stratos.controller.context import Event
 from stratos.controller.machine import reconcile
 from stratos.controller.stages import Stage, parse_stage
 from stratos.local.executor import LocalExecutor
-from stratos.local.summary import print_summary
 
 TERMINAL_PHASES = {"Serving", "Failed"}
 
@@ -257,7 +256,3 @@ def _write_atomically(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     os.replace(tmp, path)
-
-
-def summary(status: dict[str, Any], console: Console) -> None:
-    print_summary(status, console)

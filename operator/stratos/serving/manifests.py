@@ -32,10 +32,16 @@ from stratos.api.placement import ResourceRequirements, gpu_quantity
 from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import EndpointStatus
 from stratos.contracts.runs import STORAGE_DIR
-from stratos.kube.children import GPU_RESOURCE, container_security, pin_to_node, pod_security, storage_volume
+from stratos.kube.children import GPU_RESOURCE, pin_to_node, storage_volume
 from stratos.kube.config import OperatorConfig
 from stratos.kube.naming import child_labels, child_name, owner_reference, owner_uid
-from stratos.kube.podopts import apply_pod_options, merge_options, storage_claim
+from stratos.kube.podopts import (
+    apply_pod_options,
+    container_security,
+    merge_options,
+    pod_security,
+    storage_claim,
+)
 from stratos.serving.commands import (
     HEALTH_PATH,
     SERVING_PORT,
@@ -66,9 +72,6 @@ class ServingPlan:
     model: str
     #: Optional objects asked for in spec.serving (Ingress, HTTPRoute, HPA, PodMonitor), by kind.
     extras: tuple[dict[str, Any], ...] = ()
-
-    def objects(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        return self.deployment, self.service
 
     def endpoint(self, ready: bool | None = None) -> EndpointStatus:
         return EndpointStatus(url=self.url, model=self.model, ready=ready)

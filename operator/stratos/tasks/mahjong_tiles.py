@@ -54,10 +54,6 @@ def rank_of(tile: int) -> int:
     return tile % 9 + 1 if tile < 27 else 0
 
 
-def glyph(tile: int) -> str:
-    return GLYPHS[tile]
-
-
 def name(tile: int) -> str:
     """A human description, e.g. '3 of dots' or 'Red dragon'."""
     if is_honour(tile):

@@ -36,11 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import ValidationError
-
-from stratos.api.base import format_errors
-from stratos.api.spec import TaskSpec
-from stratos.contracts.stage_io import ConfigError
 from stratos.contracts.teacher_eval import TeacherEvalConfig, TeacherEvalResult
 from stratos.llm.client import (
     TeacherClient,
@@ -48,7 +43,8 @@ from stratos.llm.client import (
     TeacherUnavailable,
     cost_usd,
 )
-from stratos.tasks import Sample, Task, build_task, sample_for_probe
+from stratos.tasks import Sample, Task
+from stratos.training.tasking import load_task, probe_set
 from stratos.workloads.common import run_stage
 
 log = logging.getLogger("stratos.workloads.teacher_eval")
@@ -113,14 +109,8 @@ def _append(fh: IO[str], row: Mapping[str, Any]) -> None:
 def probe_samples(config: TeacherEvalConfig) -> tuple[Task, list[Sample]]:
     """The task and its probe sample; ``sampleSize``/``seed`` in the config override the task spec's
     for the choice of samples (the data itself is generated or loaded from the task spec alone)."""
-    try:
-        spec = TaskSpec.model_validate(config.task)
-    except ValidationError as err:
-        raise ConfigError(f"invalid task: {format_errors(err, 'task')}") from None
-    task = build_task(spec, data_root=config.data_root)
-    size = config.sample_size if config.sample_size is not None else spec.sample_size
-    seed = config.seed if config.seed is not None else spec.seed
-    return task, list(sample_for_probe(task, size, seed))
+    task, spec = load_task(config.task, data_root=config.data_root)
+    return task, probe_set(task, spec, sample_size=config.sample_size, seed=config.seed)
 
 
 async def evaluate(config: TeacherEvalConfig) -> dict[str, Any]:
