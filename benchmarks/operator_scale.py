@@ -189,7 +189,9 @@ def dj_manifest(i: int, rng: np.random.Generator) -> dict[str, Any]:
         "spec": {
             "task": {"builtin": "mahjong", "sampleSize": 10},
             "requirements": requirements,
-            "servers": {"costWindow": [0.1, 0.2, 0.5][int(rng.integers(3))]},
+            # The paper's rule: the node is chosen (ServerSelected=True) at SelectServer, which is what
+            # placement measures; under the joint rule the node is fixed only after the probes.
+            "servers": {"costWindow": [0.1, 0.2, 0.5][int(rng.integers(3))], "rule": "paper"},
             "teachers": [
                 {"name": TEACHER, "endpoint": {"baseURL": "http://teacher.invalid:8000/v1", "model": "m"}}
             ],
@@ -529,7 +531,8 @@ def run(
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     from support.controlplane import ADMIN_USER, ControlPlane, rest
-    from support.operator import OperatorProcess
+    from support.kubelet import create_bound_pvc
+    from support.operator import DEFAULT_CLAIM, OperatorProcess
 
     workdir = Path(tempfile.mkdtemp(prefix="stratos-bench-"))
     policy = workdir / "audit-policy.yaml"
@@ -585,6 +588,8 @@ def run(
         wait_until(
             lambda: _exists(api, f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default"), 60, "default SA"
         )
+        # Stage pods mount the operator's default claim; the scheduler places none whose claim is unbound.
+        create_bound_pvc(api, NAMESPACE, DEFAULT_CLAIM)
 
         progress(f"creating {nodes} nodes ...")
         wall["nodes"] = time.time()

@@ -81,6 +81,11 @@ def test_serving_is_charged_in_steps_and_the_rest_when_it_ends() -> None:
     assert budget.serving_charge(T0, T0 + timedelta(seconds=42), final=True) == 42.0
 
 
+def test_the_budget_is_crossed_by_one_charge_only() -> None:
+    assert budget.crossed(1.0, 0.9, 1.1) and not budget.crossed(1.0, 1.1, 1.2)
+    assert not budget.crossed(1.0, 0.5, 1.0) and not budget.crossed(None, 0.5, 9.0)
+
+
 def test_max_seconds_is_measured_from_the_first_attempt() -> None:
     assert budget.seconds_left(3600, started_at=1000.0, now=1600.0) == 3000.0
     assert budget.seconds_left(3600, started_at=1000.0, now=900.0) == 3600.0  # a clock behind: no credit

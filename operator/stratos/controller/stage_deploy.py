@@ -82,7 +82,7 @@ def charge_serving(ctx: Context, *, final: bool = False) -> None:
     else:
         cost["servingChargedUntil"] = _stamp(ctx.now)
     limit, after = ctx.spec.requirements.budget, float(cost.get("spentUsd") or 0.0)
-    if limit is not None and before <= limit < after:
+    if limit is not None and budget.crossed(limit, before, after):
         message = (
             f"serving has taken the spend to {after:.4f} USD, above the budget of {limit:.4f} USD; the "
             "endpoint keeps serving (raise spec.requirements.budget, or set spec.serving.enabled: false to "

@@ -155,6 +155,11 @@ def serving_charge(since: datetime, now: datetime, *, final: bool = False) -> fl
     return seconds if final or seconds >= SERVING_CHARGE_SECONDS else 0.0
 
 
+def crossed(limit: float | None, before: float, after: float) -> bool:
+    """Whether a charge took the spend from within the budget to above it (true for one charge only)."""
+    return limit is not None and before <= limit < after
+
+
 def seconds_left(max_seconds: float, started_at: float, now: float) -> float:
     """What is left of ``max_seconds`` measured from the stage's first attempt (wall-clock epoch
     seconds), whichever pod asks: a retried pod does not start the clock again."""
