@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from stratos.llm.redact import install_redaction, redact, register_secret
 
+_REDACT_NAMES = frozenset({"install_redaction", "redact", "register_secret"})
+
 if TYPE_CHECKING:
     from stratos.llm.client import (
         PLACEHOLDER_KEY,
@@ -25,23 +27,9 @@ if TYPE_CHECKING:
         read_api_key,
     )
 
-_CLIENT_NAMES = {
-    "PLACEHOLDER_KEY",
-    "ChatResult",
-    "RetryPolicy",
-    "TeacherClient",
-    "TeacherError",
-    "TeacherRequestRejected",
-    "TeacherRetriesExhausted",
-    "TeacherUnavailable",
-    "Usage",
-    "cost_usd",
-    "read_api_key",
-}
-
 
 def __getattr__(name: str) -> Any:
-    if name in _CLIENT_NAMES:
+    if name in __all__ and name not in _REDACT_NAMES:
         from stratos.llm import client
 
         return getattr(client, name)
