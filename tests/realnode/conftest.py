@@ -157,6 +157,9 @@ def stratos_release(realnode: RealNode, rn_api: Any, node_images: dict[str, imag
         "servingImage.tag": worker_tag,
         "stageImagePullPolicy": "Never",
         "storage.defaultClaim": DEFAULT_CLAIM,
+        # The model stages request 2 CPUs: on a 2-core node they fit only beside an operator that
+        # requests none (a real GPU node has cores to spare).
+        "resources.requests.cpu": "0",
     }
     args = [arg for key, value in values.items() for arg in ("--set-string", f"{key}={value}")]
     try:
