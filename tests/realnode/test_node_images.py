@@ -75,9 +75,12 @@ print(json.dumps({
 def test_worker_image_runs_the_stage_programs_as_its_user(
     runtime: RealNode, node_images: dict[str, images.Image]
 ) -> None:
-    """images/worker/Dockerfile: torch and the training stack import under the image's user, read-only,
-    with no HF_HOME baked in (stage pods point it at the job's storage) and no build-time CA."""
-    result = runtime.run_container(node_images["worker"].ref, "python", "-c", WORKER, name="worker-image")
+    """images/worker/Dockerfile: torch and the training stack import under the image's user, read-only but
+    for /tmp (as in a stage pod), with no HF_HOME baked in (stage pods point it at the job's storage) and
+    no build-time CA."""
+    result = runtime.run_container(
+        node_images["worker"].ref, "python", "-c", WORKER, name="worker-image", tmp=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen == {
