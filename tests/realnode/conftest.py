@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 
 from support import images
-from support.controlplane import ControlPlane, ControlPlaneError, resolve_bin_dir
+from support.controlplane import ControlPlane, ControlPlaneError, resolve_bin_dir, rest, wait_for
+from support.realcluster import (
+    CHART,
+    DEFAULT_CLAIM,
+    POOL,
+    RELEASE,
+    RELEASE_NAMESPACE,
+    RESTRICTED,
+    operator_ready,
+)
 from support.realnode import NODE_IP, RealNode, RealNodeUnavailable, missing_prerequisites
 
 HERE = Path(__file__).resolve().parent
@@ -64,6 +73,7 @@ def node_images(realnode_bin: Path) -> dict[str, images.Image]:
         "pause": _timed("image pause", images.pause_image, realnode_bin),
         "base": _timed("image base", images.base_image_archive),
         "operator": _timed("image operator", images.stratos_image, "operator"),
+        "worker": _timed("image worker", images.stratos_image, "worker"),
     }
 
 
@@ -115,8 +125,80 @@ def rn_api(realnode: RealNode) -> Iterator[Any]:
         client.close()
 
 
+def _repo_tag(ref: str) -> tuple[str, str]:
+    repository, tag = ref.rsplit(":", 1)
+    return repository, tag
+
+
+@pytest.fixture(scope="session")
+def stratos_release(realnode: RealNode, rn_api: Any, node_images: dict[str, images.Image]) -> Iterator[str]:
+    """The chart installed with `helm install` (CRD included) in a namespace that enforces the restricted
+    Pod Security Standard, the operator running in-cluster from the built image under the chart's
+    ServiceAccount. The worker image runs the stages; serving (engine: transformers) uses it too (the
+    vLLM serving image cannot be built here). Returns the release namespace."""
+    cp = realnode.cp
+    assert cp is not None
+    started = time.monotonic()
+    rest(
+        rn_api,
+        "POST",
+        "/api/v1/namespaces",
+        body={"metadata": {"name": RELEASE_NAMESPACE, "labels": RESTRICTED}},
+    )
+    operator_repo, operator_tag = _repo_tag(node_images["operator"].ref)
+    worker_repo, worker_tag = _repo_tag(node_images["worker"].ref)
+    values = {
+        "image.repository": operator_repo,
+        "image.tag": operator_tag,
+        "image.pullPolicy": "Never",
+        "workerImage.repository": worker_repo,
+        "workerImage.tag": worker_tag,
+        "servingImage.repository": worker_repo,
+        "servingImage.tag": worker_tag,
+        "stageImagePullPolicy": "Never",
+        "storage.defaultClaim": DEFAULT_CLAIM,
+        # The model stages request 2 CPUs: on a 2-core node they fit only beside an operator that
+        # requests none (a real GPU node has cores to spare).
+        "resources.requests.cpu": "0",
+    }
+    args = [arg for key, value in values.items() for arg in ("--set-string", f"{key}={value}")]
+    try:
+        cp.helm("install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, *args)
+        wait_for(
+            lambda: operator_ready(rn_api),
+            timeout=300,
+            interval=2,
+            what=f"the operator Deployment {RELEASE_NAMESPACE}/{RELEASE} available",
+        )
+        SETUP_TIMES["helm install + operator pod Ready"] = time.monotonic() - started
+        yield RELEASE_NAMESPACE
+    finally:
+        cp.helm(
+            "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait", "--timeout=120s", check=False
+        )
+        rest(
+            rn_api,
+            "DELETE",
+            f"/api/v1/namespaces/{RELEASE_NAMESPACE}",
+            body={"propagationPolicy": "Background"},
+        )
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if SETUP_TIMES:
         terminalreporter.write_sep("-", "real node set-up (seconds)")
         for name, seconds in SETUP_TIMES.items():
             terminalreporter.write_line(f"{name}: {seconds:.1f}")
+
+
+@pytest.fixture(scope="session")
+def gpu_node(realnode: RealNode, rn_api: Any) -> str:
+    """The real node, labelled and annotated like a priced GPU node (product, hourly cost, latency)."""
+    patch = {
+        "metadata": {
+            "labels": {"stratos.test/pool": POOL, "nvidia.com/gpu.product": "NVIDIA-L4"},
+            "annotations": {"stratos.io/hourly-cost": "0.5", "stratos.io/latency-ms": "10"},
+        }
+    }
+    rest(rn_api, "PATCH", f"/api/v1/nodes/{realnode.name}", body=patch)
+    return realnode.name

@@ -73,7 +73,14 @@ def digest_of(*paths: Path, extra: str = "") -> str:
     h = hashlib.sha256(extra.encode())
     for path in paths:
         files = (
-            sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+            sorted(
+                p
+                for p in path.rglob("*")
+                # Build leftovers (pip writes operator/stratos.egg-info in the checkout) are not source.
+                if p.is_file()
+                and "__pycache__" not in p.parts
+                and not any(part.endswith(".egg-info") for part in p.parts)
+            )
             if path.is_dir()
             else [path]
         )

@@ -186,14 +186,17 @@ class RealNode:
             proc.wait()
 
     def run_container(
-        self, image: str, *command: str, name: str = "probe"
+        self, image: str, *command: str, name: str = "probe", tmp: bool = False
     ) -> subprocess.CompletedProcess[str]:
         """Runs ``command`` in a container of ``image`` straight through containerd and runc (no kubelet):
-        read-only root filesystem, in the node's cgroup, the image's own user and environment."""
+        read-only root filesystem, in the node's cgroup, the image's own user and environment; ``tmp``
+        adds a writable tmpfs at /tmp (what the stage pods get as an emptyDir)."""
         cgroup = f"/{CGROUP}/{name}"
+        mounts = ["--mount", "type=tmpfs,src=tmpfs,dst=/tmp,options=rw:nosuid:nodev:mode=1777"] if tmp else []
         return self.ctr(
-            "run", "--rm", "--read-only", "--cgroup", cgroup, image, name, *command, check=False, timeout=300
-        )
+            "run", "--rm", "--read-only", *mounts, "--cgroup", cgroup, image, name, *command,
+            check=False, timeout=300,
+        )  # fmt: skip
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.log_dir / f"{name}.log"
