@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from stratos.api.status import EndpointStatus
+from stratos.api.status import EndpointStatus, EvaluationStatus
 from stratos.contracts.runs import EndpointRequest, EndpointState
 from stratos.controller import conditions as c
 from stratos.controller.context import Context, Event, SpecProblem, fail, need, refuse_over_budget
@@ -174,9 +174,9 @@ def serving_step(ctx: Context) -> Stage | None:
 def succeeded_step(ctx: Context) -> Stage | None:
     if ctx.spec.serving.enabled:
         return Stage.DEPLOY  # serving was switched on (again): deploy the trained student, no retraining
-    evaluation = ctx.status.get("evaluation") or {}
+    evaluation = ctx.evaluation or EvaluationStatus()
     message = (
-        f"{evaluation.get('student')} reached {float(evaluation.get('accuracy', 0.0)):.1%} on held-out data; "
+        f"{evaluation.student} reached {float(evaluation.accuracy or 0.0):.1%} on held-out data; "
         "serving is disabled"
     )
     ctx.condition(c.READY, c.TRUE, "Completed", message, event="Normal")
