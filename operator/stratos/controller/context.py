@@ -12,10 +12,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.api.status import CostCharge, CostEstimate, CostStatus
+from stratos.api.status import (
+    CostCharge,
+    CostEstimate,
+    CostStatus,
+    EvaluationStatus,
+    ServerDecision,
+    StatusModel,
+    StrategyDecision,
+    StudentDecision,
+    TeacherDecision,
+    TrainingStatus,
+)
 from stratos.contracts.runs import (
     STORAGE_DIR,
     EndpointRequest,
@@ -29,6 +40,53 @@ from stratos.controller.stages import Stage
 from stratos.decide import budget
 
 EventType = Literal["Normal", "Warning"]
+Block = TypeVar("Block", bound=StatusModel)
+
+
+class MissingDecision(LookupError):
+    """A step needs a decision an earlier stage should have recorded in the status, and it is absent."""
+
+
+@dataclass(frozen=True)
+class ChosenServer:
+    """Typed view of the chosen node in ``status.server``: what later stages place and price work by.
+
+    ``node`` and ``hourly_cost`` are required (a server block without them is not a decision); the GPU
+    facts are checked when read, so a stage that needs only the node and its price does not depend on them.
+    """
+
+    decision: ServerDecision
+
+    @property
+    def node(self) -> str:
+        return need(self.decision.node, "status.server.node")
+
+    @property
+    def hourly_cost(self) -> float:
+        return float(need(self.decision.hourly_cost, "status.server.hourlyCost"))
+
+    @property
+    def gpu_model(self) -> str:
+        return need(self.decision.gpu.model if self.decision.gpu else None, "status.server.gpu.model")
+
+    @property
+    def gpu_count(self) -> int:
+        return need(self.decision.gpu.count if self.decision.gpu else None, "status.server.gpu.count")
+
+    @property
+    def gpu_memory_gib(self) -> float:
+        memory = self.decision.gpu.memory_gib if self.decision.gpu else None
+        return float(need(memory, "status.server.gpu.memoryGib"))
+
+
+_T = TypeVar("_T")
+
+
+def need(value: _T | None, what: str) -> _T:
+    """``value``, which an earlier stage should have recorded as ``what``; else ``MissingDecision``."""
+    if value is None:
+        raise MissingDecision(f"{what} is not set")
+    return value
 
 
 @dataclass(frozen=True)
@@ -115,6 +173,51 @@ class Context:
         """This job's own directory on the storage (the uid keeps a re-created namesake apart)."""
         uid = str(self.body["metadata"].get("uid", "local"))[:8]
         return f"{self.data_root}/jobs/{self.name}-{uid}"
+
+    def _block(self, key: str, model: type[Block]) -> Block | None:
+        """``status[key]`` validated as its status model; None when absent or empty."""
+        raw = self.status.get(key)
+        return model.model_validate(raw) if raw else None
+
+    @property
+    def server(self) -> ServerDecision | None:
+        return self._block("server", ServerDecision)
+
+    def chosen_server(self) -> ChosenServer:
+        """The chosen node (status.server); raises ``MissingDecision`` before one was chosen."""
+        decision = self.server
+        if decision is None:
+            raise MissingDecision("status.server is not set")
+        return ChosenServer(decision)
+
+    @property
+    def teacher(self) -> TeacherDecision | None:
+        return self._block("teacher", TeacherDecision)
+
+    def selected_teacher(self) -> str:
+        """The chosen teacher's name; raises ``MissingDecision`` before one was chosen."""
+        return need(self.teacher.selected if self.teacher else None, "status.teacher.selected")
+
+    @property
+    def strategy(self) -> StrategyDecision | None:
+        return self._block("strategy", StrategyDecision)
+
+    @property
+    def student(self) -> StudentDecision | None:
+        return self._block("student", StudentDecision)
+
+    @property
+    def training(self) -> TrainingStatus | None:
+        return self._block("training", TrainingStatus)
+
+    @property
+    def evaluation(self) -> EvaluationStatus | None:
+        return self._block("evaluation", EvaluationStatus)
+
+    @property
+    def spent_usd(self) -> float:
+        """``status.cost.spentUsd``, 0 before anything was charged."""
+        return self._cost().spent_usd or 0.0
 
     def decided(self, block: str, key: str, condition: str) -> bool:
         """Whether an earlier tick (maybe of an operator since restarted) already made this decision."""
@@ -235,7 +338,7 @@ def over_budget(ctx: Context, *, extra_usd: float = 0.0, what: str = "") -> str 
     limit = ctx.spec.requirements.budget
     if limit is None:
         return None
-    spent = float((ctx.status.get("cost") or {}).get("spentUsd") or 0.0)
+    spent = ctx.spent_usd
     if spent + extra_usd <= limit:
         return None
     plus = f" plus {extra_usd:.2f} USD for {what}" if extra_usd else ""

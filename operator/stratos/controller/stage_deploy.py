@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from stratos.api.status import EndpointStatus
+from stratos.api.status import EndpointStatus, EvaluationStatus
 from stratos.contracts.runs import EndpointRequest, EndpointState
 from stratos.controller import conditions as c
-from stratos.controller.context import Context, Event, SpecProblem, fail, refuse_over_budget
+from stratos.controller.context import Context, Event, SpecProblem, fail, need, refuse_over_budget
 from stratos.controller.stage_distill import current_student
 from stratos.controller.stages import Stage
 from stratos.decide import budget
@@ -23,15 +23,15 @@ from stratos.serving.manifests import endpoint_usage, external_url
 
 def endpoint_request(ctx: Context) -> EndpointRequest:
     student = current_student(ctx)
-    training, server = ctx.status["training"], ctx.status["server"]
+    training, server = need(ctx.training, "status.training"), ctx.chosen_server()
     engine = ctx.spec.serving.engine
     return EndpointRequest(
         model_name=f"{ctx.name}-{student.name}",
         engine=engine,
         base_model_uri=student.model.uri,
-        adapter_path=training.get("adapterUri"),
-        merged_path=training.get("mergedUri"),
-        node=server["node"],
+        adapter_path=training.adapter_uri,
+        merged_path=training.merged_uri,
+        node=server.node,
         gpus=1 if engine == "vllm" else 0,
     )
 
@@ -73,7 +73,7 @@ def charge_serving(ctx: Context, *, final: bool = False) -> None:
     before = float(cost.get("spentUsd") or 0.0)
     ctx.charge(
         "serving",
-        usd=budget.node_usd(seconds, float(ctx.status["server"]["hourlyCost"])),
+        usd=budget.node_usd(seconds, ctx.chosen_server().hourly_cost),
         node_seconds=seconds,
     )
     cost = ctx.status["cost"]
@@ -98,9 +98,8 @@ def _stamp(now: datetime) -> str:
 def deploy_step(ctx: Context) -> Stage | None:
     if not ctx.spec.serving.enabled:
         return Stage.SUCCEEDED
-    server = ctx.status["server"]
     estimate = budget.serving(
-        expected_hours=ctx.spec.serving.expected_hours, hourly_cost=float(server["hourlyCost"])
+        expected_hours=ctx.spec.serving.expected_hours, hourly_cost=ctx.chosen_server().hourly_cost
     )
     if (over := refuse_over_budget(ctx, estimate, c.READY)) is not None:
         return over
@@ -175,9 +174,9 @@ def serving_step(ctx: Context) -> Stage | None:
 def succeeded_step(ctx: Context) -> Stage | None:
     if ctx.spec.serving.enabled:
         return Stage.DEPLOY  # serving was switched on (again): deploy the trained student, no retraining
-    evaluation = ctx.status.get("evaluation") or {}
+    evaluation = ctx.evaluation or EvaluationStatus()
     message = (
-        f"{evaluation.get('student')} reached {float(evaluation.get('accuracy', 0.0)):.1%} on held-out data; "
+        f"{evaluation.student} reached {float(evaluation.accuracy or 0.0):.1%} on held-out data; "
         "serving is disabled"
     )
     ctx.condition(c.READY, c.TRUE, "Completed", message, event="Normal")

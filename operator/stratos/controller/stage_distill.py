@@ -13,7 +13,13 @@ from typing import Any
 
 from stratos.api.durations import parse_duration
 from stratos.api.spec import StudentSpec, TeacherSpec
-from stratos.api.status import DataStatus, EvaluationAttempt, EvaluationStatus, TrainingStatus
+from stratos.api.status import (
+    DataStatus,
+    EvaluationAttempt,
+    EvaluationStatus,
+    TeacherCandidate,
+    TrainingStatus,
+)
 from stratos.catalog.gpus import lookup_gpu
 from stratos.contracts.evaluate import EvaluateResult
 from stratos.contracts.runs import RunStatus, SecretEnv, StageRun
@@ -22,7 +28,7 @@ from stratos.contracts.synthesize import SynthesizeConfig, SynthesizeResult
 from stratos.contracts.teacher import connection
 from stratos.contracts.train import TrainResult
 from stratos.controller import conditions as c
-from stratos.controller.context import Context, SpecProblem, fail, refuse_over_budget
+from stratos.controller.context import Context, SpecProblem, fail, need, refuse_over_budget
 from stratos.controller.stage_server import node_lost, reselect_server
 from stratos.controller.stage_teachers import API_KEY_ENV
 from stratos.controller.stages import Stage
@@ -41,7 +47,7 @@ VERIFIER_API_KEY_ENV = "VERIFIER_API_KEY"
 
 
 def selected_teacher(ctx: Context) -> TeacherSpec:
-    name = ctx.status["teacher"]["selected"]
+    name = ctx.selected_teacher()
     teacher = next((t for t in ctx.spec.teachers if t.name == name), None)
     if teacher is None:
         raise SpecProblem(
@@ -60,7 +66,7 @@ def synthesize_config(ctx: Context) -> tuple[dict[str, Any], tuple[SecretEnv, ..
     )
     synthesis = spec.distillation.synthesis
     config = SynthesizeConfig(
-        strategy=ctx.status["strategy"]["selected"],
+        strategy=need(ctx.strategy.selected if ctx.strategy else None, "status.strategy.selected"),
         teacher=teacher,
         task=spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
         target_samples=spec.distillation.target_samples,
@@ -104,8 +110,7 @@ def synthesize_step(ctx: Context) -> Stage | None:
         return fail(ctx, "TeacherEndpointRefused", message)
     if (over := refuse_over_budget(ctx, synthesis_estimate(ctx), c.DATA_READY)) is not None:
         return over
-    spent = float((ctx.status.get("cost") or {}).get("spentUsd") or 0.0)
-    left = budget.remaining(spec.requirements.budget, spent)
+    left = budget.remaining(spec.requirements.budget, ctx.spent_usd)
     if left is not None:
         # The cap inside the workload: what is left of the budget when synthesis starts (every run of
         # the stage counts against it together; the Job's config is written once, at its creation).
@@ -138,16 +143,16 @@ def synthesize_step(ctx: Context) -> Stage | None:
 
 def synthesis_estimate(ctx: Context) -> budget.Estimate:
     """The selected teacher's expected synthesis cost, from its evaluation (tokens per answer, yield)."""
-    name = ctx.status["teacher"]["selected"]
-    rows: list[dict[str, Any]] = ctx.status["teacher"].get("candidates") or []
-    row = next((t for t in rows if t.get("name") == name), {})
+    name = ctx.selected_teacher()
+    rows = ctx.teacher.candidates if ctx.teacher else []
+    row = next((t for t in rows if t.name == name), None) or TeacherCandidate(name=name)
     price = selected_teacher(ctx).cost_per_million_tokens
     evaluation = TeacherEval(
         name=name,
-        accuracy=float(row.get("accuracy") or 0.0),
-        samples=int(row.get("samples") or 0),
-        prompt_tokens=int(row.get("promptTokens") or 0),
-        completion_tokens=int(row.get("completionTokens") or 0),
+        accuracy=float(row.accuracy or 0.0),
+        samples=int(row.samples or 0),
+        prompt_tokens=int(row.prompt_tokens or 0),
+        completion_tokens=int(row.completion_tokens or 0),
         cost_per_million_tokens=price,
     )
     return budget.synthesis(
@@ -162,12 +167,15 @@ def _charge_node_time(ctx: Context, stage: str, student: str, run: RunStatus, se
     """Charge a GPU run its node time: every attempt's elapsed pod time (or what the program reported,
     when that is more) at the chosen node's hourly cost."""
     seconds = max(run.seconds, seconds)
-    usd = budget.node_usd(seconds, float(ctx.status["server"]["hourlyCost"]))
+    usd = budget.node_usd(seconds, ctx.chosen_server().hourly_cost)
     ctx.charge(stage, candidate=student, usd=usd, node_seconds=seconds, attempts=run.attempts or None)
 
 
 def current_student(ctx: Context) -> StudentSpec:
-    name = (ctx.status.get("training") or {}).get("student") or ctx.status["student"]["selected"]
+    training, decision = ctx.training, ctx.student
+    name = (training.student if training else None) or need(
+        decision.selected if decision else None, "status.student.selected"
+    )
     student = next((s for s in ctx.spec.students if s.name == name), None)
     if student is None:
         raise SpecProblem(
@@ -191,14 +199,14 @@ def merge_weights(ctx: Context, student: StudentSpec) -> bool:
 
 
 def _estimated_hours(ctx: Context, student: str) -> float:
-    for candidate in (ctx.status.get("student") or {}).get("candidates", []):
-        if candidate.get("name") == student:
-            return float(candidate.get("trainingTimeHours") or 0.0)
+    for candidate in ctx.student.candidates if ctx.student else []:
+        if candidate.name == student:
+            return float(candidate.training_time_hours or 0.0)
     return 0.0
 
 
 def _attempt(ctx: Context) -> int:
-    return int((ctx.status.get("training") or {}).get("attempt") or 1)
+    return int((ctx.training.attempt if ctx.training else None) or 1)
 
 
 # Artifact locations are derived here, the same way the stage programs derive them from their
@@ -214,15 +222,15 @@ def dataset_path(ctx: Context) -> str:
 
 def train_step(ctx: Context) -> Stage | None:
     student = current_student(ctx)
-    training = ctx.status.get("training") or {}
+    training = ctx.training or TrainingStatus()
     if (
-        training.get("student") == student.name
-        and training.get("adapterUri")
+        training.student == student.name
+        and training.adapter_uri
         and c.is_true(ctx.status.get("conditions"), c.TRAINED)
     ):
         return Stage.EVALUATE
-    spec, server = ctx.spec, ctx.status["server"]
-    started = training.get("student") == student.name and bool(training.get("algorithm"))
+    spec, server = ctx.spec, ctx.chosen_server()
+    started = training.student == student.name and bool(training.algorithm)
     lost = node_lost(ctx)
     if lost and not started:
         return reselect_server(ctx, f"before training {student.name}, {lost}")
@@ -233,14 +241,14 @@ def train_step(ctx: Context) -> Stage | None:
             ctx.executor.cancel_runs()
         return reselect_server(ctx, f"while training {student.name}, {lost}")
     hours = _estimated_hours(ctx, student.name)
-    estimate = budget.training(student.name, hours=hours, hourly_cost=float(server["hourlyCost"]))
+    estimate = budget.training(student.name, hours=hours, hourly_cost=server.hourly_cost)
     if (over := refuse_over_budget(ctx, estimate, c.TRAINED)) is not None:
         return over
     # maxTrainingTime counts from this student's first training attempt, whichever pod is training.
-    started_at = (training.get("student") == student.name and training.get("startedAt")) or _stamp(ctx)
+    started_at = (training.student == student.name and training.started_at) or _stamp(ctx)
     dist = spec.distillation
     config = {
-        "algorithm": ctx.status["strategy"]["algorithm"],
+        "algorithm": need(ctx.strategy.algorithm if ctx.strategy else None, "status.strategy.algorithm"),
         "student": student.name,
         "modelUri": student.model.uri,
         "datasetPath": dataset_path(ctx),
@@ -263,8 +271,8 @@ def train_step(ctx: Context) -> Stage | None:
         if weights is None:  # the API refuses this; a spec from before the rule existed may not have it
             return fail(ctx, "InvalidSpec", "white-box-kd: the selected teacher has no weights.uri")
         config["teacherModelUri"] = weights.uri
-    gpus = int(server["gpu"]["count"])
-    run = ctx.run(StageRun(TRAIN, "stratos.workloads.train", config, student.name, server["node"], gpus))
+    gpus = server.gpu_count
+    run = ctx.run(StageRun(TRAIN, "stratos.workloads.train", config, student.name, server.node, gpus))
     if (error := _failed(run)) is not None:
         _charge_node_time(ctx, "training", student.name, run)
         ctx.condition(c.TRAINED, c.FALSE, "TrainingFailed", f"{student.name}: {error}", event="Warning")
@@ -299,15 +307,15 @@ def train_step(ctx: Context) -> Stage | None:
 def evaluation_estimate(ctx: Context, student: StudentSpec, max_new_tokens: int) -> budget.Estimate:
     """Node time of the held-out evaluation: sampleSize answers of at most ``max_new_tokens`` each at the
     student's estimated decode rate on the chosen GPU (no rate known: start-up only)."""
-    server = ctx.status["server"]
-    gpu = lookup_gpu(str(server["gpu"]["model"]))
+    server = ctx.chosen_server()
+    gpu = lookup_gpu(server.gpu_model)
     rate = decode_tokens_per_second(ModelFacts.from_spec(student.model), gpu) if gpu is not None else 0.0
     return budget.evaluation(
         student.name,
         samples=ctx.spec.task.sample_size,
         max_new_tokens=max_new_tokens,
         tokens_per_second=rate,
-        hourly_cost=float(server["hourlyCost"]),
+        hourly_cost=server.hourly_cost,
     )
 
 
@@ -318,15 +326,15 @@ def _stamp(ctx: Context) -> str:
 def evaluate_step(ctx: Context) -> Stage | None:
     if ctx.decided("evaluation", "passed", c.EVALUATED):
         return Stage.DEPLOY
-    spec, server, student = ctx.spec, ctx.status["server"], current_student(ctx)
-    training = ctx.status["training"]
-    config = {
+    spec, server, student = ctx.spec, ctx.chosen_server(), current_student(ctx)
+    training = need(ctx.training, "status.training")
+    config: dict[str, Any] = {
         "student": student.name,
         "modelUri": student.model.uri,
-        "adapterPath": training["adapterUri"],
+        "adapterPath": need(training.adapter_uri, "status.training.adapterUri"),
         # Decode as far as the student was trained to write, a little more, and no further.
         "maxNewTokens": evaluation_max_new_tokens(
-            training.get("longestTargetTokens"), sequence_length=spec.distillation.sequence_length
+            training.longest_target_tokens, sequence_length=spec.distillation.sequence_length
         ),
         "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
         "dataRoot": ctx.data_root,
@@ -335,7 +343,7 @@ def evaluate_step(ctx: Context) -> Stage | None:
     estimate = evaluation_estimate(ctx, student, config["maxNewTokens"])
     if (over := refuse_over_budget(ctx, estimate, c.EVALUATED)) is not None:
         return over
-    run = ctx.run(StageRun(EVALUATE, "stratos.workloads.evaluate", config, student.name, server["node"], 1))
+    run = ctx.run(StageRun(EVALUATE, "stratos.workloads.evaluate", config, student.name, server.node, 1))
     if (error := _failed(run)) is not None:
         _charge_node_time(ctx, "evaluation", student.name, run)
         ctx.condition(c.EVALUATED, c.FALSE, "EvaluationFailed", f"{student.name}: {error}", event="Warning")
@@ -347,7 +355,7 @@ def evaluate_step(ctx: Context) -> Stage | None:
     _charge_node_time(ctx, "evaluation", student.name, run)
     accuracy, minimum = r.accuracy, spec.requirements.min_accuracy
     passed = accuracy >= minimum
-    previous = EvaluationStatus.model_validate(ctx.status.get("evaluation") or {})
+    previous = ctx.evaluation or EvaluationStatus()
     attempts = [a for a in previous.attempts if a.student != student.name]
     attempts.append(EvaluationAttempt(student=student.name, accuracy=accuracy, passed=passed))
     ctx.status["evaluation"] = EvaluationStatus(
@@ -364,7 +372,8 @@ def evaluate_step(ctx: Context) -> Stage | None:
         ctx.condition(c.EVALUATED, c.TRUE, "AccuracyMet", summary, event="Normal")
         return Stage.DEPLOY
     tried = {a.student for a in attempts}
-    remaining = [name for name in ctx.status["student"].get("ranking", []) if name not in tried]
+    ranking = need(ctx.student, "status.student").ranking
+    remaining = [name for name in ranking if name not in tried]
     if remaining:
         nxt = remaining[0]
         ctx.status["training"] = TrainingStatus(student=nxt, attempt=len(tried) + 1).to_api()

@@ -62,7 +62,7 @@ def node_lost(ctx: Context) -> str | None:
     """Why the chosen node can no longer take work (gone, cordoned, NotReady, ...), or None if it can."""
     if not ctx.nodes_known:
         return None  # the node list is still loading: absence from it proves nothing yet
-    name = (ctx.status.get("server") or {}).get("node")
+    name = ctx.server.node if ctx.server else None
     node = next((n for n in ctx.nodes if (n.get("metadata") or {}).get("name") == name), None)
     if node is None:
         return f"node {name} no longer exists"

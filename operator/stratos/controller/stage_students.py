@@ -79,16 +79,16 @@ def select_student_step(ctx: Context) -> Stage | None:
         return Stage.SYNTHESIZE
     if ctx.spec.servers.rule == "joint":
         return select_pair_step(ctx)
-    spec, server = ctx.spec, ctx.status["server"]
-    gpu = lookup_gpu(server["gpu"]["model"])
+    spec, server = ctx.spec, ctx.chosen_server()
+    gpu = lookup_gpu(server.gpu_model)
     if gpu is None:  # the catalog no longer knows a GPU it knew when the server was chosen
-        return fail(ctx, "UnknownGPU", f"GPU model {server['gpu']['model']!r} is not in the catalog")
-    memory, count = float(server["gpu"]["memoryGib"]), int(server["gpu"]["count"])
+        return fail(ctx, "UnknownGPU", f"GPU model {server.gpu_model!r} is not in the catalog")
+    memory, count = server.gpu_memory_gib, server.gpu_count
     facts = {s.name: ModelFacts.from_spec(s.model) for s in spec.students}
     fits = {s.name: student_fit(spec, facts[s.name], memory) for s in spec.students}
-    teacher = ctx.status["teacher"]["selected"]
+    teacher = ctx.selected_teacher()
     probed = [s for s in spec.students if s.name in students_to_probe(fits)]
-    node, hourly = str(server["node"]), float(server["hourlyCost"])
+    node, hourly = server.node, server.hourly_cost
     tokens_each = spec.task.sample_size * PROBE_MAX_NEW_TOKENS
     estimate = budget.probes(
         [
@@ -156,7 +156,7 @@ def select_student_step(ctx: Context) -> Stage | None:
         return fail(ctx, "NoFeasibleStudent", choice.reason)
     ctx.condition(c.STUDENT_SELECTED, c.TRUE, "StudentSelected", choice.reason, event="Normal")
     winner = next(v for v in choice.candidates if v.name == choice.selected)
-    ctx.estimate_cost(training_usd=winner.training_time_hours * float(server["hourlyCost"]))
+    ctx.estimate_cost(training_usd=winner.training_time_hours * hourly)
     return Stage.SYNTHESIZE
 
 
@@ -169,7 +169,7 @@ def probe_threshold(ctx: Context) -> float:
     before training, so it only ranks the students (its accuracy is ``a`` in M) and A gates the trained
     result (decision 5, with the next-student fallback).
     """
-    if (ctx.status.get("strategy") or {}).get("selected") == "injection":
+    if ctx.strategy is not None and ctx.strategy.selected == "injection":
         return 0.0
     return ctx.spec.requirements.min_accuracy
 
@@ -205,7 +205,7 @@ def select_pair_step(ctx: Context) -> Stage | None:
     nodes = list(server.front)
     plain = {s.name: joint_student(spec, s.name) for s in spec.students}
     plan = probe_plan(list(plain.values()), nodes)
-    teacher = ctx.status["teacher"]["selected"]
+    teacher = ctx.selected_teacher()
     where = {name: node for name, node in plan.items() if node is not None}
     tokens_each = spec.task.sample_size * PROBE_MAX_NEW_TOKENS
     estimate = budget.probes(
@@ -286,19 +286,19 @@ def select_pair_step(ctx: Context) -> Stage | None:
 def _teacher_evals(ctx: Context) -> list[TeacherEval]:
     price = {t.name: t.cost_per_million_tokens for t in ctx.spec.teachers}
     out = []
-    for row in (ctx.status.get("teacher") or {}).get("candidates", []):
-        if row.get("error"):
+    for row in ctx.teacher.candidates if ctx.teacher else []:
+        if row.error:
             continue
         out.append(
             TeacherEval(
-                name=row["name"],
-                accuracy=float(row.get("accuracy") or 0.0),
-                samples=int(row.get("samples") or 0),
-                correct=int(row.get("correct") or 0),
-                prompt_tokens=int(row.get("promptTokens") or 0),
-                completion_tokens=int(row.get("completionTokens") or 0),
-                cost_usd=float(row.get("costUsd") or 0.0),
-                cost_per_million_tokens=price.get(row["name"], 0.0),
+                name=row.name,
+                accuracy=float(row.accuracy or 0.0),
+                samples=int(row.samples or 0),
+                correct=int(row.correct or 0),
+                prompt_tokens=int(row.prompt_tokens or 0),
+                completion_tokens=int(row.completion_tokens or 0),
+                cost_usd=float(row.cost_usd or 0.0),
+                cost_per_million_tokens=price.get(row.name, 0.0),
             )
         )
     return out

@@ -114,8 +114,10 @@ def _evaluation(name: str, cost_per_million: float, run: RunStatus) -> TeacherEv
 
 def evaluate_teachers_step(ctx: Context) -> Stage | None:
     spec = ctx.spec
-    if ctx.status.get("teacher", {}).get("selected") and c.is_true(
-        ctx.status.get("conditions"), c.TEACHER_SELECTED
+    if (
+        ctx.teacher is not None
+        and ctx.teacher.selected
+        and c.is_true(ctx.status.get("conditions"), c.TEACHER_SELECTED)
     ):
         return Stage.SELECT_STUDENT
     refused = refused_teachers(teacher_endpoints(spec.teachers), EndpointPolicy.from_env())

@@ -1,0 +1,59 @@
+"""Typed reads of the status in a step's Context: decisions come back as their status models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stratos.api.spec import DistillationJobSpec
+from stratos.controller.context import Context, MissingDecision
+from stratos.controller.machine import reconcile
+from support.jobs import NOW, conditions, job
+
+
+def context(status: dict[str, Any]) -> Context:
+    body = job()
+    return Context(body, DistillationJobSpec.model_validate(body["spec"]), status, 1, NOW, [], None)
+
+
+def test_the_chosen_server_reads_typed_from_the_status_block() -> None:
+    ctx = context(
+        {
+            "server": {
+                "node": "n1",
+                "hourlyCost": 2.5,
+                "gpu": {"model": "H100", "count": 2, "memoryGib": 80},
+            },
+            "cost": {"spentUsd": 1.25},
+        }
+    )
+    server = ctx.chosen_server()
+    assert (server.node, server.hourly_cost, server.gpu_model, server.gpu_count, server.gpu_memory_gib) == (
+        "n1",
+        2.5,
+        "H100",
+        2,
+        80.0,
+    )
+    assert ctx.spent_usd == 1.25
+    assert ctx.status["server"]["gpu"]["memoryGib"] == 80  # reading changes nothing in the status
+
+
+def test_a_decision_an_earlier_stage_did_not_record_is_named_when_read() -> None:
+    ctx = context({"server": {"node": "n1"}})
+    assert ctx.chosen_server().node == "n1"
+    with pytest.raises(MissingDecision, match=r"status\.server\.hourlyCost"):
+        _ = ctx.chosen_server().hourly_cost
+    with pytest.raises(MissingDecision, match=r"status\.teacher\.selected"):
+        ctx.selected_teacher()
+    assert ctx.spent_usd == 0.0
+
+
+def test_a_step_missing_a_decision_reports_it_as_the_reconcile_error() -> None:
+    body = job()
+    body["status"] = {"stage": "Train", "student": {"selected": "tiny"}}
+    outcome = reconcile(body, nodes=[], executor=None, now=NOW)
+    error = conditions(outcome.status)["ReconcileError"]
+    assert error["reason"] == "MissingDecision"
+    assert "status.server is not set" in error["message"]
