@@ -123,6 +123,45 @@ def test_default_security_has_no_fixed_user_and_meets_restricted() -> None:
     assert ctx["capabilities"] == {"drop": ["ALL"]} and ctx["runAsNonRoot"] is True
 
 
+def test_stage_resources_fit_a_16_gib_gpu_node_and_the_chart_replaces_them() -> None:
+    def resources(run: StageRun, cfg: OperatorConfig) -> dict[str, Any]:
+        found: dict[str, Any] = pod_of(manifest(job(), run, cfg))["containers"][0]["resources"]
+        return found
+
+    plain = OperatorConfig(default_claim="d")
+    # Built in: a model stage asks for 8Gi (a 16 GiB node, e.g. g4dn.xlarge, can give it) and its GPUs.
+    assert resources(TRAIN, plain) == {
+        "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
+        "limits": {"nvidia.com/gpu": "1"},
+    }
+    assert resources(SYNTH, plain) == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"memory": "4Gi"},
+    }
+    chart = pod_defaults(
+        json.dumps(
+            {
+                "modelStageResources": {
+                    "requests": {"cpu": "4", "memory": "48Gi"},
+                    "limits": {"memory": "60Gi"},
+                },
+                "callStageResources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+            }
+        )
+    )
+    cfg = OperatorConfig(default_claim="d", pod_defaults=chart)
+    two_gpus = StageRun("train", "stratos.workloads.train", {}, candidate="tiny", node="gpu-1", gpus=2)
+    assert resources(two_gpus, cfg) == {
+        "requests": {"cpu": "4", "memory": "48Gi", "nvidia.com/gpu": "2"},
+        "limits": {"memory": "60Gi", "nvidia.com/gpu": "2"},
+    }
+    assert resources(SYNTH, cfg) == {"requests": {"cpu": "100m", "memory": "256Mi"}}
+    # The chart's empty maps (its defaults) mean the built-in resources.
+    unset = {"requests": {}, "limits": {}}
+    empty = pod_defaults(json.dumps({"modelStageResources": unset, "callStageResources": {}}))
+    assert resources(TRAIN, OperatorConfig(default_claim="d", pod_defaults=empty)) == resources(TRAIN, plain)
+
+
 def test_chart_security_contexts_replace_the_defaults() -> None:
     defaults = PodDefaults(
         pod_security_context={"runAsNonRoot": True, "fsGroup": 65532},

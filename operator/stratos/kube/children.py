@@ -13,6 +13,7 @@ data to each other through it, so there is never a per-pod scratch volume in its
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -68,19 +69,40 @@ def stage_configmap(body: Mapping[str, Any], run: StageRun) -> dict[str, Any]:
     }
 
 
+#: Built-in requests of a stage that loads a model (probes, training, evaluation): host memory to load
+#: and save checkpoints, and no memory limit, since a real student's shards pass through host memory
+#: and the node is this job's anyway. 8Gi so that it schedules on 16 GiB GPU nodes (e.g. g4dn.xlarge,
+#: g6.xlarge); the chart's stagePods.modelStageResources replaces it.
+MODEL_STAGE_RESOURCES: dict[str, Any] = {"requests": {"cpu": "2", "memory": "8Gi"}}
+#: Built-in resources of a stage that only calls teachers (network-bound).
+CALL_STAGE_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "500m", "memory": "1Gi"},
+    "limits": {"memory": "4Gi"},
+}
+
+
+def _given(resources: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The chart's resources when it names any (its default, empty requests and limits, names none)."""
+    return resources if resources and any(resources.values()) else None
+
+
+def stage_resources(run: StageRun, cfg: OperatorConfig) -> dict[str, Any]:
+    """A stage container's resources: the chart's or the built-in ones for its kind, plus its GPUs."""
+    defaults = cfg.pod_defaults
+    if not run.gpus:
+        return copy.deepcopy(_given(defaults.call_stage_resources) or CALL_STAGE_RESOURCES)
+    resources = copy.deepcopy(_given(defaults.model_stage_resources) or MODEL_STAGE_RESOURCES)
+    gpus = {GPU_RESOURCE: str(run.gpus)}
+    resources["requests"] = {**(resources.get("requests") or {}), **gpus}
+    resources["limits"] = {**(resources.get("limits") or {}), **gpus}
+    return resources
+
+
 def stage_job(
     body: Mapping[str, Any], spec: DistillationJobSpec, run: StageRun, cfg: OperatorConfig
 ) -> dict[str, Any]:
     name, labels = stage_name(body, run), stage_labels(body, run)
-    if run.gpus:
-        # Model stages: host memory to load and save checkpoints, and every GPU asked for. No memory
-        # limit: a real student's shards pass through host memory, and the node is this job's anyway.
-        resources: dict[str, Any] = {
-            "requests": {"cpu": "2", "memory": "16Gi", GPU_RESOURCE: str(run.gpus)},
-            "limits": {GPU_RESOURCE: str(run.gpus)},
-        }
-    else:  # teacher calls and data synthesis: network-bound
-        resources = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
+    resources = stage_resources(run, cfg)
     container: dict[str, Any] = {
         "name": "stage",
         "image": cfg.worker_image,

@@ -22,6 +22,16 @@ class PodDefaults(PodOptions):
 
     pod_security_context: dict[str, Any] | None = Field(None, description="Pod securityContext.")
     container_security_context: dict[str, Any] | None = Field(None, description="Container securityContext.")
+    model_stage_resources: dict[str, Any] | None = Field(
+        None,
+        description="Resources of the stages that load a model (probes, training, evaluation) in place of "
+        "the built-in requests; the GPUs the job's node decision asks for are added to them.",
+    )
+    call_stage_resources: dict[str, Any] | None = Field(
+        None,
+        description="Resources of the stages that call teachers (teacher evaluation, synthesis, vocabulary "
+        "check) in place of the built-in ones.",
+    )
 
 
 def pod_defaults(text: str) -> PodDefaults:
