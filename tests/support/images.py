@@ -97,7 +97,24 @@ def _save(ref: str, name: str, key: str) -> Image:
         tmp.unlink(missing_ok=True)
         podman("save", "--format", "oci-archive", "-o", str(tmp), ref)
         tmp.rename(archive)
+        _prune(name, key)
     return Image(ref, archive)
+
+
+def _prune(name: str, key: str) -> None:
+    """Drop the archives and podman images of this name's earlier keys, and the layers only they used:
+    every change of the source makes a new worker image of several GB, and a cache kept across CI runs
+    must not grow with each of them."""
+    for old in cache_dir().glob(f"{name}-*.tar"):
+        if old.name != f"{name}-{key}.tar":
+            old.unlink(missing_ok=True)
+    repo = f"localhost/stratos-{name}"
+    for ref in podman(
+        "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={repo}"
+    ).split():
+        if ref != f"{repo}:{key}":
+            podman("rmi", "--force", ref)
+    podman("image", "prune", "--force")
 
 
 def base_image() -> str:
