@@ -412,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     over = {k: v for k, v in given.items() if v is not None}
     s = replace(s, **over)
     rev = revision()
-    if args.out is None and rev.endswith("+dirty"):
+    if args.out is None and (rev.endswith("+dirty") or _script_dirty()):
         print(f"refusing to write benchmarks/results from a dirty tree ({rev}): commit, or pass --out DIR")
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -429,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(summary)
     report = {
         "settings": asdict(s),
-        "mode": "tiny" if args.tiny else ("scale" if args.scale > 1 else "default"),
+        "mode": _mode(args.tiny, args.scale, over),
         "device": _device(),
         "wallSeconds": round(time.monotonic() - began, 1),
         "machine": machine(),
@@ -438,6 +438,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_json(NAME + ("-tiny" if args.tiny else ""), report, out_dir=args.out)
     print(f"\nwrote {path} ({report['wallSeconds']:.0f} s)")
     return 0
+
+
+def _mode(tiny: bool, scale: int, over: dict[str, Any]) -> str:
+    """What size ran: ``tiny``, ``scale``, ``default``, or ``reduced`` when a size setting was overridden
+    (``--workers`` changes no figure)."""
+    if tiny:
+        return "tiny"
+    size = sorted(k for k in over if k != "workers")
+    base = "scale" if scale > 1 else "default"
+    return f"reduced ({', '.join(size)} overridden)" if size else base
+
+
+def _script_dirty() -> bool:
+    """Whether this script itself has uncommitted changes (``revision`` looks at operator/ only)."""
+    import subprocess
+
+    here = Path(__file__).resolve()
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--", here.name],
+            cwd=here.parent, capture_output=True, text=True, timeout=10,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return True
+    return bool(out.strip())
 
 
 def _device() -> str:

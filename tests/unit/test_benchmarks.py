@@ -211,3 +211,26 @@ def test_distillation_quality_data_is_verified_and_held_out() -> None:
     sample = task.load("train")[0]
     text = dq.rationale(sample, task)  # the programmatic teacher's reverse reasoning
     assert text.startswith("Step 1") and text.rstrip(".").endswith(sample.answer)
+
+
+def test_distillation_quality_labels_overridden_sizes_and_refuses_a_dirty_tree(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import distillation_quality as dq
+
+    assert dq._mode(False, 1, {}) == "default"
+    assert dq._mode(False, 1, {"workers": 4}) == "default"  # parallelism changes no figure
+    assert dq._mode(False, 4, {}) == "scale"
+    assert dq._mode(True, 1, {"seeds": 1}) == "tiny"
+    assert dq._mode(False, 1, {"test": 200, "seeds": 3, "workers": 2}) == "reduced (seeds, test overridden)"
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the benchmark ran from a dirty tree")
+
+    monkeypatch.setattr(dq, "run", must_not_run)
+    monkeypatch.setattr(dq, "revision", lambda: "abc1234+dirty")
+    assert dq.main(["--tiny"]) == 2
+    assert "refusing" in capsys.readouterr().out
+    monkeypatch.setattr(dq, "revision", lambda: "abc1234")
+    monkeypatch.setattr(dq, "_script_dirty", lambda: True)  # the script itself changed, operator/ did not
+    assert dq.main(["--tiny"]) == 2
