@@ -562,6 +562,21 @@ class ControlPlane:
         path.chmod(0o600)
 
 
+def stop_group(proc: subprocess.Popen[Any] | None, grace: float = 15.0) -> None:
+    """Stops a process started in its own session and everything it started: SIGTERM to the group,
+    SIGKILL after ``grace`` seconds. Nothing to do for a process already gone."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=max(grace, 0.1))
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def wait_for(
     predicate: Callable[[], Any],
     *,

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -43,7 +42,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from support.controlplane import die_with_parent, rest
+from support.controlplane import die_with_parent, rest, stop_group
 
 log = logging.getLogger(__name__)
 
@@ -794,17 +793,7 @@ class FakeKubelet:
         return raw.decode(errors="replace")
 
     def _kill(self, run: PodRun, *, grace: float) -> None:
-        proc = run.process
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=max(grace, 0.1))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(run.process, grace)
 
     def _delete(self, pod: Mapping[str, Any], run: PodRun | None) -> None:
         """Graceful deletion: stop the process, report it terminated, confirm with a zero-grace

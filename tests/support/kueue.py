@@ -18,9 +18,7 @@ uses the storage version v1beta2.
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
-import signal
 import subprocess
 import threading
 from collections.abc import Mapping
@@ -29,7 +27,15 @@ from typing import Any
 
 import yaml
 
-from support.controlplane import ControlPlane, ControlPlaneError, die_with_parent, free_port, rest, wait_for
+from support.controlplane import (
+    ControlPlane,
+    ControlPlaneError,
+    die_with_parent,
+    free_port,
+    rest,
+    stop_group,
+    wait_for,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tests" / "kueue" / "build.sh"
@@ -196,16 +202,7 @@ class KueueController:
     def stop(self) -> None:
         self._stop.set()
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -18,14 +18,13 @@ import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import weakref
 from pathlib import Path
 from typing import Any
 
-from support.controlplane import ControlPlane, free_port, rest, wait_for
+from support.controlplane import ControlPlane, free_port, rest, stop_group, wait_for
 from support.hoststate import HostState, cgroup_v1_hierarchies, run, write_sysctl
 
 #: The kubelet's device-plugin directory: compiled into the kubelet, not configurable.
@@ -174,16 +173,7 @@ class RealNode:
 
     def _stop_process(self, name: str) -> None:
         proc = self._procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
     def run_container(
         self, image: str, *command: str, name: str = "probe", tmp: bool = False
