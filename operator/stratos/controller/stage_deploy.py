@@ -63,7 +63,7 @@ def charge_serving(ctx: Context, *, final: bool = False) -> None:
     since = cost.get("servingChargedUntil")
     if since is None:
         if not final:
-            cost["servingChargedUntil"] = _stamp(ctx.now)
+            cost["servingChargedUntil"] = c.now_rfc3339(ctx.now)
         return
     seconds = budget.serving_charge(
         datetime.fromisoformat(str(since).replace("Z", "+00:00")), ctx.now, final=final
@@ -80,7 +80,7 @@ def charge_serving(ctx: Context, *, final: bool = False) -> None:
     if final:
         cost.pop("servingChargedUntil", None)
     else:
-        cost["servingChargedUntil"] = _stamp(ctx.now)
+        cost["servingChargedUntil"] = c.now_rfc3339(ctx.now)
     limit, after = ctx.spec.requirements.budget, float(cost.get("spentUsd") or 0.0)
     if limit is not None and budget.crossed(limit, before, after):
         message = (
@@ -89,10 +89,6 @@ def charge_serving(ctx: Context, *, final: bool = False) -> None:
             "stop it)"
         )
         ctx.events.append(Event("Warning", "BudgetExceeded", message))
-
-
-def _stamp(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def deploy_step(ctx: Context) -> Stage | None:

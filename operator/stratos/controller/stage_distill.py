@@ -245,7 +245,7 @@ def train_step(ctx: Context) -> Stage | None:
     if (over := refuse_over_budget(ctx, estimate, c.TRAINED)) is not None:
         return over
     # maxTrainingTime counts from this student's first training attempt, whichever pod is training.
-    started_at = (training.student == student.name and training.started_at) or _stamp(ctx)
+    started_at = (training.student == student.name and training.started_at) or c.now_rfc3339(ctx.now)
     dist = spec.distillation
     config = {
         "algorithm": need(ctx.strategy.algorithm if ctx.strategy else None, "status.strategy.algorithm"),
@@ -317,10 +317,6 @@ def evaluation_estimate(ctx: Context, student: StudentSpec, max_new_tokens: int)
         tokens_per_second=rate,
         hourly_cost=server.hourly_cost,
     )
-
-
-def _stamp(ctx: Context) -> str:
-    return ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def evaluate_step(ctx: Context) -> Stage | None:
