@@ -404,3 +404,28 @@ def test_the_budget_caps_synthesis_inside_the_workload_and_keeps_what_was_writte
         proc, second = run(tmp_path, again, targetSamples=40, augment="none", budgetUsd=1e-9)
     assert proc.returncode == 0 and second["stoppedEarly"] == "budget" and again.chat_requests == []
     assert second["kept"] == result["kept"] and asked > 0
+
+
+def test_answer_line_targets_ask_the_teacher_nothing_and_keep_every_verified_question(tmp_path, monkeypatch):
+    """``completion: answer``: the rows end in the known (real) or solver's (synthetic) answer line alone;
+    no reasoning is asked of the teacher, so nothing is rejected for the teacher's mistakes and nothing
+    is spent; the data is other data than a reasoning run's (its header differs)."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    task = build_task(TaskSpec.model_validate(MAHJONG))
+    real = select_real(task.load("train"), limit=20, seed=0)
+    with FakeOpenAI(samples=real, model="weak", correct_ids=set(), require_key=KEY) as fake:
+        knobs = {"maxRealSamples": 20, "targetSamples": 32, "attempts": 1, "completion": "answer"}
+        proc, result = run(tmp_path, fake, **knobs)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert fake.chat_requests == []
+        assert (result["kept"], result["real"], result["synthetic"]) == (32, 20, 12)
+        assert result["costUsd"] == 0 and result["requests"] == 0
+        assert "answer targets" in proc.stdout
+        rows = rows_of(result)
+        for row in rows:
+            hand = parse_tiles(row["messages"][1]["content"].split("\n", 1)[0])
+            assert row["answer"] == canonical_answer(winning_tiles(hand))
+            assert row["messages"][2]["content"] == f"The answer is {row['answer']}."
+        check_trl_shape(rows, result["datasetPath"])
+        header = json.loads((tmp_path / "out" / "synthesize" / "state.jsonl").read_text().splitlines()[0])
+        assert header["header"]["completion"] == "answer"

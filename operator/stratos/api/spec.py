@@ -370,6 +370,15 @@ class DistillationSpec(ApiModel):
     target_samples: int = Field(
         10000, ge=1, le=10_000_000, description="Training examples to synthesise (real plus synthetic)."
     )
+    completion: Literal["reasoning", "answer"] = Field(
+        "reasoning",
+        description="What the student is trained to write. reasoning: the teacher's reasoning (its chain of "
+        "thought under alignment, its reverse reasoning from the known answer under injection) before the "
+        "answer line. answer: the verified answer line alone; the teacher is asked for no reasoning, so the "
+        "examples are the real questions with their known answers plus the verified synthetic ones (which "
+        "the teacher still writes when synthesis.augment is teacher). A small student learns exact answers "
+        "sooner from answer lines: each example costs it a fraction of the tokens.",
+    )
     epochs: int = Field(1, ge=1, le=100, description="Passes over the training data.")
     sequence_length: int = Field(1024, ge=64, le=131072, description="Longest training sequence, tokens.")
     micro_batch_size: int = Field(4, ge=1, le=1024, description="Sequences per GPU per step.")

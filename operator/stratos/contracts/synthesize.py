@@ -43,6 +43,9 @@ class SynthesizeConfig(WorkloadConfig):
     #: Temperature of the verifier's independent answer (greedy by default: its most likely answer).
     verifier_temperature: float = Field(0.0, ge=0, le=2)
     augment: Augment = "auto"
+    #: ``answer``: rows end in the verified answer line alone and the teacher is asked for no reasoning
+    #: (it still writes questions under ``augment: teacher``); ``reasoning``: the teacher's trace first.
+    completion: Literal["reasoning", "answer"] = "reasoning"
     #: At most ``ceil(candidateFactor * targetSamples)`` synthetic candidates are tried, so a teacher
     #: whose candidates are all rejected cannot spend without bound.
     candidate_factor: float = Field(4.0, ge=0, le=1000)

@@ -72,6 +72,7 @@ def synthesize_config(ctx: Context) -> tuple[dict[str, Any], tuple[SecretEnv, ..
         target_samples=spec.distillation.target_samples,
         seed=spec.task.seed,
         augment=synthesis.augment,
+        completion=spec.distillation.completion,
         data_root=ctx.data_root,
         output_dir=ctx.job_dir,
     )
@@ -135,6 +136,8 @@ def synthesize_step(ctx: Context) -> Stage | None:
     message = (
         f"{r.kept} examples ({r.real} real, {r.synthetic} synthetic) by {r.strategy}; rejected: {rejected}"
     )
+    if spec.distillation.completion == "answer":
+        message += "; targets: the verified answer lines alone (completion: answer)"
     if r.stopped_early == "budget":
         message += f"; stopped at the budget ({r.cost_usd:.2f} USD spent on synthesis)"
     ctx.condition(c.DATA_READY, c.TRUE, "DataSynthesized", message, event="Normal")
@@ -155,8 +158,12 @@ def synthesis_estimate(ctx: Context) -> budget.Estimate:
         completion_tokens=int(row.completion_tokens or 0),
         cost_per_million_tokens=price,
     )
+    distillation = ctx.spec.distillation
+    if distillation.completion == "answer" and distillation.synthesis.augment in ("mutate", "none"):
+        basis = "answer lines from known and solver-made answers: no teacher request"
+        return budget.Estimate("synthesis", 0.0, basis)
     return budget.synthesis(
-        ctx.spec.distillation.target_samples,
+        distillation.target_samples,
         tokens_per_answer=evaluation.tokens_per_answer,
         answer_yield=evaluation.answer_yield,
         price=price,

@@ -26,6 +26,7 @@ from stratos.controller.context import Event
 from stratos.controller.machine import reconcile
 from stratos.controller.stages import Stage, parse_stage
 from stratos.local.executor import LocalExecutor
+from stratos.local.teacher import DEFAULT_ACCURACY
 
 TERMINAL_PHASES = {"Serving", "Failed"}
 
@@ -40,7 +41,7 @@ class RunOptions:
     nodes: list[dict[str, Any]]
     workdir: Path
     programmatic_teacher: bool = False
-    teacher_accuracy: float = 0.1
+    teacher_accuracy: float = DEFAULT_ACCURACY
     tiny_students: bool = False
     interval: float = 0.5
 

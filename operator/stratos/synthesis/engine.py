@@ -154,9 +154,12 @@ class Engine:
         verifier_temperature: float,
         seed: int,
         window: int,
+        reasoning: bool = True,
     ) -> None:
         self.task = task
         self.reverse = strategy == "injection"
+        #: False: examples end in the verified answer line alone; no trace is asked of the teacher.
+        self.reasoning = reasoning
         self.mode = mode
         self.teacher = teacher
         self.verifier = verifier
@@ -193,7 +196,10 @@ class Engine:
         return self.temperature
 
     async def traces(self, sample: Sample, tally: Tally) -> tuple[str | None, str | None]:
-        """Rejection sampling: (reasoning, None) for the first acceptable trace, else (None, reason)."""
+        """Rejection sampling: (reasoning, None) for the first acceptable trace, else (None, reason).
+        Without reasoning the answer is the known one: ("", None), and the teacher is not asked."""
+        if not self.reasoning:
+            return "", None
         reason = NO_ANSWER
         for attempt in range(self.attempts):
             messages = self.task.reverse_messages(sample) if self.reverse else self.task.messages(sample)
@@ -272,7 +278,7 @@ class Engine:
             return decision
         self.seen.add(decision.key)
         decision.reason = await self.check_written(candidate, body, tally)
-        decision.reasoning = body
+        decision.reasoning = body if self.reasoning else ""
         return decision
 
     async def check_written(self, candidate: Sample, body: str, tally: Tally) -> str | None:

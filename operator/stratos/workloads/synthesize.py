@@ -119,15 +119,18 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
         "augment": mode,
         "teacher": config.teacher.model,
     }
+    if config.completion == "answer":  # rows without the teacher's reasoning: other data
+        header["completion"] = "answer"
     with Store(config.output_dir, header) as store:
         totals = store.totals
         resumed = len(totals.decided)
         todo = [s for s in real if s.id not in totals.decided]
         log.info(
-            "synthesize: %s with %s augmentation, target %d: %d real questions (%d still to ask), "
-            "%d items decided by earlier runs",
+            "synthesize: %s with %s augmentation, %s targets, target %d: %d real questions (%d still to "
+            "ask), %d items decided by earlier runs",
             config.strategy,
             mode,
+            config.completion,
             config.target_samples,
             len(real),
             len(todo),
@@ -193,6 +196,7 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
                 verifier_temperature=config.verifier_temperature,
                 seed=seed,
                 window=2 * concurrency,
+                reasoning=config.completion == "reasoning",
             )
             stopped = None
             if budget is not None and totals.cost_usd >= budget:
