@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from stratos.api.spec import DistillationJobSpec
+from stratos.api.status import DistillationJobStatus
 from stratos.controller.context import Context, MissingDecision
 from stratos.controller.machine import reconcile
 from support.jobs import NOW, conditions, job
@@ -14,7 +15,8 @@ from support.jobs import NOW, conditions, job
 
 def context(status: dict[str, Any]) -> Context:
     body = job()
-    return Context(body, DistillationJobSpec.model_validate(body["spec"]), status, 1, NOW, [], None)
+    spec = DistillationJobSpec.model_validate(body["spec"])
+    return Context(body, spec, DistillationJobStatus.read(status), 1, NOW, [], None)
 
 
 def test_the_chosen_server_reads_typed_from_the_status_block() -> None:
@@ -37,7 +39,7 @@ def test_the_chosen_server_reads_typed_from_the_status_block() -> None:
         80.0,
     )
     assert ctx.spent_usd == 1.25
-    assert ctx.status["server"]["gpu"]["memoryGib"] == 80  # reading changes nothing in the status
+    assert ctx.status.written()["server"]["gpu"]["memoryGib"] == 80  # reading changes nothing in the status
 
 
 def test_a_decision_an_earlier_stage_did_not_record_is_named_when_read() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 # Condition types, in pipeline order. ``Ready`` rolls the whole pipeline up.
 SERVER_SELECTED = "ServerSelected"
@@ -25,6 +25,16 @@ SUSPENDED = "Suspended"
 RECONCILE_ERROR = "ReconcileError"
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+ConditionStatus = Literal["True", "False", "Unknown"]
+#: The longest condition message metav1.Condition allows.
+MAX_MESSAGE = 32768
+
+
+def condition_status(status: str) -> ConditionStatus:
+    """``status`` checked to be one of True, False and Unknown."""
+    if status in (TRUE, FALSE, UNKNOWN):
+        return cast(ConditionStatus, status)
+    raise ValueError(f"condition status must be True, False or Unknown, not {status!r}")
 
 
 def now_rfc3339(now: datetime | None = None) -> str:
@@ -86,7 +96,7 @@ def _condition(
         "type": ctype,
         "status": status,
         "reason": reason,
-        "message": message[:32768],
+        "message": message[:MAX_MESSAGE],
         "lastTransitionTime": transition,
     }
     if generation is not None:

@@ -114,11 +114,7 @@ def _evaluation(name: str, cost_per_million: float, run: RunStatus) -> TeacherEv
 
 def evaluate_teachers_step(ctx: Context) -> Stage | None:
     spec = ctx.spec
-    if (
-        ctx.teacher is not None
-        and ctx.teacher.selected
-        and c.is_true(ctx.status.get("conditions"), c.TEACHER_SELECTED)
-    ):
+    if ctx.teacher is not None and ctx.teacher.selected and ctx.status.is_true(c.TEACHER_SELECTED):
         return Stage.SELECT_STUDENT
     refused = refused_teachers(teacher_endpoints(spec.teachers), EndpointPolicy.from_env())
     if refused:
@@ -154,7 +150,7 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
     by = "expected" if spec.servers.rule == "joint" else "price"
     choice = select_teacher(evals, min_accuracy=spec.requirements.min_accuracy, by=by)
     ctx.timings["teacher"] = perf_counter() - started
-    ctx.status["teacher"] = TeacherDecision(
+    ctx.status.teacher = TeacherDecision(
         selected=choice.selected,
         reason=choice.reason,
         candidates=[
@@ -171,7 +167,7 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
             )
             for v in choice.candidates
         ],
-    ).to_api()
+    )
     for t in spec.teachers:  # what every evaluation used, a failed one's too when it says
         r = TeacherEvalResult.read(runs[t.name].result)
         tokens = r.prompt_tokens + r.completion_tokens
@@ -192,9 +188,9 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
     except StrategyError as err:
         return fail(ctx, "InvalidSpec", f"spec.distillation: {err}")
     ctx.timings["strategy"] = perf_counter() - started
-    ctx.status["strategy"] = StrategyDecision(
+    ctx.status.strategy = StrategyDecision(
         selected=strategy.selected, algorithm=strategy.algorithm, reason=strategy.reason
-    ).to_api()
+    )
     message = f"{strategy.selected} with {strategy.algorithm}: {strategy.reason}"
     ctx.events.append(Event("Normal", "StrategySelected", message))
     return Stage.SELECT_STUDENT
