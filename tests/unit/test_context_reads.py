@@ -8,7 +8,7 @@ import pytest
 
 from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import DistillationJobStatus
-from stratos.controller.context import Context, MissingDecision
+from stratos.controller.context import Context, MissingDecision, PlanOnly
 from stratos.controller.machine import reconcile
 from support.jobs import NOW, conditions, job
 
@@ -16,7 +16,7 @@ from support.jobs import NOW, conditions, job
 def context(status: dict[str, Any]) -> Context:
     body = job()
     spec = DistillationJobSpec.model_validate(body["spec"])
-    return Context(body, spec, DistillationJobStatus.read(status), 1, NOW, [], None)
+    return Context(body, spec, DistillationJobStatus.read(status), 1, NOW, [], PlanOnly())
 
 
 def test_the_chosen_server_reads_typed_from_the_status_block() -> None:

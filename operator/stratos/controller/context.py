@@ -130,8 +130,9 @@ class Executor(Protocol):
         """Stop every running stage run of this job (suspend); finished runs keep their results."""
         ...
 
-    def ensure_endpoint(self, request: EndpointRequest, spec: DistillationJobSpec) -> EndpointState:
-        """Create or update the serving endpoint to match ``spec.serving``, and report its state."""
+    def ensure_endpoint(self, request: EndpointRequest, spec: DistillationJobSpec) -> EndpointState | None:
+        """Create or update the serving endpoint to match ``spec.serving``, and report its state; None
+        from an executor that serves nothing (``PlanOnly``)."""
         ...
 
     def remove_endpoint(self) -> None:
@@ -141,6 +142,37 @@ class Executor(Protocol):
     def probe_endpoint(self, url: str, model: str) -> ProbeOutcome:
         """Measure latency and tokens/s with a few short chat completions."""
         ...
+
+
+class PlanOnly:
+    """The executor of a reconcile that only plans (``stratos plan``, ``kubectl stratos plan``): it
+    starts no stage program and no endpoint, so every run waits and the decisions that need none are
+    made. Files would be under the pods' storage path."""
+
+    #: Why a run does not start here.
+    WAITING = "no executor: stage programs cannot be started here"
+
+    @property
+    def storage_root(self) -> str:
+        return STORAGE_DIR
+
+    def storage_error(self, spec: DistillationJobSpec) -> str | None:
+        return None
+
+    def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
+        return RunStatus("Pending", message=self.WAITING)
+
+    def cancel_runs(self) -> None:
+        return None
+
+    def ensure_endpoint(self, request: EndpointRequest, spec: DistillationJobSpec) -> EndpointState | None:
+        return None
+
+    def remove_endpoint(self) -> None:
+        return None
+
+    def probe_endpoint(self, url: str, model: str) -> ProbeOutcome:
+        return ProbeOutcome(ok=False, error="no executor: nothing is served here")
 
 
 @dataclass
@@ -154,7 +186,7 @@ class Context:
     generation: int | None
     now: datetime
     nodes: Sequence[Mapping[str, Any]]
-    executor: Executor | None
+    executor: Executor
     events: list[Event] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     # False while the caller's node list is still loading (an operator that just started): decisions
@@ -168,7 +200,7 @@ class Context:
     @property
     def data_root(self) -> str:
         """Root that relative dataset paths resolve against: the storage mount."""
-        return self.executor.storage_root if self.executor else STORAGE_DIR
+        return self.executor.storage_root
 
     @property
     def job_dir(self) -> str:
@@ -306,8 +338,6 @@ class Context:
         self._set_cost(cost)
 
     def run(self, run: StageRun) -> RunStatus:
-        if self.executor is None:
-            return RunStatus("Pending", message="no executor: stage programs cannot be started here")
         return self.executor.ensure(run, self.spec)
 
     def condition(

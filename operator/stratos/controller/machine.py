@@ -22,7 +22,16 @@ from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import DistillationJobStatus
 from stratos.controller import conditions as c
 from stratos.controller import stage_deploy, stage_distill, stage_server, stage_students, stage_teachers
-from stratos.controller.context import Context, Event, Executor, SpecProblem, Step, fail, over_budget
+from stratos.controller.context import (
+    Context,
+    Event,
+    Executor,
+    PlanOnly,
+    SpecProblem,
+    Step,
+    fail,
+    over_budget,
+)
 from stratos.controller.stages import PHASE, Stage, parse_stage
 from stratos.controller.status_patch import prune_none
 
@@ -79,7 +88,15 @@ def reconcile(
         return errored(stored, generation, now, "reading the status", err)
 
     ctx = Context(
-        body, spec, status, generation, now, nodes or [], executor, events, nodes_known=nodes is not None
+        body,
+        spec,
+        status,
+        generation,
+        now,
+        nodes or [],
+        PlanOnly() if executor is None else executor,
+        events,
+        nodes_known=nodes is not None,
     )
     stage = parse_stage(status.stage)
     failed_reason = _failed_reason(status) if stage is Stage.FAILED else None
@@ -88,7 +105,7 @@ def reconcile(
     restartable = failed_reason == STORAGE_UNSET or (
         failed_reason == "InvalidSpec" and _failed_generation(status) != generation
     )
-    storage_error = executor.storage_error(spec) if executor is not None else None
+    storage_error = ctx.executor.storage_error(spec)
     if storage_error and (restartable or stage not in (Stage.FAILED, Stage.SUCCEEDED)):
         # Stages hand files to each other through the storage: without it nothing can work.
         status.stage = fail(ctx, STORAGE_UNSET, storage_error).value
@@ -104,8 +121,7 @@ def reconcile(
 
     if spec.suspend and stage not in (Stage.FAILED, Stage.SUCCEEDED):
         status.phase = "Suspended"
-        if executor is not None:
-            executor.cancel_runs()  # running stage Jobs go; their programs resume from storage later
+        ctx.executor.cancel_runs()  # running stage Jobs go; their programs resume from storage later
         ctx.condition(
             c.SUSPENDED,
             c.TRUE,

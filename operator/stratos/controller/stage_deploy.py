@@ -37,13 +37,13 @@ def endpoint_request(ctx: Context) -> EndpointRequest:
 
 
 def _ensure(ctx: Context) -> tuple[EndpointRequest, EndpointState] | None:
-    if ctx.executor is None:
-        return None
+    """The endpoint asked for and its state; None when the executor serves nothing (a plan)."""
     request = endpoint_request(ctx)
     try:
-        return request, ctx.executor.ensure_endpoint(request, ctx.spec)
+        state = ctx.executor.ensure_endpoint(request, ctx.spec)
     except ValueError as err:  # the serving plan refuses what the spec asks for (engine, resources)
         raise SpecProblem(f"cannot serve {request.model_name} with spec.serving: {err}") from err
+    return None if state is None else (request, state)
 
 
 def _usage(ctx: Context, url: str, model: str) -> str:
@@ -112,7 +112,6 @@ def deploy_step(ctx: Context) -> Stage | None:
         ctx.status.endpoint = EndpointStatus(model=request.model_name, engine=request.engine, ready=False)
         ctx.condition(c.READY, c.UNKNOWN, "Deploying", state.message or "waiting for the endpoint")
         return None
-    assert ctx.executor is not None
     probe = ctx.executor.probe_endpoint(state.url, request.model_name)
     ctx.status.endpoint = EndpointStatus(
         url=state.url,
@@ -135,8 +134,7 @@ def deploy_step(ctx: Context) -> Stage | None:
 
 def serving_step(ctx: Context) -> Stage | None:
     if not ctx.spec.serving.enabled:
-        if ctx.executor is not None:
-            ctx.executor.remove_endpoint()
+        ctx.executor.remove_endpoint()
         charge_serving(ctx, final=True)
         ctx.status.endpoint = None
         ctx.events.append(

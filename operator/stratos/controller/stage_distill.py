@@ -233,8 +233,7 @@ def train_step(ctx: Context) -> Stage | None:
     if lost and spec.servers.node_loss_policy == "Fail":
         return fail(ctx, "NodeLost", f"while training {student.name}, {lost}")
     if lost:  # Reselect: stop what runs on the lost node; training resumes from its last checkpoint
-        if ctx.executor is not None:
-            ctx.executor.cancel_runs()
+        ctx.executor.cancel_runs()
         return reselect_server(ctx, f"while training {student.name}, {lost}")
     hours = _estimated_hours(ctx, student.name)
     estimate = budget.training(student.name, hours=hours, hourly_cost=server.hourly_cost)
