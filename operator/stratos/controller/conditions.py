@@ -3,6 +3,11 @@
 Conditions name states, not transitions (``ServerSelected``, not ``SelectingServer``). A condition's
 ``lastTransitionTime`` changes only when its ``status`` changes, so re-writing the same verdict on every
 reconcile does not look like a flapping object in ``kubectl describe``.
+
+Owns the condition types and the rule. Steps set conditions through ``Context.condition``, on the status
+model (``DistillationJobStatus.set_condition``); the dict functions here serve what must work on a
+status as stored, even one that does not read as the model: the ReconcileError and InvalidSpec outcomes
+of the machine, the operator's own error path, and tests reading an outcome.
 """
 
 from __future__ import annotations
