@@ -233,14 +233,16 @@ def _run(ctx: Context) -> BaseException | None:
                 c.SERVER_SELECTED, c.UNKNOWN, "LoadingNodes", "waiting for the operator's list of Nodes"
             )
             return None
-        before, announced = status.model_copy(deep=True), len(ctx.events)
+        # What was written before the step: a failing step is rolled back to it (dumping is cheaper
+        # than a deep copy of the model, and reading it back happens only when a step fails).
+        before, announced = status.written(), len(ctx.events)
         try:
             nxt = fn(ctx)
         except SpecProblem as err:
             nxt = fail(ctx, "InvalidSpec", str(err)[:2000])
         except Exception as err:  # every other failure ends as a condition, never as a silent loop
             # Keep what earlier steps decided, drop the half-done work of this one.
-            ctx.status = before
+            ctx.status = DistillationJobStatus.read(before)
             del ctx.events[announced:]
             return err
         if nxt is None or nxt is stage:
