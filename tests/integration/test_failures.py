@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from stratos.controller.executor import run_state
 from stratos.kube.config import OperatorConfig
+from stratos.kube.views import run_state
 from support.controlplane import ControlPlane, rest, wait_for
 from support.djs import apply, child, condition, events_for, get_dj
 from support.fake_openai import FakeOpenAI

@@ -7,14 +7,16 @@ from typing import Any
 import pytest
 
 from stratos.api.spec import DistillationJobSpec
-from stratos.controller.context import Context, MissingDecision
+from stratos.api.status import DistillationJobStatus, GPUInfo, ServerDecision
+from stratos.controller.context import Context, MissingDecision, PlanOnly
 from stratos.controller.machine import reconcile
 from support.jobs import NOW, conditions, job
 
 
 def context(status: dict[str, Any]) -> Context:
     body = job()
-    return Context(body, DistillationJobSpec.model_validate(body["spec"]), status, 1, NOW, [], None)
+    spec = DistillationJobSpec.model_validate(body["spec"])
+    return Context(body, spec, DistillationJobStatus.read(status), 1, NOW, [], PlanOnly())
 
 
 def test_the_chosen_server_reads_typed_from_the_status_block() -> None:
@@ -37,7 +39,7 @@ def test_the_chosen_server_reads_typed_from_the_status_block() -> None:
         80.0,
     )
     assert ctx.spent_usd == 1.25
-    assert ctx.status["server"]["gpu"]["memoryGib"] == 80  # reading changes nothing in the status
+    assert ctx.status.written()["server"]["gpu"]["memoryGib"] == 80  # reading changes nothing in the status
 
 
 def test_a_decision_an_earlier_stage_did_not_record_is_named_when_read() -> None:
@@ -57,3 +59,42 @@ def test_a_step_missing_a_decision_reports_it_as_the_reconcile_error() -> None:
     error = conditions(outcome.status)["ReconcileError"]
     assert error["reason"] == "MissingDecision"
     assert "status.server is not set" in error["message"]
+
+
+def test_a_block_built_in_code_is_written_whole_and_one_read_back_writes_only_its_keys() -> None:
+    built = ServerDecision(node="n1", gpu=GPUInfo(model="H100"))
+    assert (
+        built.written()
+        == built.to_api()
+        == {
+            "node": "n1",
+            "gpu": {"model": "H100"},
+            "cell": [],
+            "paretoCells": [],
+            "runnersUp": [],
+            "rejected": {},
+        }
+    )
+    stored = ServerDecision.read({"node": "n1", "gpu": {"model": "H100"}})
+    assert stored.written() == {"node": "n1", "gpu": {"model": "H100"}}
+    stored.hourly_cost = 2.5
+    stored.region = None
+    assert stored.written() == {"node": "n1", "gpu": {"model": "H100"}, "hourlyCost": 2.5}
+
+
+def test_keys_the_status_model_does_not_own_are_written_back_as_they_were() -> None:
+    body = job()
+    kopf = {"progress": {"stratos/reconcile": {"retries": 1}}}
+    body["status"] = {"kopf": kopf, "fromANewerVersion": [1, 2]}
+    outcome = reconcile(body, nodes=[], executor=None, now=NOW)
+    assert outcome.status["kopf"] == kopf and outcome.status["fromANewerVersion"] == [1, 2]
+    assert outcome.status["stage"] == "SelectServer" and outcome.error is None
+
+
+def test_a_stored_status_the_model_cannot_read_is_reported_and_left_as_it_was() -> None:
+    body = job()
+    body["status"] = {"stage": "Train", "server": {"node": "n1", "unknownKey": 1}}
+    outcome = reconcile(body, nodes=[], executor=None, now=NOW)
+    error = conditions(outcome.status)["ReconcileError"]
+    assert error["message"].startswith("reading the status: ValidationError")
+    assert outcome.status["server"] == {"node": "n1", "unknownKey": 1} and outcome.status["stage"] == "Train"

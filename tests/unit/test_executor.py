@@ -6,10 +6,10 @@ from typing import Any
 
 from stratos.api.spec import DistillationJobSpec
 from stratos.contracts.runs import SecretEnv, StageRun
-from stratos.controller.executor import run_state
 from stratos.kube.children import stage_configmap, stage_job
 from stratos.kube.config import OperatorConfig
 from stratos.kube.naming import child_name
+from stratos.kube.views import run_state
 from support.jobs import job
 
 
@@ -169,7 +169,7 @@ def test_endpoint_state_follows_the_serving_rollout() -> None:
 def test_a_run_that_never_starts_fails_after_the_start_timeout_with_the_pods_reason() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from stratos.controller.executor import start_deadline
+    from stratos.kube.views import start_deadline
 
     created = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
     job = {"name": "j", "created": "2026-11-22T12:00:00Z", "conditions": [], "backoffLimit": 0}

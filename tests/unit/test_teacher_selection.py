@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from stratos.contracts.runs import RunStatus
+from stratos.controller.stage_teachers import teacher_eval
 from stratos.decide.strategy import select_strategy
 from stratos.decide.teachers import TeacherEval, select_teacher
 
@@ -148,7 +150,7 @@ def test_min_accuracy_zero_everyone_qualifies():
     assert choice.selected == "a"
 
 
-def test_from_result_parses_stage_output():
+def test_a_teacher_eval_result_is_read_by_one_function():
     ok = {
         "ok": True,
         "teacher": "t",
@@ -160,16 +162,18 @@ def test_from_result_parses_stage_output():
         "costUSD": 0.00015,
         "tracesPath": "/x",
     }
-    e = TeacherEval.from_result("t", ok, cost_per_million_tokens=1.0)
+    e = teacher_eval("t", 1.0, RunStatus("Succeeded", result=ok))
     assert (e.accuracy, e.samples, e.correct, e.prompt_tokens, e.completion_tokens) == (0.3, 20, 6, 100, 50)
     assert e.cost_usd == 0.00015 and e.error is None
-    bad = TeacherEval.from_result(
+    bad = teacher_eval(
         "t",
-        {"ok": False, "error": "authentication failed", "kind": "TeacherUnavailable"},
-        cost_per_million_tokens=1,
+        1,
+        RunStatus(
+            "Failed", result={"ok": False, "error": "authentication failed", "kind": "TeacherUnavailable"}
+        ),
     )
     assert bad.error == "TeacherUnavailable: authentication failed"
-    assert TeacherEval.from_result("t", None, cost_per_million_tokens=1).error == "no result"
+    assert teacher_eval("t", 1, RunStatus("Failed", message="no result")).error == "no result"
 
 
 def test_the_joint_rule_picks_the_lowest_expected_synthesis_cost_not_the_list_price() -> None:

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from stratos.api.spec import TaskSpec
+from stratos.contracts.runs import RunStatus
+from stratos.controller.stage_teachers import teacher_eval
 from stratos.decide.strategy import select_strategy
-from stratos.decide.teachers import TeacherEval, select_teacher
+from stratos.decide.teachers import select_teacher
 from stratos.tasks import build_task, sample_for_probe
 from support.fake_openai import FakeOpenAI, count_tokens, default_render, default_wrong_answer, prompt_tokens
 
@@ -161,7 +163,7 @@ def test_teacher_eval_end_to_end_then_selection(tmp_path, teachers, task_and_sam
 
     # The decisions on these measurements, by hand:
     evals = [
-        TeacherEval.from_result(n, results[n], cost_per_million_tokens=PRICES[n]) for n in ("cheap", "strong")
+        teacher_eval(n, PRICES[n], RunStatus("Succeeded", result=results[n])) for n in ("cheap", "strong")
     ]
     # A = 0.5: only strong (90%) meets it, so it is chosen although dearer; 90% >= 50% -> alignment.
     choice = select_teacher(evals, min_accuracy=0.5)
@@ -210,7 +212,7 @@ def test_wrong_key_reports_unavailable_without_leaking(tmp_path, teachers):
     assert "authentication failed" in result["error"]
     assert wrong not in proc.stdout + proc.stderr + json.dumps(result)
     assert len(fake.chat_requests) <= 4  # the concurrent first wave at most, then fail fast
-    failed = TeacherEval.from_result("cheap", result, cost_per_million_tokens=1.0)
+    failed = teacher_eval("cheap", 1.0, RunStatus("Failed", result=result, message=result["error"]))
     assert failed.error is not None and failed.error.startswith("TeacherUnavailable: ")
 
 

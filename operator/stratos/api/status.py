@@ -8,10 +8,18 @@ a phase or a negative count fails in the controller, not as a rejected status pa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationInfo,
+    model_validator,
+)
 
 from stratos.api.base import ApiModel
 
@@ -56,10 +64,39 @@ NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
+#: Validation context of a status read back from where it is kept (the API server, the local status file).
+_STORED = "stratos.stored"
+
+
 class StatusModel(ApiModel):
-    """Base of status models: assignments are validated (the controller mutates status in place)."""
+    """Base of status models: assignments are validated (the controller mutates status in place).
+
+    What a model writes (``written()``) follows how it came to be. Built in code, a block is written
+    whole: every field counts as set, so it writes what ``to_api()`` writes (empty lists and maps
+    included, None left out). Read back with ``read()``, it writes what it was read with plus the fields
+    assigned since (pydantic adds an assigned attribute to the fields-set), never a default nobody wrote.
+    A list changed in place is not an assignment: assign a new list instead.
+    """
 
     model_config = ConfigDict(validate_assignment=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _built_whole(cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo) -> Self:
+        model = handler(data)
+        # ``data`` is the model itself on an assignment, a mapping when built or read.
+        if isinstance(data, Mapping) and not (info.context or {}).get(_STORED):
+            model.__pydantic_fields_set__ = set(type(model).model_fields)
+        return model
+
+    @classmethod
+    def read(cls, raw: Mapping[str, Any]) -> Self:
+        """The model of a stored (camelCase) block; it writes back only the keys it was read with."""
+        return cls.model_validate(raw, context={_STORED: True})
+
+    def written(self) -> dict[str, Any]:
+        """The block as it is to be stored: camelCase, JSON types, the fields set (see the class), no None."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
 
 
 class Condition(StatusModel):
@@ -461,3 +498,12 @@ class DistillationJobStatus(StatusModel):
         else:
             self.conditions = [new if c.type == type_ else c for c in self.conditions]
         return new
+
+    def is_true(self, type_: str) -> bool:
+        """Whether the condition of this type is there and True."""
+        cond = self.condition(type_)
+        return cond is not None and cond.status == "True"
+
+    def remove_condition(self, type_: str) -> None:
+        """Drop the condition of this type (the list is written even when it had none)."""
+        self.conditions = [c for c in self.conditions if c.type != type_]

@@ -3,13 +3,18 @@
 Conditions name states, not transitions (``ServerSelected``, not ``SelectingServer``). A condition's
 ``lastTransitionTime`` changes only when its ``status`` changes, so re-writing the same verdict on every
 reconcile does not look like a flapping object in ``kubectl describe``.
+
+Owns the condition types and the rule. Steps set conditions through ``Context.condition``, on the status
+model (``DistillationJobStatus.set_condition``); the dict functions here serve what must work on a
+status as stored, even one that does not read as the model: the ReconcileError and InvalidSpec outcomes
+of the machine, the operator's own error path, and tests reading an outcome.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 # Condition types, in pipeline order. ``Ready`` rolls the whole pipeline up.
 SERVER_SELECTED = "ServerSelected"
@@ -25,6 +30,16 @@ SUSPENDED = "Suspended"
 RECONCILE_ERROR = "ReconcileError"
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+ConditionStatus = Literal["True", "False", "Unknown"]
+#: The longest condition message metav1.Condition allows.
+MAX_MESSAGE = 32768
+
+
+def condition_status(status: str) -> ConditionStatus:
+    """``status`` checked to be one of True, False and Unknown."""
+    if status in (TRUE, FALSE, UNKNOWN):
+        return cast(ConditionStatus, status)
+    raise ValueError(f"condition status must be True, False or Unknown, not {status!r}")
 
 
 def now_rfc3339(now: datetime | None = None) -> str:
@@ -86,7 +101,7 @@ def _condition(
         "type": ctype,
         "status": status,
         "reason": reason,
-        "message": message[:32768],
+        "message": message[:MAX_MESSAGE],
         "lastTransitionTime": transition,
     }
     if generation is not None:

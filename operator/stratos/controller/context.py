@@ -19,6 +19,7 @@ from stratos.api.status import (
     CostCharge,
     CostEstimate,
     CostStatus,
+    DistillationJobStatus,
     EvaluationStatus,
     ServerDecision,
     StatusModel,
@@ -129,8 +130,9 @@ class Executor(Protocol):
         """Stop every running stage run of this job (suspend); finished runs keep their results."""
         ...
 
-    def ensure_endpoint(self, request: EndpointRequest, spec: DistillationJobSpec) -> EndpointState:
-        """Create or update the serving endpoint to match ``spec.serving``, and report its state."""
+    def ensure_endpoint(self, request: EndpointRequest, spec: DistillationJobSpec) -> EndpointState | None:
+        """Create or update the serving endpoint to match ``spec.serving``, and report its state; None
+        from an executor that serves nothing (``PlanOnly``)."""
         ...
 
     def remove_endpoint(self) -> None:
@@ -142,17 +144,49 @@ class Executor(Protocol):
         ...
 
 
+class PlanOnly:
+    """The executor of a reconcile that only plans (``stratos plan``, ``kubectl stratos plan``): it
+    starts no stage program and no endpoint, so every run waits and the decisions that need none are
+    made. Files would be under the pods' storage path."""
+
+    #: Why a run does not start here.
+    WAITING = "no executor: stage programs cannot be started here"
+
+    @property
+    def storage_root(self) -> str:
+        return STORAGE_DIR
+
+    def storage_error(self, spec: DistillationJobSpec) -> str | None:
+        return None
+
+    def ensure(self, run: StageRun, spec: DistillationJobSpec) -> RunStatus:
+        return RunStatus("Pending", message=self.WAITING)
+
+    def cancel_runs(self) -> None:
+        return None
+
+    def ensure_endpoint(self, request: EndpointRequest, spec: DistillationJobSpec) -> EndpointState | None:
+        return None
+
+    def remove_endpoint(self) -> None:
+        return None
+
+    def probe_endpoint(self, url: str, model: str) -> ProbeOutcome:
+        return ProbeOutcome(ok=False, error="no executor: nothing is served here")
+
+
 @dataclass
 class Context:
-    """What a stage step sees and changes. ``status`` is a working copy in API (camelCase) form."""
+    """What a stage step sees and changes. ``status`` is the working copy of the status model: read once
+    when the reconcile starts, written once in its outcome (``DistillationJobStatus.written()``)."""
 
     body: Mapping[str, Any]
     spec: DistillationJobSpec
-    status: dict[str, Any]
+    status: DistillationJobStatus
     generation: int | None
     now: datetime
     nodes: Sequence[Mapping[str, Any]]
-    executor: Executor | None
+    executor: Executor
     events: list[Event] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     # False while the caller's node list is still loading (an operator that just started): decisions
@@ -166,7 +200,7 @@ class Context:
     @property
     def data_root(self) -> str:
         """Root that relative dataset paths resolve against: the storage mount."""
-        return self.executor.storage_root if self.executor else STORAGE_DIR
+        return self.executor.storage_root
 
     @property
     def job_dir(self) -> str:
@@ -174,14 +208,14 @@ class Context:
         uid = str(self.body["metadata"].get("uid", "local"))[:8]
         return f"{self.data_root}/jobs/{self.name}-{uid}"
 
-    def _block(self, key: str, model: type[Block]) -> Block | None:
-        """``status[key]`` validated as its status model; None when absent or empty."""
-        raw = self.status.get(key)
-        return model.model_validate(raw) if raw else None
+    @staticmethod
+    def _given(block: Block | None) -> Block | None:
+        """``block``, or None when absent or empty (``{}``: nothing was written into it)."""
+        return block if block is not None and block.model_fields_set else None
 
     @property
     def server(self) -> ServerDecision | None:
-        return self._block("server", ServerDecision)
+        return self._given(self.status.server)
 
     def chosen_server(self) -> ChosenServer:
         """The chosen node (status.server); raises ``MissingDecision`` before one was chosen."""
@@ -192,7 +226,7 @@ class Context:
 
     @property
     def teacher(self) -> TeacherDecision | None:
-        return self._block("teacher", TeacherDecision)
+        return self._given(self.status.teacher)
 
     def selected_teacher(self) -> str:
         """The chosen teacher's name; raises ``MissingDecision`` before one was chosen."""
@@ -200,19 +234,19 @@ class Context:
 
     @property
     def strategy(self) -> StrategyDecision | None:
-        return self._block("strategy", StrategyDecision)
+        return self._given(self.status.strategy)
 
     @property
     def student(self) -> StudentDecision | None:
-        return self._block("student", StudentDecision)
+        return self._given(self.status.student)
 
     @property
     def training(self) -> TrainingStatus | None:
-        return self._block("training", TrainingStatus)
+        return self._given(self.status.training)
 
     @property
     def evaluation(self) -> EvaluationStatus | None:
-        return self._block("evaluation", EvaluationStatus)
+        return self._given(self.status.evaluation)
 
     @property
     def spent_usd(self) -> float:
@@ -220,16 +254,18 @@ class Context:
         return self._cost().spent_usd or 0.0
 
     def decided(self, block: str, key: str, condition: str) -> bool:
-        """Whether an earlier tick (maybe of an operator since restarted) already made this decision."""
-        return bool((self.status.get(block) or {}).get(key)) and c.is_true(
-            self.status.get("conditions"), condition
-        )
+        """Whether an earlier tick (maybe of an operator since restarted) already made this decision:
+        ``status.<block>.<key>`` (snake_case attribute names) is set and the condition is True."""
+        return bool(getattr(getattr(self.status, block), key, None)) and self.status.is_true(condition)
 
     def _cost(self) -> CostStatus:
-        return CostStatus.model_validate(self.status.get("cost") or {})
+        """A copy of ``status.cost`` to change and hand to ``_set_cost``."""
+        cost = self.status.cost
+        return cost.model_copy(deep=True) if cost is not None else CostStatus.read({})
 
     def _set_cost(self, cost: CostStatus) -> None:
-        self.status["cost"] = {k: v for k, v in cost.to_api().items() if v != []}
+        # The cost block is written whole, without its empty lists.
+        self.status.cost = CostStatus.read({k: v for k, v in cost.to_api().items() if v != []})
 
     def add_spend(self, *, tokens: int = 0, gpu_hours: float = 0.0, usd: float = 0.0) -> None:
         """Add teacher tokens, node hours and their price to ``status.cost``."""
@@ -302,25 +338,22 @@ class Context:
         self._set_cost(cost)
 
     def run(self, run: StageRun) -> RunStatus:
-        if self.executor is None:
-            return RunStatus("Pending", message="no executor: stage programs cannot be started here")
         return self.executor.ensure(run, self.spec)
 
     def condition(
         self, ctype: str, status: str, reason: str, message: str, *, event: EventType | None = None
     ) -> None:
         """Set a condition; post an event only when the condition actually changes."""
-        before = c.get_condition(self.status.get("conditions"), ctype)
-        self.status["conditions"] = c.set_condition(
-            self.status.get("conditions"),
+        before = self.status.condition(ctype)
+        self.status.set_condition(
             ctype,
-            status,
+            c.condition_status(status),
             reason,
-            message,
-            generation=self.generation,
-            now=self.now,
+            message[: c.MAX_MESSAGE],
+            now=c.now_rfc3339(self.now),
+            observed_generation=self.generation,
         )
-        changed = before is None or (before.get("status"), before.get("reason"), before.get("message")) != (
+        changed = before is None or (before.status, before.reason, before.message) != (
             status,
             reason,
             message,
@@ -358,5 +391,5 @@ def refuse_over_budget(ctx: Context, estimate: budget.Estimate, condition: str) 
 def fail(ctx: Context, reason: str, message: str) -> Stage:
     """Move the job to the terminal Failed stage with a reason and a message naming the cause."""
     ctx.condition(c.FAILED, c.TRUE, reason, message, event="Warning")
-    ctx.status["message"] = message
+    ctx.status.message = message
     return Stage.FAILED

@@ -19,9 +19,19 @@ from pydantic import ValidationError
 
 from stratos.api.base import format_errors
 from stratos.api.spec import DistillationJobSpec
+from stratos.api.status import DistillationJobStatus
 from stratos.controller import conditions as c
 from stratos.controller import stage_deploy, stage_distill, stage_server, stage_students, stage_teachers
-from stratos.controller.context import Context, Event, Executor, SpecProblem, Step, fail, over_budget
+from stratos.controller.context import (
+    Context,
+    Event,
+    Executor,
+    PlanOnly,
+    SpecProblem,
+    Step,
+    fail,
+    over_budget,
+)
 from stratos.controller.stages import PHASE, Stage, parse_stage
 from stratos.controller.status_patch import prune_none
 
@@ -63,44 +73,55 @@ def reconcile(
     ``InvalidSpec``; anything else becomes the ``ReconcileError`` condition and ``Outcome.error``.
     """
     now = now or datetime.now(UTC)
-    status: dict[str, Any] = copy.deepcopy(dict(body.get("status") or {}))
+    stored: dict[str, Any] = copy.deepcopy(dict(body.get("status") or {}))
     generation = body.get("metadata", {}).get("generation")
     events: list[Event] = []
     try:
         spec = DistillationJobSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
-        return _invalid_spec(status, generation, now, err)
+        return _invalid_spec(stored, generation, now, err)
     except Exception as err:  # a validator that breaks (it should raise ValueError): still a condition
-        return errored(status, generation, now, "validating the spec", err)
+        return errored(stored, generation, now, "validating the spec", err)
+    try:
+        status, others = read_status(stored)
+    except ValidationError as err:
+        return errored(stored, generation, now, "reading the status", err)
 
     ctx = Context(
-        body, spec, status, generation, now, nodes or [], executor, events, nodes_known=nodes is not None
+        body,
+        spec,
+        status,
+        generation,
+        now,
+        nodes or [],
+        PlanOnly() if executor is None else executor,
+        events,
+        nodes_known=nodes is not None,
     )
-    stage = parse_stage(status.get("stage"))
+    stage = parse_stage(status.stage)
     failed_reason = _failed_reason(status) if stage is Stage.FAILED else None
     # A spec found invalid starts again once it is edited (the same generation stays Failed, quietly: no
     # event, no status write); a job that lacked storage starts again once the storage exists.
     restartable = failed_reason == STORAGE_UNSET or (
         failed_reason == "InvalidSpec" and _failed_generation(status) != generation
     )
-    storage_error = executor.storage_error(spec) if executor is not None else None
+    storage_error = ctx.executor.storage_error(spec)
     if storage_error and (restartable or stage not in (Stage.FAILED, Stage.SUCCEEDED)):
         # Stages hand files to each other through the storage: without it nothing can work.
-        status["stage"] = fail(ctx, STORAGE_UNSET, storage_error).value
-        status["phase"] = PHASE[Stage.FAILED]
+        status.stage = fail(ctx, STORAGE_UNSET, storage_error).value
+        status.phase = PHASE[Stage.FAILED]
         _roll_up_ready(ctx)
-        status["observedGeneration"] = generation
-        return Outcome(prune_none(status), events, ctx.timings)
+        ctx.status.observed_generation = generation
+        return Outcome(written(ctx.status, others), events, ctx.timings)
     if restartable:
         # Start again from the top; steps skip what is already decided.
         stage = Stage.SELECT_SERVER
-        status["conditions"] = c.remove_condition(status.get("conditions"), c.FAILED)
-    status["stage"] = stage.value
+        status.remove_condition(c.FAILED)
+    status.stage = stage.value
 
     if spec.suspend and stage not in (Stage.FAILED, Stage.SUCCEEDED):
-        status["phase"] = "Suspended"
-        if executor is not None:
-            executor.cancel_runs()  # running stage Jobs go; their programs resume from storage later
+        status.phase = "Suspended"
+        ctx.executor.cancel_runs()  # running stage Jobs go; their programs resume from storage later
         ctx.condition(
             c.SUSPENDED,
             c.TRUE,
@@ -109,19 +130,36 @@ def reconcile(
             event="Normal",
         )
     else:
-        if c.get_condition(status.get("conditions"), c.SUSPENDED) is not None:
+        if status.condition(c.SUSPENDED) is not None:
             ctx.condition(c.SUSPENDED, c.FALSE, "Resumed", "spec.suspend is false", event="Normal")
         error = _run(ctx)
         if error is not None:
-            status["observedGeneration"] = (body.get("status") or {}).get("observedGeneration")
-            where = f"stage {status.get('stage')}"
-            return errored(status, generation, now, where, error, events=events, timings=ctx.timings)
+            ctx.status.observed_generation = (body.get("status") or {}).get("observedGeneration")
+            where = f"stage {ctx.status.stage}"
+            out = written(ctx.status, others)
+            return errored(out, generation, now, where, error, events=events, timings=ctx.timings)
 
-    if c.get_condition(status.get("conditions"), c.RECONCILE_ERROR) is not None:
-        status["conditions"] = c.remove_condition(status.get("conditions"), c.RECONCILE_ERROR)
+    if ctx.status.condition(c.RECONCILE_ERROR) is not None:
+        ctx.status.remove_condition(c.RECONCILE_ERROR)
     _roll_up_ready(ctx)
-    status["observedGeneration"] = generation
-    return Outcome(prune_none(status), events, ctx.timings)
+    ctx.status.observed_generation = generation
+    return Outcome(written(ctx.status, others), events, ctx.timings)
+
+
+#: The status keys of the model; any other key (``kopf``'s own, or a field of a newer version) is kept
+#: as it was, outside the model.
+_STATUS_KEYS = frozenset(info.alias or name for name, info in DistillationJobStatus.model_fields.items())
+
+
+def read_status(stored: Mapping[str, Any]) -> tuple[DistillationJobStatus, dict[str, Any]]:
+    """The stored status as its model (validated once per reconcile), and the keys the model does not own."""
+    status = DistillationJobStatus.read({k: v for k, v in stored.items() if k in _STATUS_KEYS})
+    return status, {k: v for k, v in stored.items() if k not in _STATUS_KEYS}
+
+
+def written(status: DistillationJobStatus, others: Mapping[str, Any]) -> dict[str, Any]:
+    """The status to store: the keys the model does not own as they were, then the model's own."""
+    return {**others, **status.written()}
 
 
 #: Failed with the storage missing: neither spec.storage nor the operator's default claim.
@@ -175,53 +213,53 @@ SPENDING_STAGES = frozenset(
 
 def _run(ctx: Context) -> BaseException | None:
     """Run steps until one waits; returns the unexpected exception a step raised, if any."""
-    status = ctx.status
     for _ in range(len(Stage) + 1):
-        stage = parse_stage(status.get("stage"))
-        status["phase"] = PHASE[stage]
+        status = ctx.status
+        stage = parse_stage(status.stage)
+        status.phase = PHASE[stage]
         fn = STEPS.get(stage)
         if fn is None:
             if stage not in (Stage.FAILED, Stage.SUCCEEDED):
-                status["message"] = f"stage {stage.value} is not available in this version of the operator"
+                status.message = f"stage {stage.value} is not available in this version of the operator"
             return None
-        status.pop("message", None)
+        status.message = None
         over = over_budget(ctx) if stage in SPENDING_STAGES else None
         if over:
-            status["stage"] = fail(ctx, "BudgetExceeded", over).value
-            status["phase"] = PHASE[Stage.FAILED]
+            status.stage = fail(ctx, "BudgetExceeded", over).value
+            status.phase = PHASE[Stage.FAILED]
             return None
         if stage is Stage.SELECT_SERVER and not ctx.nodes_known:
             ctx.condition(
                 c.SERVER_SELECTED, c.UNKNOWN, "LoadingNodes", "waiting for the operator's list of Nodes"
             )
             return None
-        before, announced = copy.deepcopy(status), len(ctx.events)
+        # What was written before the step: a failing step is rolled back to it (dumping is cheaper
+        # than a deep copy of the model, and reading it back happens only when a step fails).
+        before, announced = status.written(), len(ctx.events)
         try:
             nxt = fn(ctx)
         except SpecProblem as err:
             nxt = fail(ctx, "InvalidSpec", str(err)[:2000])
         except Exception as err:  # every other failure ends as a condition, never as a silent loop
             # Keep what earlier steps decided, drop the half-done work of this one.
-            status.clear()
-            status.update(before)
+            ctx.status = DistillationJobStatus.read(before)
             del ctx.events[announced:]
             return err
         if nxt is None or nxt is stage:
             return None
-        status["stage"] = nxt.value
+        ctx.status.stage = nxt.value
     return None
 
 
-def _failed_reason(status: Mapping[str, Any]) -> str | None:
-    cond = c.get_condition(status.get("conditions"), c.FAILED)
-    return str(cond.get("reason")) if cond else None
+def _failed_reason(status: DistillationJobStatus) -> str | None:
+    cond = status.condition(c.FAILED)
+    return cond.reason if cond else None
 
 
-def _failed_generation(status: Mapping[str, Any]) -> int | None:
+def _failed_generation(status: DistillationJobStatus) -> int | None:
     """The generation the Failed condition was written for (None when it does not say)."""
-    cond = c.get_condition(status.get("conditions"), c.FAILED) or {}
-    generation = cond.get("observedGeneration")
-    return int(generation) if generation is not None else None
+    cond = status.condition(c.FAILED)
+    return cond.observed_generation if cond else None
 
 
 def _invalid_spec(
@@ -243,14 +281,15 @@ def _invalid_spec(
 
 
 def _roll_up_ready(ctx: Context) -> None:
-    stage = parse_stage(ctx.status.get("stage"))
+    stage = parse_stage(ctx.status.stage)
     if stage in (Stage.SERVING, Stage.SUCCEEDED):
         return  # the Deploy and Serving steps own Ready
     if stage is Stage.FAILED:
-        cond = c.get_condition(ctx.status.get("conditions"), c.FAILED) or {}
-        ctx.condition(c.READY, c.FALSE, str(cond.get("reason", "Failed")), str(cond.get("message", "")))
+        cond = ctx.status.condition(c.FAILED)
+        reason, message = (cond.reason, cond.message) if cond else ("Failed", "")
+        ctx.condition(c.READY, c.FALSE, reason, message)
         return
-    phase = str(ctx.status.get("phase"))
+    phase = str(ctx.status.phase)
     if phase == "Suspended":
         ctx.condition(c.READY, c.FALSE, phase, f"suspended at stage {stage.value}")
         return

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from stratos.api.status import EndpointStatus, EvaluationStatus
+from stratos.api.status import CostStatus, EndpointStatus, EvaluationStatus
 from stratos.contracts.runs import EndpointRequest, EndpointState
 from stratos.controller import conditions as c
 from stratos.controller.context import Context, Event, SpecProblem, fail, need, refuse_over_budget
@@ -37,21 +37,22 @@ def endpoint_request(ctx: Context) -> EndpointRequest:
 
 
 def _ensure(ctx: Context) -> tuple[EndpointRequest, EndpointState] | None:
-    if ctx.executor is None:
-        return None
+    """The endpoint asked for and its state; None when the executor serves nothing (a plan)."""
     request = endpoint_request(ctx)
     try:
-        return request, ctx.executor.ensure_endpoint(request, ctx.spec)
+        state = ctx.executor.ensure_endpoint(request, ctx.spec)
     except ValueError as err:  # the serving plan refuses what the spec asks for (engine, resources)
         raise SpecProblem(f"cannot serve {request.model_name} with spec.serving: {err}") from err
+    return None if state is None else (request, state)
+
+
+def _usage(ctx: Context, url: str, model: str) -> str:
+    namespace = str(ctx.body["metadata"].get("namespace") or "default")
+    return endpoint_usage(ctx.spec, url, model, namespace)
 
 
 def _how_to_call(ctx: Context, url: str, model: str) -> dict[str, str | None]:
-    namespace = str(ctx.body["metadata"].get("namespace") or "default")
-    return {
-        "external_url": external_url(ctx.spec),
-        "usage": endpoint_usage(ctx.spec, url, model, namespace),
-    }
+    return {"external_url": external_url(ctx.spec), "usage": _usage(ctx, url, model)}
 
 
 def charge_serving(ctx: Context, *, final: bool = False) -> None:
@@ -59,29 +60,27 @@ def charge_serving(ctx: Context, *, final: bool = False) -> None:
     endpoint was asked for), in steps of ``budget.SERVING_CHARGE_SECONDS``; ``final``: the endpoint goes
     away, charge the rest. Spend that passes the budget while serving is announced once (BudgetExceeded):
     the endpoint is not taken down by the budget, an edit of the spec decides."""
-    cost = ctx.status.setdefault("cost", {})
-    since = cost.get("servingChargedUntil")
+    if ctx.status.cost is None:
+        ctx.status.cost = CostStatus.read({})
+    since = ctx.status.cost.serving_charged_until
     if since is None:
         if not final:
-            cost["servingChargedUntil"] = c.now_rfc3339(ctx.now)
+            ctx.status.cost.serving_charged_until = c.now_rfc3339(ctx.now)
         return
     seconds = budget.serving_charge(
-        datetime.fromisoformat(str(since).replace("Z", "+00:00")), ctx.now, final=final
+        datetime.fromisoformat(since.replace("Z", "+00:00")), ctx.now, final=final
     )
     if not seconds and not final:
         return
-    before = float(cost.get("spentUsd") or 0.0)
+    before = ctx.spent_usd
     ctx.charge(
         "serving",
         usd=budget.node_usd(seconds, ctx.chosen_server().hourly_cost),
         node_seconds=seconds,
     )
-    cost = ctx.status["cost"]
-    if final:
-        cost.pop("servingChargedUntil", None)
-    else:
-        cost["servingChargedUntil"] = c.now_rfc3339(ctx.now)
-    limit, after = ctx.spec.requirements.budget, float(cost.get("spentUsd") or 0.0)
+    cost = need(ctx.status.cost, "status.cost")
+    cost.serving_charged_until = None if final else c.now_rfc3339(ctx.now)
+    limit, after = ctx.spec.requirements.budget, ctx.spent_usd
     if limit is not None and budget.crossed(limit, before, after):
         message = (
             f"serving has taken the spend to {after:.4f} USD, above the budget of {limit:.4f} USD; the "
@@ -110,14 +109,11 @@ def deploy_step(ctx: Context) -> Stage | None:
         ctx.condition(c.READY, c.FALSE, "DeploymentFailed", state.message, event="Warning")
         return fail(ctx, "DeploymentFailed", state.message)
     if state.state != "Ready" or state.url is None:
-        ctx.status["endpoint"] = EndpointStatus(
-            model=request.model_name, engine=request.engine, ready=False
-        ).to_api()
+        ctx.status.endpoint = EndpointStatus(model=request.model_name, engine=request.engine, ready=False)
         ctx.condition(c.READY, c.UNKNOWN, "Deploying", state.message or "waiting for the endpoint")
         return None
-    assert ctx.executor is not None
     probe = ctx.executor.probe_endpoint(state.url, request.model_name)
-    ctx.status["endpoint"] = EndpointStatus(
+    ctx.status.endpoint = EndpointStatus(
         url=state.url,
         model=request.model_name,
         engine=request.engine,
@@ -125,7 +121,7 @@ def deploy_step(ctx: Context) -> Stage | None:
         latency_ms=round(probe.latency_ms, 1) if probe.latency_ms is not None else None,
         tokens_per_second=round(probe.tokens_per_second, 1) if probe.tokens_per_second is not None else None,
         **_how_to_call(ctx, state.url, request.model_name),
-    ).to_api()
+    )
     measured = (
         f"{probe.latency_ms:.0f} ms, {probe.tokens_per_second:.1f} tokens/s"
         if probe.ok and probe.latency_ms is not None and probe.tokens_per_second is not None
@@ -138,10 +134,9 @@ def deploy_step(ctx: Context) -> Stage | None:
 
 def serving_step(ctx: Context) -> Stage | None:
     if not ctx.spec.serving.enabled:
-        if ctx.executor is not None:
-            ctx.executor.remove_endpoint()
+        ctx.executor.remove_endpoint()
         charge_serving(ctx, final=True)
-        ctx.status.pop("endpoint", None)
+        ctx.status.endpoint = None
         ctx.events.append(
             Event("Normal", "EndpointRemoved", "spec.serving.enabled is false: endpoint removed")
         )
@@ -151,16 +146,17 @@ def serving_step(ctx: Context) -> Stage | None:
         return None
     request, state = ensured
     charge_serving(ctx)
-    endpoint = ctx.status.setdefault("endpoint", {})
-    endpoint["ready"] = state.state == "Ready"
+    if ctx.status.endpoint is None:
+        ctx.status.endpoint = EndpointStatus.read({})
+    endpoint = ctx.status.endpoint
+    endpoint.ready = state.state == "Ready"
     if state.url:  # an Ingress, route or API key added while serving shows at once
-        how = _how_to_call(ctx, state.url, request.model_name)
-        endpoint.pop("externalUrl", None)
-        endpoint.update(EndpointStatus(**how).to_api())
+        endpoint.external_url = external_url(ctx.spec)
+        endpoint.usage = _usage(ctx, state.url, request.model_name)
     if state.state == "Ready":
-        cond = c.get_condition(ctx.status.get("conditions"), c.READY) or {}
+        cond = ctx.status.condition(c.READY)
         # Keep the Deploy step's message (URL and probe figures), not that of an outage in between.
-        kept = cond.get("message") if cond.get("reason") == "Serving" else None
+        kept = cond.message if cond is not None and cond.reason == "Serving" else None
         ctx.condition(c.READY, c.TRUE, "Serving", str(kept or f"served at {state.url}"))
     else:
         ctx.condition(c.READY, c.FALSE, "EndpointNotReady", state.message or "the endpoint is not ready")

@@ -124,13 +124,13 @@ def synthesize_step(ctx: Context) -> Stage | None:
         ctx.condition(c.DATA_READY, c.UNKNOWN, "Synthesizing", run.message or run.state)
         return None
     r = SynthesizeResult.read(run.result)
-    ctx.status["data"] = DataStatus(
+    ctx.status.data = DataStatus(
         uri=dataset_path(ctx),
         samples=r.kept,
         real=r.real,
         synthetic=r.synthetic,
         rejected=r.rejected_total,
-    ).to_api()
+    )
     ctx.charge("synthesis", usd=r.cost_usd, tokens=r.prompt_tokens + r.completion_tokens)
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(r.rejected.items())) or "none"
     message = (
@@ -230,11 +230,7 @@ def dataset_path(ctx: Context) -> str:
 def train_step(ctx: Context) -> Stage | None:
     student = current_student(ctx)
     training = ctx.training or TrainingStatus()
-    if (
-        training.student == student.name
-        and training.adapter_uri
-        and c.is_true(ctx.status.get("conditions"), c.TRAINED)
-    ):
+    if training.student == student.name and training.adapter_uri and ctx.status.is_true(c.TRAINED):
         return Stage.EVALUATE
     spec, server = ctx.spec, ctx.chosen_server()
     started = training.student == student.name and bool(training.algorithm)
@@ -244,8 +240,7 @@ def train_step(ctx: Context) -> Stage | None:
     if lost and spec.servers.node_loss_policy == "Fail":
         return fail(ctx, "NodeLost", f"while training {student.name}, {lost}")
     if lost:  # Reselect: stop what runs on the lost node; training resumes from its last checkpoint
-        if ctx.executor is not None:
-            ctx.executor.cancel_runs()
+        ctx.executor.cancel_runs()
         return reselect_server(ctx, f"while training {student.name}, {lost}")
     hours = _estimated_hours(ctx, student.name)
     estimate = budget.training(student.name, hours=hours, hourly_cost=server.hourly_cost)
@@ -285,13 +280,13 @@ def train_step(ctx: Context) -> Stage | None:
         ctx.condition(c.TRAINED, c.FALSE, "TrainingFailed", f"{student.name}: {error}", event="Warning")
         return fail(ctx, "TrainingFailed", f"training {student.name} failed: {error}")
     if run.state != "Succeeded" or run.result is None:
-        ctx.status["training"] = TrainingStatus(
+        ctx.status.training = TrainingStatus(
             student=student.name, algorithm=config["algorithm"], attempt=_attempt(ctx), started_at=started_at
-        ).to_api()
+        )
         ctx.condition(c.TRAINED, c.UNKNOWN, "Training", f"{student.name}: {run.message or run.state}")
         return None
     r = TrainResult.read(run.result)
-    ctx.status["training"] = TrainingStatus(
+    ctx.status.training = TrainingStatus(
         student=student.name,
         algorithm=config["algorithm"],
         attempt=_attempt(ctx),
@@ -303,7 +298,7 @@ def train_step(ctx: Context) -> Stage | None:
         merged_uri=f"{_train_dir(ctx, student.name)}/merged" if r.merged_path else None,
         longest_target_tokens=r.longest_target_tokens,
         base_model=r.base_model,
-    ).to_api()
+    )
     _charge_node_time(ctx, "training", student.name, run, float(r.seconds or 0.0))
     base = f" ({r.base_model})" if r.base_model else ""
     message = f"{student.name}{base} trained with {config['algorithm']}: {r.steps} steps in {r.seconds} s"
@@ -361,7 +356,7 @@ def evaluate_step(ctx: Context) -> Stage | None:
     previous = ctx.evaluation or EvaluationStatus()
     attempts = [a for a in previous.attempts if a.student != student.name]
     attempts.append(EvaluationAttempt(student=student.name, accuracy=accuracy, passed=passed))
-    ctx.status["evaluation"] = EvaluationStatus(
+    ctx.status.evaluation = EvaluationStatus(
         student=student.name,
         accuracy=accuracy,
         samples=r.samples,
@@ -369,7 +364,7 @@ def evaluate_step(ctx: Context) -> Stage | None:
         passed=passed,
         max_new_tokens=config["maxNewTokens"],
         attempts=attempts,
-    ).to_api()
+    )
     summary = f"{student.name}: held-out accuracy {accuracy:.1%} (minimum {minimum:.1%})"
     if passed:
         ctx.condition(c.EVALUATED, c.TRUE, "AccuracyMet", summary, event="Normal")
@@ -379,8 +374,8 @@ def evaluate_step(ctx: Context) -> Stage | None:
     remaining = [name for name in ranking if name not in tried]
     if remaining:
         nxt = remaining[0]
-        ctx.status["training"] = TrainingStatus(student=nxt, attempt=len(tried) + 1).to_api()
-        ctx.status["conditions"] = c.remove_condition(ctx.status.get("conditions"), c.TRAINED)
+        ctx.status.training = TrainingStatus(student=nxt, attempt=len(tried) + 1)
+        ctx.status.remove_condition(c.TRAINED)
         ctx.condition(
             c.EVALUATED, c.FALSE, "TryingNextStudent", f"{summary}; training {nxt} next", event="Warning"
         )

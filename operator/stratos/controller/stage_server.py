@@ -9,7 +9,6 @@ node and student together (:mod:`stratos.decide.joint`), completing ``status.ser
 from __future__ import annotations
 
 from time import perf_counter
-from typing import Any
 
 from stratos.api.status import GPUInfo, ServerCandidate, ServerDecision
 from stratos.controller import conditions as c
@@ -28,20 +27,23 @@ def select_server_step(ctx: Context) -> Stage | None:
         return Stage.EVALUATE_TEACHERS  # decided before (e.g. by an operator that has since restarted)
     choice = decide_server(ctx)
     if choice.chosen is None:
-        ctx.status.pop("server", None)
+        ctx.status.server = None
         ctx.condition(c.SERVER_SELECTED, c.FALSE, "NoFeasibleNode", choice.reason, event="Warning")
         return None  # tried again on every tick, so a node that appears or changes is picked up
     block = server_block(choice, ctx.spec.servers.cost_window)
     if ctx.spec.servers.rule == "joint":
-        for key in ("node", "gpu", "hourlyCost", "latencyMs", "region", "cell", "runnersUp"):
-            block.pop(key, None)
-        block["reason"] = shortlist_reason(choice)
-        ctx.status["server"] = block
-        ctx.condition(c.SERVER_SELECTED, c.UNKNOWN, "Shortlisted", block["reason"])
+        # The grid without a node: SelectStudent chooses the node with the student.
+        shortlist = {k: v for k, v in block.to_api().items() if k not in _CHOSEN_NODE_KEYS}
+        ctx.status.server = ServerDecision.read({**shortlist, "reason": shortlist_reason(choice)})
+        ctx.condition(c.SERVER_SELECTED, c.UNKNOWN, "Shortlisted", shortlist_reason(choice))
         return Stage.EVALUATE_TEACHERS
-    ctx.status["server"] = block
+    ctx.status.server = block
     ctx.condition(c.SERVER_SELECTED, c.TRUE, "NodeSelected", describe(choice.chosen, choice), event="Normal")
     return Stage.EVALUATE_TEACHERS
+
+
+#: The keys of ``status.server`` that describe the chosen node (absent while only shortlisted).
+_CHOSEN_NODE_KEYS = frozenset({"node", "gpu", "hourlyCost", "latencyMs", "region", "cell", "runnersUp"})
 
 
 def shortlist_reason(choice: ServerChoice) -> str:
@@ -78,10 +80,9 @@ def reselect_server(ctx: Context, why: str) -> Stage:
     Teacher, strategy and data do not depend on the node and are kept; finished probe Jobs are found
     again by name, so their results are reused rather than recomputed.
     """
-    for block in ("server", "student", "training"):
-        ctx.status.pop(block, None)
+    ctx.status.server = ctx.status.student = ctx.status.training = None
     for ctype in (c.SERVER_SELECTED, c.STUDENT_SELECTED, c.TRAINED):
-        ctx.status["conditions"] = c.remove_condition(ctx.status.get("conditions"), ctype)
+        ctx.status.remove_condition(ctype)
     ctx.events.append(Event("Warning", "NodeLost", f"{why}: selecting a server again"))
     return Stage.SELECT_SERVER
 
@@ -103,7 +104,7 @@ def _gpu(node: NodeFacts) -> GPUInfo:
     return GPUInfo(model=node.gpu.name, count=node.gpu_count, memory_gib=round(node.gpu_memory_gib, 2))
 
 
-def server_block(choice: ServerChoice, cost_window: float) -> dict[str, Any]:
+def server_block(choice: ServerChoice, cost_window: float) -> ServerDecision:
     """The ``status.server`` block: winner, grid, runners-up and rejection counts."""
     node = choice.chosen
     assert node is not None
@@ -133,4 +134,4 @@ def server_block(choice: ServerChoice, cost_window: float) -> dict[str, Any]:
         feasible=choice.feasible,
         rejected=dict(sorted(choice.rejected.items())),
         reason=choice.reason,
-    ).to_api()
+    )

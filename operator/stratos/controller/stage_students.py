@@ -16,7 +16,6 @@ paper's Table 1 method).
 from __future__ import annotations
 
 from time import perf_counter
-from typing import Any
 
 from stratos.api.durations import parse_duration
 from stratos.api.spec import StudentSpec
@@ -25,6 +24,7 @@ from stratos.api.status import (
     PairCandidate,
     PairCost,
     PairDecision,
+    ServerDecision,
     StudentCandidate,
     StudentDecision,
 )
@@ -144,13 +144,13 @@ def select_student_step(ctx: Context) -> Stage | None:
         if verdict.name in failed:
             fields["verdict"] = f"probe failed: {failed[verdict.name][:300]}"
         candidates.append(StudentCandidate(**fields))
-    ctx.status["student"] = StudentDecision(
+    ctx.status.student = StudentDecision(
         selected=choice.selected,
         reason=choice.reason,
         candidates=candidates,
         ranking=list(choice.ranking),
         rule="paper",
-    ).to_api()
+    )
     if choice.selected is None:
         ctx.condition(c.STUDENT_SELECTED, c.FALSE, "NoFeasibleStudent", choice.reason, event="Warning")
         return fail(ctx, "NoFeasibleStudent", choice.reason)
@@ -252,13 +252,13 @@ def select_pair_step(ctx: Context) -> Stage | None:
         probe_nodes=plan,
     )
     ctx.timings["student"] = perf_counter() - started
-    ctx.status["student"] = joint_student_block(choice, students, failed, _fallback_estimates(ctx, choice))
+    ctx.status.student = joint_student_block(choice, students, failed, _fallback_estimates(ctx, choice))
     if choice.chosen is None:
         ctx.condition(c.STUDENT_SELECTED, c.FALSE, "NoFeasibleStudent", choice.reason, event="Warning")
         ctx.condition(c.SERVER_SELECTED, c.FALSE, "NoFeasiblePair", choice.reason)
         return fail(ctx, "NoFeasibleStudent", choice.reason)
     pair = choice.chosen
-    block = server_block(server, spec.servers.cost_window)
+    block = server_block(server, spec.servers.cost_window).to_api()
     block.update(
         node=pair.node.name,
         gpu=GPUInfo(
@@ -271,8 +271,7 @@ def select_pair_step(ctx: Context) -> Stage | None:
         runnersUp=[],
         reason=f"{shortlist_reason(server)}; chosen with the student: {choice.reason}",
     )
-    block = {k: v for k, v in block.items() if v is not None}
-    ctx.status["server"] = block
+    ctx.status.server = ServerDecision.read({k: v for k, v in block.items() if v is not None})
     ctx.condition(
         c.SERVER_SELECTED, c.TRUE, "NodeSelected", f"node {pair.node.name}: {choice.reason}", event="Normal"
     )
@@ -351,7 +350,7 @@ def joint_student_block(
     students: list[JointStudent],
     failed: dict[str, str],
     on_node: dict[str, tuple[float, float]] | None = None,
-) -> dict[str, Any]:
+) -> StudentDecision:
     """``status.student`` for the joint rule: every student's verdict, the chosen pair and runners-up.
 
     ``on_node``: (training hours, tokens/s) on the chosen node of the students in the ranking."""
@@ -423,7 +422,7 @@ def joint_student_block(
         ranking=list(choice.ranking),
         rule="joint",
         pair=decision,
-    ).to_api()
+    )
 
 
 def _hosting(pair: PairRow) -> float:

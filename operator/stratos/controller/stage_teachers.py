@@ -95,10 +95,15 @@ def teacher_traces(ctx: Context, teacher: str) -> str:
     return f"{ctx.job_dir}/teacher-eval/{teacher}/traces.jsonl"
 
 
-def _evaluation(name: str, cost_per_million: float, run: RunStatus) -> TeacherEval:
+def teacher_eval(name: str, cost_per_million: float, run: RunStatus) -> TeacherEval:
+    """What a finished teacher-eval run measured, as the teacher selector weighs it: the one reading of
+    a teacher-eval result. A run that failed, or a result that says ``ok: false``, is a failed
+    evaluation carrying the program's error (after its kind, e.g. ``TeacherUnavailable: ...``), else
+    the run's own message (a pod's exit, as the kubelet reported it)."""
     r = TeacherEvalResult.read(run.result)
     if run.state == "Failed" or run.result is None or not r.ok:
-        error = r.error or run.message or "evaluation failed"
+        said = f"{r.kind}: {r.error}" if r.kind and r.error else r.error
+        error = said or run.message or "evaluation failed"
         return TeacherEval(name=name, cost_per_million_tokens=cost_per_million, error=str(error)[:500])
     return TeacherEval(
         name=name,
@@ -114,11 +119,7 @@ def _evaluation(name: str, cost_per_million: float, run: RunStatus) -> TeacherEv
 
 def evaluate_teachers_step(ctx: Context) -> Stage | None:
     spec = ctx.spec
-    if (
-        ctx.teacher is not None
-        and ctx.teacher.selected
-        and c.is_true(ctx.status.get("conditions"), c.TEACHER_SELECTED)
-    ):
+    if ctx.teacher is not None and ctx.teacher.selected and ctx.status.is_true(c.TEACHER_SELECTED):
         return Stage.SELECT_STUDENT
     refused = refused_teachers(teacher_endpoints(spec.teachers), EndpointPolicy.from_env())
     if refused:
@@ -149,12 +150,12 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
         )
         return None
 
-    evals = [_evaluation(t.name, t.cost_per_million_tokens, runs[t.name]) for t in spec.teachers]
+    evals = [teacher_eval(t.name, t.cost_per_million_tokens, runs[t.name]) for t in spec.teachers]
     started = perf_counter()
     by = "expected" if spec.servers.rule == "joint" else "price"
     choice = select_teacher(evals, min_accuracy=spec.requirements.min_accuracy, by=by)
     ctx.timings["teacher"] = perf_counter() - started
-    ctx.status["teacher"] = TeacherDecision(
+    ctx.status.teacher = TeacherDecision(
         selected=choice.selected,
         reason=choice.reason,
         candidates=[
@@ -171,7 +172,7 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
             )
             for v in choice.candidates
         ],
-    ).to_api()
+    )
     for t in spec.teachers:  # what every evaluation used, a failed one's too when it says
         r = TeacherEvalResult.read(runs[t.name].result)
         tokens = r.prompt_tokens + r.completion_tokens
@@ -192,9 +193,9 @@ def evaluate_teachers_step(ctx: Context) -> Stage | None:
     except StrategyError as err:
         return fail(ctx, "InvalidSpec", f"spec.distillation: {err}")
     ctx.timings["strategy"] = perf_counter() - started
-    ctx.status["strategy"] = StrategyDecision(
+    ctx.status.strategy = StrategyDecision(
         selected=strategy.selected, algorithm=strategy.algorithm, reason=strategy.reason
-    ).to_api()
+    )
     message = f"{strategy.selected} with {strategy.algorithm}: {strategy.reason}"
     ctx.events.append(Event("Normal", "StrategySelected", message))
     return Stage.SELECT_STUDENT

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from stratos.api.status import Phase
+
 
 class Stage(StrEnum):
     SELECT_SERVER = "SelectServer"
@@ -33,7 +35,7 @@ ORDER: tuple[Stage, ...] = (
     Stage.SERVING,
 )
 
-PHASE: dict[Stage, str] = {
+PHASE: dict[Stage, Phase] = {
     Stage.SELECT_SERVER: "SelectingServer",
     Stage.EVALUATE_TEACHERS: "EvaluatingTeachers",
     Stage.SELECT_STUDENT: "SelectingStudent",

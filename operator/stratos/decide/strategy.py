@@ -1,4 +1,4 @@
-"""Strategy selector (paper, "Knowledge Alignment" / "Knowledge Injection"; DESIGN.md decision 3). Pure.
+"""Strategy selector (paper, "Knowledge Alignment"/"Knowledge Injection"; README, "The decisions"). Pure.
 
 The chosen teacher's probe accuracy says whether the task lies inside its knowledge:
 - accuracy >= A: knowledge alignment. The teacher's own forward chain-of-thought is good training

@@ -1,4 +1,4 @@
-"""Student selector (paper, "Student Selector" and Eq. 2; DESIGN.md decision 4). Pure: no I/O.
+"""Student selector (paper, "Student Selector" and Eq. 2; the README's "The decisions"). Pure.
 
 Order of the filters, cheapest first, so that no probe is spent on a student that cannot run:
 
@@ -211,7 +211,8 @@ class StudentVerdict:
 @dataclass(frozen=True)
 class StudentChoice:
     """The decision: the winner (None when nobody survives), why, every candidate's verdict (input
-    order) and the survivors best first (the fallback order of DESIGN.md decision 5)."""
+    order) and the survivors best first (the fallback order: when a trained student misses
+    minAccuracy, the next one is trained)."""
 
     selected: str | None
     reason: str

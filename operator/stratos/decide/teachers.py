@@ -1,4 +1,4 @@
-"""Teacher selector (paper, "Teacher Selector"; DESIGN.md decision 2). Pure: no I/O.
+"""Teacher selector (paper, "Teacher Selector"; the README's "The decisions"). Pure: no I/O.
 
 Every teacher answers the same probe sample (teacher-eval Jobs). If one or more reach the required
 accuracy A, the cheapest of those wins: any of them is good enough, so the token bill decides. If
@@ -20,9 +20,8 @@ lower price, then name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 # Accuracies are fractions computed as correct/samples; a tolerance keeps 3/20 >= 0.15 true
 # whatever the float rounding of either side.
@@ -62,35 +61,6 @@ class TeacherEval:
     def synthesis_usd(self, samples: int) -> float:
         """Expected teacher spend for ``samples`` verified training examples."""
         return samples * self.expected_usd_per_answer()
-
-    @classmethod
-    def from_result(
-        cls, name: str, result: Mapping[str, Any] | None, *, cost_per_million_tokens: float
-    ) -> TeacherEval:
-        """Build from a teacher-eval result dict (camelCase, as the stage program writes it).
-
-        A missing result or ``ok: false`` becomes a failed evaluation carrying the error text.
-        """
-        if result is None:
-            return cls(name=name, cost_per_million_tokens=cost_per_million_tokens, error="no result")
-        if not result.get("ok", False):
-            error = str(result.get("error") or "evaluation failed")
-            kind = result.get("kind")
-            return cls(
-                name=name,
-                cost_per_million_tokens=cost_per_million_tokens,
-                error=f"{kind}: {error}" if kind else error,
-            )
-        return cls(
-            name=name,
-            accuracy=float(result.get("accuracy", 0.0)),
-            samples=int(result.get("samples", 0)),
-            correct=int(result.get("correct", 0)),
-            prompt_tokens=int(result.get("promptTokens", 0)),
-            completion_tokens=int(result.get("completionTokens", 0)),
-            cost_usd=float(result.get("costUsd", result.get("costUSD", 0.0))),
-            cost_per_million_tokens=cost_per_million_tokens,
-        )
 
 
 @dataclass(frozen=True)
