@@ -1,8 +1,9 @@
 """Stage runs as Kubernetes Jobs: create them idempotently and read their state.
 
-The state of Jobs and their pods comes from kopf's in-memory indexes (one watch per kind for the whole
-operator, not one GET per job per tick); only creates go to the API server. A create that answers 409
-means the object is already there, which is what a restarted operator expects to find.
+The state of Jobs and their pods comes from the operator's list-then-watch caches (``childwatch``: one
+watch per kind for the whole operator, not one GET per job per tick); only creates go to the API
+server. A create that answers 409 means the object is already there, which is what a restarted operator
+expects to find.
 """
 
 from __future__ import annotations
