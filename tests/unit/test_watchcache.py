@@ -223,3 +223,46 @@ def test_the_operator_watches_the_namespaces_the_chart_names(monkeypatch: pytest
     assert OperatorConfig.from_env().watched_namespaces == ("team-a", "team-b")
     monkeypatch.setenv("STRATOS_WATCHED_NAMESPACES", "")
     assert OperatorConfig.from_env().watched_namespaces == ()
+
+
+class FakeHttp:
+    def __init__(self, status: int) -> None:
+        self.status, self.reason, self.data, self.response = status, "x", b'{"code": 410}', object()
+        self.headers: dict[str, str] = {}
+
+    def read(self) -> bytes:
+        return self.data
+
+    def getheaders(self) -> dict[str, str]:
+        return {}
+
+
+def test_the_raw_lister_asks_the_collection_with_the_query_the_client_would_send(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    configuration = client.Configuration(host="https://api.test")
+    configuration.api_key = {"BearerToken": "Bearer t0ken"}
+    api = client.ApiClient(configuration)
+    sent: list[tuple[str, str, dict[str, Any]]] = []
+    answers = [FakeHttp(200), FakeHttp(410)]
+
+    def call_api(method: str, url: str, header_params: dict[str, Any], *_: Any, **__: Any) -> FakeHttp:
+        sent.append((method, url, header_params))
+        return answers.pop(0)
+
+    monkeypatch.setattr(api, "call_api", call_api)
+    lister = watchcache.raw_lister(api, "/apis/batch/v1/namespaces/a/jobs")
+    response = lister(
+        watch=True, resource_version="7", allow_watch_bookmarks=True, label_selector="x,y", timeout_seconds=9
+    )
+    assert response is not None
+    method, url, headers = sent[0]
+    assert method == "GET" and headers["Accept"] == "application/json"
+    assert headers["authorization"] == "Bearer t0ken"
+    assert url == (
+        "https://api.test/apis/batch/v1/namespaces/a/jobs"
+        "?watch=true&resourceVersion=7&allowWatchBookmarks=true&labelSelector=x%2Cy&timeoutSeconds=9"
+    )
+    with pytest.raises(ApiException) as gone:
+        lister(limit=2, _continue="t", resource_version=None)
+    assert gone.value.status == 410 and sent[1][1].endswith("/jobs?limit=2&continue=t")

@@ -9,7 +9,6 @@ a tick now runs as soon as the first listing of each kind has returned.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -17,25 +16,27 @@ from typing import Any
 from kubernetes import client
 
 from stratos.controller.executor import deployment_view, index_key, job_view, pod_view
-from stratos.controller.watchcache import Lister, View, WatchCache
+from stratos.controller.watchcache import Lister, View, WatchCache, raw_lister
 from stratos.kube.naming import LABEL_JOB_UID, LABEL_STAGE, ChildKey
 
 #: Only the operator's children (and their pods) are listed and watched.
 CHILD_SELECTOR = f"{LABEL_JOB_UID},{LABEL_STAGE}"
 
 
+#: Where each kind's collection is: (group path, resource).
+PATHS = {
+    "jobs": ("/apis/batch/v1", "jobs"),
+    "pods": ("/api/v1", "pods"),
+    "deployments": ("/apis/apps/v1", "deployments"),
+}
+
+
 def _listers(api: client.ApiClient, namespace: str | None) -> dict[str, Lister]:
-    core, batch, apps = client.CoreV1Api(api), client.BatchV1Api(api), client.AppsV1Api(api)
-    if namespace is None:
-        return {
-            "jobs": batch.list_job_for_all_namespaces,
-            "pods": core.list_pod_for_all_namespaces,
-            "deployments": apps.list_deployment_for_all_namespaces,
-        }
     return {
-        "jobs": functools.partial(batch.list_namespaced_job, namespace),
-        "pods": functools.partial(core.list_namespaced_pod, namespace),
-        "deployments": functools.partial(apps.list_namespaced_deployment, namespace),
+        kind: raw_lister(
+            api, f"{root}/{resource}" if namespace is None else f"{root}/namespaces/{namespace}/{resource}"
+        )
+        for kind, (root, resource) in PATHS.items()
     }
 
 

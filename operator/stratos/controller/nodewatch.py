@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes import client
 
 from stratos import GROUP
-from stratos.controller.watchcache import PAGE_SIZE, WatchCache
+from stratos.controller.watchcache import PAGE_SIZE, WatchCache, raw_lister
 
 
 def node_view(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -49,7 +49,7 @@ class NodeCache(WatchCache[str]):
     """Every Node's ``node_view``, kept current by one list and one watch in a daemon thread."""
 
     def __init__(self, api: client.ApiClient, *, page_size: int = PAGE_SIZE) -> None:
-        super().__init__("nodes", client.CoreV1Api(api).list_node, node_view, node_name, page_size=page_size)
+        super().__init__("nodes", raw_lister(api, "/api/v1/nodes"), node_view, node_name, page_size=page_size)
 
     def snapshot(self) -> list[dict[str, Any]] | None:
         """Every Node's view, or None until the first complete listing."""
