@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from stratos.controller import watchcache
+from stratos.controller import rawapi, watchcache
 from stratos.controller.childwatch import CHILD_SELECTOR, ChildCaches
 from stratos.controller.executor import index_key, job_view
 from stratos.controller.watchcache import WatchCache
@@ -251,7 +251,7 @@ def test_the_raw_lister_asks_the_collection_with_the_query_the_client_would_send
         return answers.pop(0)
 
     monkeypatch.setattr(api, "call_api", call_api)
-    lister = watchcache.raw_lister(api, "/apis/batch/v1/namespaces/a/jobs")
+    lister = rawapi.raw_lister(api, "/apis/batch/v1/namespaces/a/jobs")
     response = lister(
         watch=True, resource_version="7", allow_watch_bookmarks=True, label_selector="x,y", timeout_seconds=9
     )

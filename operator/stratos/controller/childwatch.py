@@ -16,7 +16,8 @@ from typing import Any
 from kubernetes import client
 
 from stratos.controller.executor import deployment_view, index_key, job_view, pod_view
-from stratos.controller.watchcache import Lister, View, WatchCache, raw_lister
+from stratos.controller.rawapi import Lister, raw_lister
+from stratos.controller.watchcache import View, WatchCache
 from stratos.kube.naming import LABEL_JOB_UID, LABEL_STAGE, ChildKey
 
 #: Only the operator's children (and their pods) are listed and watched.

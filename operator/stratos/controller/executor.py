@@ -12,7 +12,7 @@ import base64
 import copy
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +30,7 @@ from stratos.contracts.runs import (
     RunStatus,
     StageRun,
 )
-from stratos.controller import kueue
+from stratos.controller import kueue, rawapi
 from stratos.controller.context import ChildRejected
 from stratos.decide.budget import elapsed_seconds
 from stratos.kube.children import (
@@ -576,20 +576,9 @@ class KubeExecutor:
         return probe(url, model, api_key=base64.b64decode(value).decode())
 
     def _create(self, manifest: dict[str, Any], kind: str) -> None:
-        core, batch, apps = (
-            client.CoreV1Api(self.api),
-            client.BatchV1Api(self.api),
-            client.AppsV1Api(self.api),
-        )
-        creators: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
-            "ConfigMap": (core.create_namespaced_config_map, core.read_namespaced_config_map),
-            "Service": (core.create_namespaced_service, core.read_namespaced_service),
-            "Job": (batch.create_namespaced_job, batch.read_namespaced_job),
-            "Deployment": (apps.create_namespaced_deployment, apps.read_namespaced_deployment),
-        }
-        create, read = creators[kind]
+        # Plain JSON requests (``rawapi``): no generated API class on the path every stage run takes.
         try:
-            create(self.namespace, manifest)
+            rawapi.create(self.api, kind, self.namespace, manifest)
         except ApiException as err:
             if err.status in (400, 422):  # invalid: the spec produced something Kubernetes refuses
                 raise ChildRejected(kind, _api_message(err)) from err
@@ -598,7 +587,7 @@ class KubeExecutor:
             # 409: created before, e.g. by an operator that has since restarted. Adopted only if it is
             # this very child (same owner uid and labels); anything else under that name is refused.
             name = manifest["metadata"]["name"]
-            live = self.api.sanitize_for_serialization(read(name, self.namespace))
+            live = rawapi.read(self.api, kind, self.namespace, name)
             if not is_same_child(live, manifest):
                 raise ChildRejected(kind, f"{kind} {name} exists and is not this job's") from err
 

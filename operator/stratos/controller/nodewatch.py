@@ -16,7 +16,8 @@ from typing import Any
 from kubernetes import client
 
 from stratos import GROUP
-from stratos.controller.watchcache import PAGE_SIZE, WatchCache, raw_lister
+from stratos.controller.rawapi import raw_lister
+from stratos.controller.watchcache import PAGE_SIZE, WatchCache
 
 
 def node_view(body: Mapping[str, Any]) -> dict[str, Any]:

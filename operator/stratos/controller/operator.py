@@ -226,8 +226,10 @@ def _note_error(uid: str, generation: int | None, err: BaseException | None, log
     )
 
 
+# Async (on kopf's event loop, a few dict operations): a sync handler would queue in the thread pool behind
+# every job's tick, and after a restart a new job waited there for all the others' first ticks.
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def forget_deleted(event: Mapping[str, Any], uid: str, **_: Any) -> None:
+async def forget_deleted(event: Mapping[str, Any], uid: str, **_: Any) -> None:
     if event.get("type") == "DELETED":
         now = time.monotonic()
         with _last_patch_lock:

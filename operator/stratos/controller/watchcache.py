@@ -26,9 +26,10 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
+
+from stratos.controller.rawapi import Lister
 
 LOG = logging.getLogger(__name__)
 PAGE_SIZE = 500
@@ -37,45 +38,6 @@ RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 K = TypeVar("K", bound=Hashable)
 View = dict[str, Any]
-#: A ``list_*`` method of the Kubernetes client (or a partial of a namespaced one): takes ``limit``,
-#: ``_continue``, ``resource_version``, ``watch``, ``label_selector`` ... and ``_preload_content``.
-Lister = Callable[..., Any]
-
-
-#: The client's keyword arguments and the query parameters they stand for.
-QUERY_NAMES = {
-    "_continue": "continue",
-    "allow_watch_bookmarks": "allowWatchBookmarks",
-    "label_selector": "labelSelector",
-    "limit": "limit",
-    "resource_version": "resourceVersion",
-    "timeout_seconds": "timeoutSeconds",
-    "watch": "watch",
-}
-
-
-def raw_lister(api: client.ApiClient, path: str) -> Lister:
-    """A list (or watch) of the collection at ``path`` (``/api/v1/nodes``, ``/apis/batch/v1/jobs``, ...)
-    answering the raw HTTP response, as the client's ``list_*`` methods do with ``_preload_content=False``,
-    without their API classes: with kubernetes 37 the first use of ``CoreV1Api`` imports hundreds of
-    models and builds a validator per method, a fifth of the operator's CPU from start to first decision."""
-
-    def call(*, _preload_content: bool = False, **params: Any) -> Any:
-        query = [(QUERY_NAMES[name], value) for name, value in params.items() if value is not None]
-        request = api.param_serialize(
-            method="GET",
-            resource_path=path,
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        response = api.call_api(*request)
-        if not 200 <= response.status <= 299:
-            response.read()
-            raise ApiException.from_response(http_resp=response, body=None, data=None)
-        return response.response
-
-    return call
 
 
 class Expired(Exception):
