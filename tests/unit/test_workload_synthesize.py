@@ -400,6 +400,7 @@ def test_the_budget_caps_synthesis_inside_the_workload_and_keeps_what_was_writte
     assert result["stoppedEarly"] == "budget" and 0 < result["costUsd"] <= budget
     assert 1 <= result["kept"] < 40 and len(rows_of(result)) == result["kept"]
     assert result["requests"] == len(fake.chat_requests)  # every request sent was answered and counted
+    assert result["testSamples"] == 20  # MAHJONG's testSize: what the evaluation will answer
     # A later run of the stage (a retried pod) starts from what the first one spent and stays within it.
     with FakeOpenAI(samples=real, model="m", correct_ids={s.id for s in real}) as again:
         proc, second = run(tmp_path, again, targetSamples=40, augment="none", budgetUsd=budget)

@@ -80,6 +80,9 @@ class SynthesizeResult(StageResult):
     rejected: dict[str, int] = Field(default_factory=dict)
     rejected_total: int | None = None
     real_questions: int | None = None
+    #: Samples in the task's test split (the same task the evaluate stage loads, which answers all of
+    #: them): what the operator's evaluation estimate counts.
+    test_samples: int | None = None
     attempts: int | None = None
     requests: int | None = None
     resumed: int | None = None

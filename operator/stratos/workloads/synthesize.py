@@ -248,6 +248,7 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
             rejected=dict(totals.rejected.most_common()),
             rejected_total=sum(totals.rejected.values()),
             real_questions=len(real),
+            test_samples=len(test),
             attempts=totals.attempts,
             requests=run_requests,
             resumed=resumed,
