@@ -246,8 +246,11 @@ def test_the_raw_lister_asks_the_collection_with_the_query_the_client_would_send
     sent: list[tuple[str, str, dict[str, Any]]] = []
     answers = [FakeHttp(200), FakeHttp(410)]
 
-    def call_api(method: str, url: str, header_params: dict[str, Any], *_: Any, **__: Any) -> FakeHttp:
+    timeouts: list[Any] = []
+
+    def call_api(method: str, url: str, header_params: dict[str, Any], *_: Any, **kw: Any) -> FakeHttp:
         sent.append((method, url, header_params))
+        timeouts.append(kw.get("_request_timeout"))
         return answers.pop(0)
 
     monkeypatch.setattr(api, "call_api", call_api)
@@ -263,6 +266,7 @@ def test_the_raw_lister_asks_the_collection_with_the_query_the_client_would_send
         "https://api.test/apis/batch/v1/namespaces/a/jobs"
         "?watch=true&resourceVersion=7&allowWatchBookmarks=true&labelSelector=x%2Cy&timeoutSeconds=9"
     )
+    assert timeouts == [(10.0, 69.0)]  # a silent watch fails a minute after the server should have ended it
     with pytest.raises(ApiException) as gone:
         lister(limit=2, _continue="t", resource_version=None)
     assert gone.value.status == 410 and sent[1][1].endswith("/jobs?limit=2&continue=t")

@@ -33,6 +33,11 @@ QUERY_NAMES = {
     "watch": "watch",
 }
 
+#: Seconds to connect, and to wait for the next bytes of an answer beyond a watch's own timeout: a
+#: connection that went silent (a peer gone without closing it) then fails and the cache lists again.
+CONNECT_SECONDS = 10.0
+READ_GRACE_SECONDS = 60.0
+
 #: Where each kind of child is created, in a namespace.
 COLLECTIONS = {
     "ConfigMap": "/api/v1/namespaces/{namespace}/configmaps",
@@ -50,6 +55,7 @@ def _send(
     *,
     query: list[tuple[str, Any]] | None = None,
     body: Any = None,
+    timeout: tuple[float, float] | None = None,
 ) -> Any:
     headers = {"Accept": "application/json"}
     if body is not None:
@@ -62,7 +68,7 @@ def _send(
         body=body,
         auth_settings=["BearerToken"],
     )
-    response = api.call_api(*request)
+    response = api.call_api(*request, _request_timeout=timeout)
     if not 200 <= response.status <= 299:
         response.read()
         raise ApiException.from_response(http_resp=response, body=None, data=None)
@@ -94,6 +100,7 @@ def raw_lister(api: client.ApiClient, path: str) -> Lister:
 
     def call(*, _preload_content: bool = False, **params: Any) -> Any:
         query = [(QUERY_NAMES[name], value) for name, value in params.items() if value is not None]
-        return _send(api, "GET", path, query=query).response
+        read = float(params.get("timeout_seconds") or 0) + READ_GRACE_SECONDS
+        return _send(api, "GET", path, query=query, timeout=(CONNECT_SECONDS, read)).response
 
     return call
