@@ -222,3 +222,67 @@ def test_metrics_and_restart_without_duplicates_or_changed_decisions(
     assert [j["metadata"]["name"] for j in jobs] == [child(api, namespace, "restart", "teacher-eval", "t1")]
     selected = [e for e in events_for(api, namespace, "restart") if e["reason"] == "NodeSelected"]
     assert sum(e.get("count", 1) for e in selected) == 1
+
+
+def test_a_restarted_operator_finds_the_stage_jobs_and_pods_that_existed_before_it_started(
+    operator: OperatorProcess,
+    control_plane: ControlPlane,
+    namespace: str,
+    gpu_nodes: Callable[..., dict[str, Any]],
+    api: Any,
+) -> None:
+    """The operator's caches list its children when it starts: a teacher evaluation that finished while no
+    operator ran is read from the Job and pod already on the server, not created again. A cache that only
+    watched (or a lookup by anything but the labels) would never see that Job and the job would wait."""
+    pool_nodes(gpu_nodes, namespace)
+    apply(control_plane, namespace, dj_manifest("found", namespace))
+    pods_path = f"/api/v1/namespaces/{namespace}/pods"
+    selector = {"labelSelector": "stratos.io/stage=teacher-eval"}
+    pod = wait_for(
+        lambda: next(iter(rest(api, "GET", pods_path, query=selector)["items"]), None),
+        timeout=120,
+        what="the teacher-eval Job's pod",
+    )
+    (job,) = rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs")["items"]
+
+    operator.stop(kill=True)
+    # While no operator runs, the stage ends as a kubelet would end it: the pod Succeeded with the
+    # evaluation's result as its termination message; the Job controller then marks the Job Complete.
+    result = {"ok": True, "accuracy": 0.5, "samples": 10, "correct": 5, "costUsd": 0.01}
+    container = pod["spec"]["containers"][0]
+    terminated = {"exitCode": 0, "reason": "Completed", "message": json.dumps(result)}
+    status = {
+        "phase": "Succeeded",
+        "containerStatuses": [
+            {
+                "name": container["name"],
+                "image": container["image"],
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {"terminated": terminated},
+            }
+        ],
+    }
+    rest(api, "PATCH", f"{pods_path}/{pod['metadata']['name']}/status", body={"status": status})
+    job_path = f"/apis/batch/v1/namespaces/{namespace}/jobs/{job['metadata']['name']}"
+
+    def complete() -> bool:
+        conditions = rest(api, "GET", job_path).get("status", {}).get("conditions") or []
+        return any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
+
+    wait_for(complete, timeout=120, what="the Job controller to mark the teacher-eval Job complete")
+
+    operator.start()
+    control_plane.kubectl(
+        "wait", "--for=condition=TeacherSelected", "dj/found", "-n", namespace, "--timeout=120s"
+    )
+    teacher_jobs = [
+        j
+        for j in rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs")["items"]
+        if j["metadata"]["labels"].get("stratos.io/stage") == "teacher-eval"
+    ]
+    assert [j["metadata"]["uid"] for j in teacher_jobs] == [job["metadata"]["uid"]]  # the same Job
+    teacher = get_dj(control_plane, namespace, "found")["status"]["teacher"]
+    assert teacher["selected"] == "t1", teacher
+    assert [(c["name"], c["accuracy"]) for c in teacher["candidates"]] == [("t1", 0.5)], teacher

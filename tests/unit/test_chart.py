@@ -259,6 +259,7 @@ def test_operator_command_ports_probes_and_environment() -> None:
     assert env["STRATOS_IMAGE_PULL_POLICY"] == "IfNotPresent"
     assert env["STRATOS_RECONCILE_INTERVAL"] == "1"
     assert env["STRATOS_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["STRATOS_WATCHED_NAMESPACES"] == ""  # all namespaces
     assert "POD_ID" not in env  # kopf's peering identity: only with peering
     assert container["image"] == f"ghcr.io/stratos-io/stratos-operator:{app}"
     pod = deployment["spec"]["template"]["spec"]
@@ -477,12 +478,15 @@ def test_watched_namespaces_get_a_role_each_and_no_cluster_wide_namespaced_right
     assert permissions(cluster_roles[0]) == CLUSTER_PERMISSIONS | KOPF_NAMESPACE_OBSERVATION
     args = operator_container(objects)["args"]
     assert args == ["--namespace=team-a", "--namespace=team-b"]
+    # The operator's own caches of its stage Jobs, pods and Deployments watch the same namespaces.
+    assert env_of(operator_container(objects))["STRATOS_WATCHED_NAMESPACES"] == "team-a,team-b"
 
 
 def test_duplicate_watched_namespaces_render_once() -> None:
     objects = render({"watchedNamespaces": ["team-a", "team-a"]})
     assert len(of_kind(objects, "Role")) == 2  # the operator's and the integrations' Role
     assert operator_container(objects)["args"] == ["--namespace=team-a"]
+    assert env_of(operator_container(objects))["STRATOS_WATCHED_NAMESPACES"] == "team-a"
 
 
 def test_rbac_and_service_account_can_be_left_out() -> None:

@@ -10,9 +10,10 @@ from pydantic import ValidationError
 from stratos.api.spec import DistillationJobSpec
 from stratos.contracts.runs import StageRun
 from stratos.controller import kueue
-from stratos.controller.executor import KubeExecutor, job_view
+from stratos.controller.executor import KubeExecutor
 from stratos.kube.children import stage_job
 from stratos.kube.config import OperatorConfig
+from stratos.kube.views import job_view
 from support.jobs import job
 
 RUN = StageRun("train", "stratos.workloads.train", {}, candidate="s1", node="gpu-1", gpus=1)

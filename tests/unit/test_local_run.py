@@ -13,8 +13,9 @@ Three things differ from a user's machine, none in the code path:
   stamp the Makefile expects), so `make run` does not reinstall, and does not touch that virtualenv;
   `PYTHONPATH` points at the copy's sources so the copy's code is what runs;
 - the copy's example is reduced in size (task sizes, samples, epochs; the teacher on another port) and
-  pinned to `minAccuracy: 0` with `strategy: injection` (what the example itself says today), since so
-  small a run cannot teach the student to meet a real threshold;
+  pinned to `minAccuracy: 0` with `strategy: injection` (the strategy the full example's `auto` picks),
+  since so small a run cannot teach the student to meet the example's real threshold (the full size
+  does: the README's Quickstart gives what it reached);
 - one torch thread per process (`OMP_NUM_THREADS=1`): on two shared cores torch's default of a thread
   per core spins and slows tiny models by an order of magnitude.
 """

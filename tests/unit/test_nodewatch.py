@@ -1,4 +1,6 @@
-"""The operator's node cache: paged listing, the watch after it, and listing again on 410 Gone."""
+"""The operator's node cache: paged listing, the watch after it, and listing again on 410 Gone.
+
+The cache itself (``controller.watchcache``) is tested for every kind in ``test_watchcache.py``."""
 
 from __future__ import annotations
 
@@ -71,7 +73,7 @@ class FakeCore:
 def test_the_cache_lists_in_pages_follows_the_watch_and_lists_again_when_expired() -> None:
     cache = NodeCache(client.ApiClient(), page_size=1)
     fake = FakeCore()
-    cache._core = fake  # type: ignore[assignment]
+    cache._lister = fake.list_node
     assert cache.snapshot() is None  # not listed yet: handlers must not decide on it
     cache.start()
     assert fake.quiet.wait(10)

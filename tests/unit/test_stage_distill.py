@@ -29,6 +29,7 @@ class StageExecutor(ScriptedExecutor):
         super().__init__({})
         self.evaluations = evaluations
         self.failing = failing or set()
+        self.test_split: dict[str, int] = {"testSamples": 250}  # what the synthesis program counted
 
     def ensure(self, run: Any, spec: Any) -> RunStatus:
         self.started.append(run)
@@ -40,7 +41,7 @@ class StageExecutor(ScriptedExecutor):
             return done(120.0, 1, accuracy={"a": 0.7, "b": 0.6}[run.candidate])
         if run.stage == "synthesize":
             tokens = {"promptTokens": 1000, "completionTokens": 3000, "costUSD": 0.5}
-            counts = {"kept": 40, "real": 30, "synthetic": 10, "rejectedTotal": 2}
+            counts = {"kept": 40, "real": 30, "synthetic": 10, "rejectedTotal": 2, **self.test_split}
             return done(**tokens, **counts, rejected={"answer mismatch": 2}, strategy="alignment")
         if run.stage == "train":
             # Its pods took 3,700 s in all (a failed attempt included); the program reports its own 3,600.
@@ -71,7 +72,7 @@ def test_a_student_that_passes_ends_the_job_succeeded_with_serving_off() -> None
     assert status["phase"] == "Succeeded"
     assert status["evaluation"]["student"] == "a" and status["evaluation"]["passed"] is True
     assert status["data"] == {"uri": "/data/jobs/dj1-u-1/data/train.jsonl", "samples": 40, "real": 30,
-                              "synthetic": 10, "rejected": 2}  # fmt: skip
+                              "synthetic": 10, "rejected": 2, "testSamples": 250}  # fmt: skip
     assert status["training"]["adapterUri"] == "/data/jobs/dj1-u-1/train/a/adapter"
     # teacher-eval tokens 2000 + synthesis 4000; USD: 0.01 + 0.5 + one hour of training at 0.5 USD/h
     hours = next(c["trainingTimeHours"] for c in status["student"]["candidates"] if c["name"] == "a")
@@ -325,3 +326,27 @@ def test_a_refused_spec_stays_refused_quietly_until_its_generation_changes() -> 
     body["spec"]["teachers"][1]["weights"] = {"uri": "/models/other-same-vocab"}
     recovered = reconcile(body, nodes=NODES, executor=fixed, now=NOW)
     assert "Failed" not in conditions(recovered.status) and recovered.status["stage"] != "Failed"
+
+
+def test_the_evaluation_estimate_counts_the_whole_test_split_the_stage_answers() -> None:
+    """Issue 15 follow-up: the evaluate stage answers every sample of the test split (no maxSamples), so its
+    estimate counts those (reported by the synthesis program), not sampleSize."""
+    executor = StageExecutor({"a": 0.9})
+    status = run_job(executor, task={"builtin": "mahjong", "sampleSize": 10})
+    (evaluation,) = [e for e in status["cost"]["estimates"] if e["stage"] == "evaluation"]
+    assert " 250 test samples x " in evaluation["basis"], evaluation
+    (run,) = [r for r in executor.started if r.stage == "evaluate"]
+    assert "maxSamples" not in run.config  # the stage does answer all of them
+    # 60 s start-up + 250 x the decoding cap at the student's rate, at 0.5 USD/h: more than 10 samples cost.
+    few = StageExecutor({"a": 0.9})
+    few.test_split = {"testSamples": 10}
+    small = run_job(few, task={"builtin": "mahjong", "sampleSize": 10})
+    (cheap,) = [e for e in small["cost"]["estimates"] if e["stage"] == "evaluation"]
+    assert evaluation["usd"] > cheap["usd"] > 0
+
+    # A status from before the count existed: sampleSize, and the basis says why.
+    older = StageExecutor({"a": 0.9})
+    older.test_split = {}
+    old = run_job(older, task={"builtin": "mahjong", "sampleSize": 10})
+    (fallback,) = [e for e in old["cost"]["estimates"] if e["stage"] == "evaluation"]
+    assert " 10 samples (sampleSize: the test split was not counted) x " in fallback["basis"], fallback

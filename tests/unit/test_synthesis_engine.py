@@ -314,3 +314,81 @@ def test_reverse_traces_that_admit_the_answer_was_given_are_rejected(tmp_path):
         pytest.raises(StageError, match=r"no example survived verification \(mentions the given answer 4\)"),
     ):
         asyncio.run(synthesize(config(tmp_path, fake, **cfg)))
+
+
+# ------------------------------------------------------------------------------- the spend cap
+
+
+def test_the_spend_cap_reserves_worst_cases_waits_for_requests_in_flight_and_keeps_what_returns() -> None:
+    async def scenario() -> None:
+        cap = eng.SpendCap(1.0, spent=0.25)
+        await cap.reserve(0.5)
+        await cap.reserve(0.25)  # 0.25 + 0.5 + 0.25 = 1.0: full
+        third = asyncio.create_task(cap.reserve(0.2))
+        await asyncio.sleep(0.01)
+        assert not third.done()  # waits for room, nothing over the cap is held
+        cap.settle(0.5, 0.1)  # returned having used 0.1 of its 0.5: 0.35 spent, 0.25 held
+        await asyncio.wait_for(third, 5)
+        assert (round(cap.spent, 9), round(cap.reserved, 9)) == (0.35, 0.45)
+        cap.settle(0.25, 0.0)  # failed: nothing used
+        cap.settle(0.2, 0.2)
+        assert (round(cap.spent, 9), cap.reserved, cap.exhausted) == (0.55, 0.0, False)
+        with pytest.raises(eng.BudgetReached):  # does not fit, and nothing in flight will make room
+            await cap.reserve(0.5)
+        await cap.reserve(0.45)
+        cap.settle(0.45, 0.45)
+        assert cap.exhausted
+
+    asyncio.run(scenario())
+
+
+class PricedClient:
+    """A teacher client stand-in with a price and random latency; every answer costs 100 + 50 tokens."""
+
+    name = "priced"
+    cost_per_million_tokens = 100.0  # 0.015 USD per answer; reserved: 1e-4 x (prompt bytes + 8 + 200)
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.started = self.finished = 0
+        self.in_flight = self.most_in_flight = 0
+
+    async def chat(self, messages, *, max_tokens, temperature, seed):
+        self.started += 1
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(self.rng.random() * 0.004)
+        self.in_flight -= 1
+        self.finished += 1
+        tiles = hand_of(messages)
+        truth = canonical_answer(winning_tiles(tiles))
+        answer = truth if good_hand(tiles) else wrong(truth)
+        return ChatResult(
+            text=f"Step 1: group the tiles.\nThe answer is {answer}",
+            prompt_tokens=100,
+            completion_tokens=50,
+            finish_reason="stop",
+            attempts=1,
+        )
+
+
+@pytest.mark.parametrize("limit", [0.5, 1.0, 3.7])
+def test_requests_in_flight_never_take_the_stage_past_its_cap_and_all_of_them_finish(limit: float) -> None:
+    """Issue 15, defect 10 (second round): the cap covers the requests in flight. Each reserves its worst
+    case before it is sent; once one cannot be covered nothing new starts, those in flight finish and are
+    handed on, and what was spent (the sum of the decisions' costs) stays within the cap."""
+    task = MahjongTask(seed=0, train_size=30, test_size=10)
+    client = PricedClient(random.Random(7))
+    cap = eng.SpendCap(limit)
+    caller = eng.Caller(client, max_tokens=200, cap=cap)  # type: ignore[arg-type]
+    e, decisions = make_engine(task, caller, window=6, target=1000, max_candidates=1000)
+    with pytest.raises(eng.BudgetReached):
+        asyncio.run(e.run(select_real(task.load("train"), limit=8, seed=0), decisions.append))
+    spent = sum(d.tally.cost_usd for d in decisions)
+    assert client.started == client.finished > 0  # none cancelled
+    assert client.most_in_flight > 1  # several fit under the cap at once (worst case ~0.1 USD each)
+    assert abs(spent - cap.spent) < 1e-9 and spent <= limit and cap.reserved == 0.0
+    # It stopped when a request did not fit with none in flight, not before: what is left is less than
+    # the largest worst case a prompt of this task can have.
+    assert limit - spent < caller.worst_case_usd([{"role": "user", "content": "x" * 4000}] * 2)
+    assert sum(d.tally.requests for d in decisions) == client.started

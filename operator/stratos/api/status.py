@@ -292,6 +292,11 @@ class DataStatus(StatusModel):
     real: NonNegInt | None = Field(None, description="Examples from the task's own data.")
     synthetic: NonNegInt | None = Field(None, description="Examples synthesised by the teacher.")
     rejected: NonNegInt | None = Field(None, description="Examples dropped by verification.")
+    test_samples: NonNegInt | None = Field(
+        None,
+        description="Samples in the task's test split, counted by the synthesis program: what the held-out "
+        "evaluation answers (its cost estimate counts them).",
+    )
 
 
 class TrainingStatus(StatusModel):

@@ -49,8 +49,10 @@ class SynthesizeConfig(WorkloadConfig):
     #: At most ``ceil(candidateFactor * targetSamples)`` synthetic candidates are tried, so a teacher
     #: whose candidates are all rejected cannot spend without bound.
     candidate_factor: float = Field(4.0, ge=0, le=1000)
-    #: What the stage may spend on the teacher (USD, every run of the stage together): once reached,
-    #: no new request starts, the requests in flight finish and what was written is kept.
+    #: What the stage may spend on the teacher (USD, every run of the stage together). Each request
+    #: reserves its worst-case cost (prompt bytes + maxTokens at the price) before it is sent and gives the
+    #: unused part back when it returns, so requests in flight never take the stage past it; a request it
+    #: cannot cover is not sent, the requests in flight finish and what was written is kept.
     budget_usd: float | None = Field(None, ge=0)
 
     def worst_case_usd(self) -> float:
@@ -81,6 +83,9 @@ class SynthesizeResult(StageResult):
     rejected: dict[str, int] = Field(default_factory=dict)
     rejected_total: int | None = None
     real_questions: int | None = None
+    #: Samples in the task's test split (the same task the evaluate stage loads, which answers all of
+    #: them): what the operator's evaluation estimate counts.
+    test_samples: int | None = None
     attempts: int | None = None
     requests: int | None = None
     resumed: int | None = None

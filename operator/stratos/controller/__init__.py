@@ -6,8 +6,9 @@ Two layers live here, and ``tests/unit/test_layers.py`` keeps them apart:
   (``reconcile`` and the ordered step table), ``context`` (what a step sees, the ``Executor`` protocol),
   one ``stage_*`` module per pipeline step, ``stages`` (the vocabulary), ``conditions``, ``status_patch``;
 - the Kubernetes runtime above it: ``operator`` (kopf handlers), ``executor`` (stage runs as Jobs, the
-  serving endpoint, read through kopf's indexes), ``nodewatch``, ``announce`` (events), ``kueue``,
-  ``metrics``, ``faults``.
+  serving endpoint), ``watchcache`` (the operator's list-then-watch cache) with ``nodewatch`` (Nodes) and
+  ``childwatch`` (stage Jobs, pods, serving Deployments), ``announce`` (events), ``kueue``, ``metrics``,
+  ``faults``.
 
 Builders of the child objects are in ``stratos.kube`` and ``stratos.serving``; decisions in
 ``stratos.decide``.

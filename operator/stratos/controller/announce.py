@@ -20,6 +20,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from stratos import GROUP, KIND, VERSION
+from stratos.controller import rawapi
 from stratos.controller.context import Event
 from stratos.controller.faults import crash_point
 
@@ -80,13 +81,12 @@ def post(
     api: client.ApiClient, body: Mapping[str, Any], outbox: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """Post the outbox's announcements in order; returns those still to post (after a failure)."""
-    core = client.CoreV1Api(api)
     namespace = str(body["metadata"]["namespace"])
     for i, announcement in enumerate(outbox):
         crash_point("before-announce", str(announcement.get("reason")))
         try:
             manifest: Any = event_manifest(body, announcement, datetime.now(UTC))
-            core.create_namespaced_event(namespace, manifest)
+            rawapi.create(api, "Event", namespace, manifest)
         except ApiException as err:
             if err.status == 409:  # posted before (by an operator that stopped before dropping it)
                 continue

@@ -1,10 +1,11 @@
 """Stage runs as Kubernetes Jobs: create them idempotently and read their state.
 
-The state of Jobs and their pods comes from kopf's in-memory indexes (one watch per kind for the whole
-operator, not one GET per job per tick); only creates go to the API server. A create that answers 409
-means the object is already there, which is what a restarted operator expects to find. The objects are
-built by ``stratos.kube.children`` and ``stratos.serving``, and read through the pure views of
-``stratos.kube.views``: this module holds only the I/O between them and the API server.
+The state of Jobs and their pods comes from the operator's list-then-watch caches (``childwatch``: one
+watch per kind for the whole operator, not one GET per job per tick); only creates go to the API
+server. A create that answers 409 means the object is already there, which is what a restarted operator
+expects to find. The objects are built by ``stratos.kube.children`` and ``stratos.serving``, and read
+through the pure views of ``stratos.kube.views``: this module holds only the I/O between them and the
+API server.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +30,7 @@ from stratos.contracts.runs import (
     RunStatus,
     StageRun,
 )
-from stratos.controller import kueue
+from stratos.controller import kueue, rawapi
 from stratos.controller.context import ChildRejected
 from stratos.kube.children import (
     dataset_configmap_fields,
@@ -48,11 +49,6 @@ from stratos.kube.views import (
     start_deadline,
     with_pod_time,
 )
-
-# The operator's indexes are built from these views (kept importable from here for it).
-from stratos.kube.views import deployment_view as deployment_view
-from stratos.kube.views import index_key as index_key
-from stratos.kube.views import job_view as job_view
 from stratos.serving.manifests import (
     EXTRA_APIS,
     SPEC_HASH,
@@ -327,20 +323,9 @@ class KubeExecutor:
         return probe(url, model, api_key=base64.b64decode(value).decode())
 
     def _create(self, manifest: dict[str, Any], kind: str) -> None:
-        core, batch, apps = (
-            client.CoreV1Api(self.api),
-            client.BatchV1Api(self.api),
-            client.AppsV1Api(self.api),
-        )
-        creators: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
-            "ConfigMap": (core.create_namespaced_config_map, core.read_namespaced_config_map),
-            "Service": (core.create_namespaced_service, core.read_namespaced_service),
-            "Job": (batch.create_namespaced_job, batch.read_namespaced_job),
-            "Deployment": (apps.create_namespaced_deployment, apps.read_namespaced_deployment),
-        }
-        create, read = creators[kind]
+        # Plain JSON requests (``rawapi``): no generated API class on the path every stage run takes.
         try:
-            create(self.namespace, manifest)
+            rawapi.create(self.api, kind, self.namespace, manifest)
         except ApiException as err:
             if err.status in (400, 422):  # invalid: the spec produced something Kubernetes refuses
                 raise ChildRejected(kind, _api_message(err)) from err
@@ -349,7 +334,7 @@ class KubeExecutor:
             # 409: created before, e.g. by an operator that has since restarted. Adopted only if it is
             # this very child (same owner uid and labels); anything else under that name is refused.
             name = manifest["metadata"]["name"]
-            live = self.api.sanitize_for_serialization(read(name, self.namespace))
+            live = rawapi.read(self.api, kind, self.namespace, name)
             if not is_same_child(live, manifest):
                 raise ChildRejected(kind, f"{kind} {name} exists and is not this job's") from err
 

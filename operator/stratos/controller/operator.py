@@ -2,7 +2,8 @@
 
 Run with ``kopf run -m stratos.controller.operator --standalone --all-namespaces``. Each
 DistillationJob gets a timer that reconciles it every ``STRATOS_RECONCILE_INTERVAL`` seconds: the
-machine gathers the facts (nodes from the operator's own node cache, stage runs from kopf indexes),
+machine gathers the facts (nodes, stage Jobs, their pods and serving Deployments from the operator's own
+list-then-watch caches, ``nodewatch`` and ``childwatch``; kopf keeps no index, so it holds no handler),
 calls the pure decision functions, and only a status that differs from the one on the server is
 written. Nothing is kept between ticks that is not in the object's status, so a restarted operator
 carries on where the last one stopped.
@@ -23,18 +24,20 @@ from kubernetes.client.exceptions import ApiException
 
 from stratos import GROUP, PLURAL, VERSION
 from stratos.controller import announce, metrics
-from stratos.controller.executor import KubeExecutor, deployment_view, index_key, job_view, pod_view
+from stratos.controller.childwatch import ChildCaches
+from stratos.controller.executor import KubeExecutor
 from stratos.controller.machine import errored, reconcile
 from stratos.controller.nodewatch import NodeCache
 from stratos.controller.status_patch import status_patch
 from stratos.kube.config import OperatorConfig
-from stratos.kube.naming import LABEL_JOB_UID, ChildKey
 
 CONFIG = OperatorConfig.from_env()
 # A patch we sent is not yet visible in the body kopf hands us for this long at most; ticks that see
 # the body we patched from are skipped so a decision is not recorded (and announced) twice.
 STALE_GRACE_SECONDS = 5.0
 DELETION_POLL_SECONDS = 1.0
+# A tick waits this long at most for the first listing of the child caches, then tries again next time.
+CHILDREN_WAIT_SECONDS = 5.0
 
 _last_patch: dict[str, tuple[str, float]] = {}
 _last_patch_lock = threading.Lock()
@@ -70,30 +73,13 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     # Per-job metrics come from a replica that acts; under peering a standby exports none of them.
     metrics.JOBS.stale_after = max(60.0, 20 * CONFIG.reconcile_interval)
     metrics.track_activity(mandatory_peering=settings.peering.mandatory)
-    # Nodes come from the operator's own list-then-watch cache, not a kopf index: kopf would run no
-    # handler until thousands of Nodes went through its index one by one.
+    # Nodes and children come from the operator's own list-then-watch caches, not kopf indexes: kopf
+    # would run no handler until thousands of Nodes and every stage Job and pod went through its indexes
+    # one by one. Started here, waited for by nobody but the ticks that read them.
     memo.nodes = NodeCache(memo.api).start()
+    memo.children = ChildCaches(memo.api, CONFIG.watched_namespaces).start()
     metrics.serve(CONFIG.metrics_port)
     logger.info("stratos operator started; metrics on :%s", CONFIG.metrics_port)
-
-
-# Children are indexed by their labels (owner uid, stage, candidate), never by name.
-@kopf.index("batch", "v1", "jobs", labels={LABEL_JOB_UID: kopf.PRESENT})
-def stage_jobs(body: kopf.Body, **_: Any) -> dict[ChildKey, dict[str, Any]] | None:
-    key = index_key(body)
-    return {key: job_view(body)} if key else None
-
-
-@kopf.index("", "v1", "pods", labels={LABEL_JOB_UID: kopf.PRESENT})
-def stage_pods(body: kopf.Body, **_: Any) -> dict[ChildKey, dict[str, Any]] | None:
-    key = index_key(body)
-    return {key: pod_view(body)} if key else None
-
-
-@kopf.index("apps", "v1", "deployments", labels={LABEL_JOB_UID: kopf.PRESENT})
-def serving_deployments(body: kopf.Body, **_: Any) -> dict[ChildKey, dict[str, Any]] | None:
-    key = index_key(body)
-    return {key: deployment_view(body)} if key else None
 
 
 def not_deleted(uid: str | None = None, **_: Any) -> bool:
@@ -110,15 +96,17 @@ _posted: dict[str, set[int]] = {}
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.reconcile_interval, backoff=5, when=not_deleted)
-def tick(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **kwargs: Any) -> None:
-    """Reconcile one job. kopf passes the indexes by name (``stage_jobs``, ``stage_pods``, ...).
+def tick(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    """Reconcile one job.
 
     Nothing raises out of here: every failure is written to the object as the ReconcileError condition
     (with an event when it changes) and retried with backoff, so no failure loops invisibly.
     """
-    stage_jobs: kopf.Index[ChildKey, Any] = kwargs["stage_jobs"]
-    stage_pods: kopf.Index[ChildKey, Any] = kwargs["stage_pods"]
-    deployments: kopf.Index[ChildKey, Any] = kwargs["serving_deployments"]
+    children: ChildCaches = memo.children
+    if not children.synced and not children.wait_synced(CHILDREN_WAIT_SECONDS):
+        # Without the first listing of its children a job would look as if it had none: wait for it.
+        logger.info("waiting for the first listing of stage Jobs, pods and Deployments")
+        return
     uid = body["metadata"]["uid"]
     version = body["metadata"].get("resourceVersion", "")
     generation = body["metadata"].get("generation")
@@ -141,7 +129,15 @@ def tick(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **kwargs: Any) -> N
         # between the two writes); those this process posted already are only dropped.
         outbox = [a for a in status.get("announcements") or [] if a.get("seq") not in posted]
         pending = announce.post(memo.api, body, outbox)
-        executor = KubeExecutor(body, CONFIG, memo.api, stage_jobs, stage_pods, deployments)
+        namespace = str(body["metadata"]["namespace"])
+        executor = KubeExecutor(
+            body,
+            CONFIG,
+            memo.api,
+            children.of("jobs", namespace),
+            children.of("pods", namespace),
+            children.of("deployments", namespace),
+        )
         outcome = reconcile(body, nodes=memo.nodes.snapshot(), executor=executor)
     except Exception as err:
         pending = list(status.get("announcements") or [])
@@ -230,8 +226,10 @@ def _note_error(uid: str, generation: int | None, err: BaseException | None, log
     )
 
 
+# Async (on kopf's event loop, a few dict operations): a sync handler would queue in the thread pool behind
+# every job's tick, and after a restart a new job waited there for all the others' first ticks.
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def forget_deleted(event: Mapping[str, Any], uid: str, **_: Any) -> None:
+async def forget_deleted(event: Mapping[str, Any], uid: str, **_: Any) -> None:
     if event.get("type") == "DELETED":
         now = time.monotonic()
         with _last_patch_lock:

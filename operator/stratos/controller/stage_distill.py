@@ -130,6 +130,7 @@ def synthesize_step(ctx: Context) -> Stage | None:
         real=r.real,
         synthetic=r.synthetic,
         rejected=r.rejected_total,
+        test_samples=r.test_samples,
     )
     ctx.charge("synthesis", usd=r.cost_usd, tokens=r.prompt_tokens + r.completion_tokens)
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(r.rejected.items())) or "none"
@@ -307,14 +308,18 @@ def train_step(ctx: Context) -> Stage | None:
 
 
 def evaluation_estimate(ctx: Context, student: StudentSpec, max_new_tokens: int) -> budget.Estimate:
-    """Node time of the held-out evaluation: sampleSize answers of at most ``max_new_tokens`` each at the
-    student's estimated decode rate on the chosen GPU (no rate known: start-up only)."""
+    """Node time of the held-out evaluation: every sample of the test split (the evaluate stage answers
+    all of them; the synthesis program counted them), at most ``max_new_tokens`` each, at the student's
+    estimated decode rate on the chosen GPU (no rate known: start-up only). A status written before that
+    count existed falls back to ``sampleSize``, and the estimate's basis says so."""
     server = ctx.chosen_server()
     gpu = lookup_gpu(server.gpu_model)
     rate = decode_tokens_per_second(ModelFacts.from_spec(student.model), gpu) if gpu is not None else 0.0
+    counted = ctx.status.data.test_samples if ctx.status.data is not None else None
     return budget.evaluation(
         student.name,
-        samples=ctx.spec.task.sample_size,
+        samples=int(counted) if counted else ctx.spec.task.sample_size,
+        what="test samples" if counted else "samples (sampleSize: the test split was not counted)",
         max_new_tokens=max_new_tokens,
         tokens_per_second=rate,
         hourly_cost=server.hourly_cost,

@@ -118,11 +118,17 @@ def training(student: str, *, hours: float, hourly_cost: float) -> Estimate:
 
 
 def evaluation(
-    student: str, *, samples: int, max_new_tokens: int, tokens_per_second: float, hourly_cost: float
+    student: str,
+    *,
+    samples: int,
+    max_new_tokens: int,
+    tokens_per_second: float,
+    hourly_cost: float,
+    what: str = "samples",
 ) -> Estimate:
     seconds = decode_seconds(samples * max_new_tokens, tokens_per_second)
     basis = (
-        f"{STARTUP_SECONDS:g} s start-up + {samples} samples x {max_new_tokens} tokens at "
+        f"{STARTUP_SECONDS:g} s start-up + {samples} {what} x {max_new_tokens} tokens at "
         f"~{tokens_per_second:.0f} tokens/s = {seconds:.0f} s x {hourly_cost:g} USD/h"
     )
     return Estimate("evaluation", node_usd(seconds, hourly_cost), basis, candidate=student)

@@ -51,6 +51,9 @@ class OperatorConfig:
     #: PersistentVolumeClaim (in the job's namespace) used when a job sets no spec.storage; "" = none.
     default_claim: str = ""
     pod_defaults: PodDefaults = field(default_factory=PodDefaults)
+    #: The namespaces the operator serves (kopf's ``--namespace``); empty = all (``--all-namespaces``).
+    #: Its caches of stage Jobs, pods and Deployments watch these (RBAC grants no more).
+    watched_namespaces: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -64,4 +67,7 @@ class OperatorConfig:
             log_format=env.get("STRATOS_LOG_FORMAT", cls.log_format),
             default_claim=env.get("STRATOS_DEFAULT_CLAIM", cls.default_claim),
             pod_defaults=pod_defaults(env.get("STRATOS_POD_DEFAULTS", "")),
+            watched_namespaces=tuple(
+                ns.strip() for ns in env.get("STRATOS_WATCHED_NAMESPACES", "").split(",") if ns.strip()
+            ),
         )

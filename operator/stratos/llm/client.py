@@ -24,12 +24,15 @@ import os
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import openai
-
 from stratos.llm.redact import redact, register_secret, truncate
+
+if TYPE_CHECKING:
+    # Imported where a client is made or called: the operator imports this module (the stage contracts
+    # name its types) but never calls a teacher, and ``openai`` took a third of its start-up imports.
+    import openai
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +221,8 @@ class TeacherClient:
         self._endpoint = _endpoint_label(base_url)
         key = api_key or PLACEHOLDER_KEY
         register_secret(key)
+        import openai
+
         self._openai = openai.AsyncOpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=0)
 
     @classmethod
@@ -310,6 +315,8 @@ class TeacherClient:
         )
 
     async def _with_retries(self, call: Callable[[], Awaitable[Any]], *, what: str) -> tuple[Any, int]:
+        import openai
+
         attempts = 0
         all_connection_errors = True
         async with self._semaphore:

@@ -12,6 +12,12 @@ reasoning that becomes its training target) or rejected with a reason. What make
 A question gets up to ``attempts`` traces (other seeds; a temperature above zero after the first)
 before it is rejected with the last trace's reason.
 
+Budget. With a ``SpendCap`` every request reserves its worst-case cost (prompt bytes plus ``max_tokens``
+at the teacher's price) before it is sent and gives back the unused part when it returns, so the requests
+in flight can never take the stage past its cap. A request that does not fit waits for those in flight;
+one that does not fit with none in flight is not sent: its item stays undecided (a later run asks it
+again), no new item starts, and the items still in flight finish and are kept.
+
 Scheduling. Real questions go first; synthetic candidates follow while ``kept + in flight <
 target``, taken in index order. A candidate is only started when it could still be needed, so the
 candidates tried are exactly the shortest prefix of indices that yields the target (or the cap),
@@ -51,6 +57,48 @@ TEACHER_ERROR = "teacher error"
 RETRY_TEMPERATURE = 0.7
 
 Mode = Literal["mutate", "rewrite", "generate", "none"]
+
+
+#: Tokens a message costs beyond its content (role, separators) in the worst case we reserve for.
+MESSAGE_OVERHEAD_TOKENS = 8
+#: Completion tokens reserved for a request without ``max_tokens`` (the contracts' default bound).
+UNBOUNDED_COMPLETION_TOKENS = 2048
+
+
+class BudgetReached(Exception):
+    """The stage's budget cannot cover another request: no new teacher request starts."""
+
+
+class SpendCap:
+    """What teacher requests may spend in all, ``limit`` USD, of which ``spent`` is already used (earlier
+    runs, returned requests) and ``reserved`` is held by requests in flight at their worst case."""
+
+    def __init__(self, limit: float, spent: float = 0.0) -> None:
+        self.limit, self.spent, self.reserved = limit, spent, 0.0
+        self._settled = asyncio.Event()
+
+    async def reserve(self, usd: float) -> None:
+        """Hold ``usd`` for a request about to be sent, waiting while requests in flight hold what it
+        needs; ``BudgetReached`` when it does not fit even with none in flight."""
+        while self.spent + self.reserved + usd > self.limit:
+            if self.reserved <= 0:
+                raise BudgetReached()
+            settled = self._settled
+            await settled.wait()
+        self.reserved += usd
+
+    def settle(self, reserved: float, used: float) -> None:
+        """A request that held ``reserved`` returned having cost ``used`` (0 when it failed)."""
+        self.reserved = max(0.0, self.reserved - reserved)
+        if self.reserved < 1e-12:
+            self.reserved = 0.0
+        self.spent += used
+        self._settled.set()  # wake the requests waiting for room; they check again
+        self._settled = asyncio.Event()
+
+    @property
+    def exhausted(self) -> bool:
+        return self.spent >= self.limit
 
 
 @dataclass
@@ -100,9 +148,17 @@ class Decision:
 class Caller:
     """A teacher client as the engine uses it: one request, accounted to an item's tally."""
 
-    def __init__(self, client: TeacherClient, *, max_tokens: int | None) -> None:
+    def __init__(self, client: TeacherClient, *, max_tokens: int | None, cap: SpendCap | None = None) -> None:
         self.client = client
         self.max_tokens = max_tokens
+        self.cap = cap
+
+    def worst_case_usd(self, messages: Sequence[Message]) -> float:
+        """The most a request can cost: every prompt byte a token (no tokenizer makes more), plus overhead,
+        plus ``max_tokens`` of completion, at the client's price."""
+        prompt = sum(len(str(m.get("content", "")).encode()) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+        completion = self.max_tokens if self.max_tokens is not None else UNBOUNDED_COMPLETION_TOKENS
+        return cost_usd(prompt + completion, self.client.cost_per_million_tokens)
 
     async def ask(
         self, messages: Sequence[Message], tally: Tally, *, temperature: float, seed: int
@@ -111,20 +167,27 @@ class Caller:
 
         Unavailability and exhausted retries propagate: they end the stage.
         """
+        held = self.worst_case_usd(messages) if self.cap is not None else 0.0
+        if self.cap is not None:
+            await self.cap.reserve(held)  # may wait for requests in flight; BudgetReached if it never fits
+        used = 0.0
         tally.requests += 1
         try:
             reply = await self.client.chat(
                 messages, max_tokens=self.max_tokens, temperature=temperature, seed=seed
             )
+            tokens = reply.prompt_tokens + reply.completion_tokens
+            used = cost_usd(tokens, self.client.cost_per_million_tokens)
         except TeacherRequestRejected as err:
             tally.errors += 1
             log.info("teacher %s refused a request: %s", self.client.name, err)
             return None
+        finally:
+            if self.cap is not None:
+                self.cap.settle(held, used)
         tally.prompt_tokens += reply.prompt_tokens
         tally.completion_tokens += reply.completion_tokens
-        tally.cost_usd += cost_usd(
-            reply.prompt_tokens + reply.completion_tokens, self.client.cost_per_million_tokens
-        )
+        tally.cost_usd += used
         return reply
 
 
@@ -321,14 +384,18 @@ class Engine:
         return None if item in self.decided else self.written(index)
 
     async def run(self, real: Sequence[Sample], on_decision: Callable[[Decision], None]) -> None:
-        """Decide every real question in ``real`` and synthetic candidates up to the target."""
+        """Decide every real question in ``real`` and synthetic candidates up to the target.
+
+        Raises ``BudgetReached`` when the spend cap refused a request: by then no new item was started
+        after the refusal and every item in flight has finished and been handed to ``on_decision``."""
         pending: set[asyncio.Task[Decision]] = set()
         todo = iter(real)
         real_left = True
         index = 0
+        budget_reached = False
         try:
             while True:
-                while len(pending) < self.window:
+                while len(pending) < self.window and not budget_reached:
                     if real_left:
                         sample = next(todo, None)
                         if sample is None:
@@ -343,14 +410,19 @@ class Engine:
                     if work is not None:
                         pending.add(asyncio.create_task(work))
                 if not pending:
+                    if budget_reached:
+                        raise BudgetReached()
                     return
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 failed: BaseException | None = None
                 for finished in done:
-                    if finished.exception() is None:
+                    error = finished.exception()
+                    if error is None:
                         on_decision(finished.result())
+                    elif isinstance(error, BudgetReached):
+                        budget_reached = True  # the requests in flight finish; nothing new starts
                     else:
-                        failed = failed or finished.exception()
+                        failed = failed or error
                 if failed is not None:
                     raise failed
         finally:

@@ -58,7 +58,16 @@ from stratos.contracts.stage_io import ConfigError, StageError
 from stratos.contracts.synthesize import SynthesizeConfig, SynthesizeResult
 from stratos.llm.client import TeacherUnavailable
 from stratos.synthesis import prompts, sources
-from stratos.synthesis.engine import TEACHER_ERROR, Caller, Decision, Engine, Mode, Progress
+from stratos.synthesis.engine import (
+    TEACHER_ERROR,
+    BudgetReached,
+    Caller,
+    Decision,
+    Engine,
+    Mode,
+    Progress,
+    SpendCap,
+)
 from stratos.synthesis.store import Store
 from stratos.tasks import Task, build_task
 from stratos.workloads.common import run_stage
@@ -83,17 +92,22 @@ def augment_mode(augment: str, task: Task) -> Mode:
 
 
 @asynccontextmanager
-async def callers(config: SynthesizeConfig) -> AsyncIterator[tuple[Caller, Caller]]:
+async def callers(
+    config: SynthesizeConfig, cap: SpendCap | None = None
+) -> AsyncIterator[tuple[Caller, Caller]]:
     """(teacher, verifier); without ``verifierTeacher`` the verifier shares the teacher's client, so
-    its calls are separate requests under the same concurrency bound on the same endpoint."""
+    its calls are separate requests under the same concurrency bound on the same endpoint. Both reserve
+    their requests' worst case on ``cap`` (the stage's budget) before sending them."""
     async with AsyncExitStack() as stack:
         teacher = Caller(
-            await stack.enter_async_context(config.teacher.client()), max_tokens=config.teacher.max_tokens
+            await stack.enter_async_context(config.teacher.client()),
+            max_tokens=config.teacher.max_tokens,
+            cap=cap,
         )
         verifier = teacher
         if config.verifier_teacher is not None:
             v = config.verifier_teacher
-            verifier = Caller(await stack.enter_async_context(v.client()), max_tokens=v.max_tokens)
+            verifier = Caller(await stack.enter_async_context(v.client()), max_tokens=v.max_tokens, cap=cap)
         yield teacher, verifier
 
 
@@ -167,15 +181,15 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
             run_requests += decision.tally.requests
             run_errors += decision.tally.errors
             progress.tick(line)
-            if budget is not None and totals.cost_usd >= budget:
-                raise BudgetReached()
             if run_requests >= REFUSAL_BREAKER and run_errors == run_requests:
                 name = config.teacher.name
                 raise TeacherUnavailable(
                     f"teacher {name}: every one of the first {run_requests} requests was refused"
                 )
 
-        async with callers(config) as (teacher, verifier):
+        # Every request reserves its worst case before it is sent, so requests in flight cannot pass the cap.
+        cap = SpendCap(budget, spent=totals.cost_usd) if budget is not None else None
+        async with callers(config, cap) as (teacher, verifier):
             concurrency = teacher.client.max_concurrency
             if verifier is not teacher:
                 concurrency += verifier.client.max_concurrency
@@ -199,7 +213,7 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
                 reasoning=config.completion == "reasoning",
             )
             stopped = None
-            if budget is not None and totals.cost_usd >= budget:
+            if cap is not None and cap.exhausted:
                 stopped = "budget"  # an earlier run used it up: keep what it wrote
             else:
                 try:
@@ -238,6 +252,7 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
             rejected=dict(totals.rejected.most_common()),
             rejected_total=sum(totals.rejected.values()),
             real_questions=len(real),
+            test_samples=len(test),
             attempts=totals.attempts,
             requests=run_requests,
             resumed=resumed,
@@ -247,10 +262,6 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
             stopped_early=stopped,
             dataset_path=str(store.data_path.resolve()),
         ).dump()
-
-
-class BudgetReached(Exception):
-    """The stage's budget is used: no new teacher request starts."""
 
 
 def main(argv: list[str] | None = None) -> int:
