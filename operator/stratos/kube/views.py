@@ -40,6 +40,12 @@ FAILED_CONDITIONS = ("Failed", "FailureTarget")
 START_FAILURE = f"{GROUP}/start-failure"
 
 
+def _conditions(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The fields of an object's status conditions that the views read."""
+    fields = ("type", "status", "reason", "message")
+    return [{f: c.get(f) for f in fields} for c in status.get("conditions") or []]
+
+
 def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
     status = body.get("status") or {}
     meta = body.get("metadata") or {}
@@ -53,15 +59,7 @@ def job_view(body: Mapping[str, Any]) -> dict[str, Any]:
         "suspended": bool((body.get("spec") or {}).get("suspend")),
         "backoffLimit": (body.get("spec") or {}).get("backoffLimit"),
         "deleting": bool((body.get("metadata") or {}).get("deletionTimestamp")),
-        "conditions": [
-            {
-                "type": c.get("type"),
-                "status": c.get("status"),
-                "reason": c.get("reason"),
-                "message": c.get("message"),
-            }
-            for c in status.get("conditions") or []
-        ],
+        "conditions": _conditions(status),
         "active": status.get("active", 0),
         "succeeded": status.get("succeeded", 0),
         "failed": status.get("failed", 0),
@@ -76,15 +74,7 @@ def pod_view(body: Mapping[str, Any]) -> dict[str, Any]:
         # The Job that made the pod: pods of a deleted namesake Job (a cancelled run) are not this one's.
         "jobUid": labels.get("batch.kubernetes.io/controller-uid") or labels.get("controller-uid"),
         "phase": status.get("phase", "Pending"),
-        "conditions": [
-            {
-                "type": c.get("type"),
-                "status": c.get("status"),
-                "reason": c.get("reason"),
-                "message": c.get("message"),
-            }
-            for c in status.get("conditions") or []
-        ],
+        "conditions": _conditions(status),
         "containerStatuses": list(status.get("containerStatuses") or []),
         "creationTimestamp": body.get("metadata", {}).get("creationTimestamp", ""),
         "nodeName": (body.get("spec") or {}).get("nodeName"),
