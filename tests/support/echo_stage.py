@@ -1,13 +1,15 @@
 """A stand-in stage program for executor tests: echoes its config into its result.
 
 ``python -m support.echo_stage --config C --result R``; config {"fail": true} exits 1 with an error
-result, {"sleep": s} sleeps first, {"failOnce": path} fails until ``path`` exists (then creates it).
+result, {"sleep": s} sleeps first, {"failOnce": path} fails until ``path`` exists (then creates it),
+{"env": [names]} adds those environment variables' values (None when unset) to the result.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +28,10 @@ def main() -> int:
             Path(marker).touch()
         Path(args.result).write_text(json.dumps({"ok": False, "error": "asked to fail"}))
         return 1
-    Path(args.result).write_text(json.dumps({"ok": True, "echo": config}))
+    result = {"ok": True, "echo": config}
+    if config.get("env"):
+        result["env"] = {name: os.environ.get(name) for name in config["env"]}
+    Path(args.result).write_text(json.dumps(result))
     return 0
 
 

@@ -58,6 +58,30 @@ def test_a_relative_workdir_is_made_absolute_for_the_stage(tmp_path: Path, monke
     assert "No such file" not in log
 
 
+def test_stages_started_side_by_side_get_one_thread_each_unless_the_caller_says(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Student probes (one per student, started together) run with one OpenMP thread each; a stage that
+    runs alone (train) keeps torch's default; a value the caller set wins everywhere."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    names = ["OMP_NUM_THREADS", "MKL_NUM_THREADS"]
+    local = executor(tmp_path)
+    probe = wait(local, StageRun("student-probe", "support.echo_stage", {"env": names}, candidate="s"))
+    train = wait(local, StageRun("train", "support.echo_stage", {"env": names}, candidate="s"))
+    assert probe.result is not None and probe.result["env"] == {
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+    assert train.result is not None and train.result["env"] == {
+        "OMP_NUM_THREADS": None,
+        "MKL_NUM_THREADS": None,
+    }
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    again = wait(executor(tmp_path / "b"), StageRun("student-probe", "support.echo_stage", {"env": names}))
+    assert again.result is not None and again.result["env"]["OMP_NUM_THREADS"] == "3"
+
+
 def test_a_failing_stage_is_retried_then_reported(tmp_path: Path) -> None:
     flaky = StageRun("echo", "support.echo_stage", {"failOnce": str(tmp_path / "marker")}, candidate="f")
     assert wait(executor(tmp_path), flaky).state == "Succeeded"  # failed once, retried
