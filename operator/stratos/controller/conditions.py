@@ -74,8 +74,7 @@ def set_condition(
 
     The transition time is carried over when the status did not change.
     """
-    if status not in (TRUE, FALSE, UNKNOWN):
-        raise ValueError(f"condition status must be True, False or Unknown, not {status!r}")
+    condition_status(status)
     result: list[dict[str, Any]] = []
     replaced = False
     for cond in conditions or ():

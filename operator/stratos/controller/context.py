@@ -219,10 +219,7 @@ class Context:
 
     def chosen_server(self) -> ChosenServer:
         """The chosen node (status.server); raises ``MissingDecision`` before one was chosen."""
-        decision = self.server
-        if decision is None:
-            raise MissingDecision("status.server is not set")
-        return ChosenServer(decision)
+        return ChosenServer(need(self.server, "status.server"))
 
     @property
     def teacher(self) -> TeacherDecision | None:
