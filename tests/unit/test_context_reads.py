@@ -98,3 +98,28 @@ def test_a_stored_status_the_model_cannot_read_is_reported_and_left_as_it_was() 
     error = conditions(outcome.status)["ReconcileError"]
     assert error["message"].startswith("reading the status: ValidationError")
     assert outcome.status["server"] == {"node": "n1", "unknownKey": 1} and outcome.status["stage"] == "Train"
+
+
+def test_a_condition_message_past_the_limit_is_cut_and_posts_its_event_once() -> None:
+    """The one rule (api.status.next_condition) cuts the message to metav1's limit; the same long verdict
+    set again is no change, so its event is not posted again on every reconcile."""
+    ctx = context({})
+    long = "x" * 40_000
+    ctx.condition("DataReady", "False", "Waiting", long, event="Warning")
+    ctx.condition("DataReady", "False", "Waiting", long, event="Warning")
+    written = ctx.status.condition("DataReady")
+    assert written is not None and len(written.message) == 32_768
+    assert [e.reason for e in ctx.events] == ["Waiting"]
+
+
+def test_the_stored_dict_conditions_follow_the_same_rule() -> None:
+    from stratos.controller.conditions import set_condition
+
+    first = set_condition([], "Ready", "False", "Training", "t", generation=1, now=NOW)
+    assert first[0]["lastTransitionTime"] == "2026-11-22T12:00:00Z"
+    later = NOW.replace(hour=(NOW.hour + 1) % 24)
+    same = set_condition(first, "Ready", "False", "Evaluating", "e" * 40_000, generation=2, now=later)
+    assert same[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
+    assert same[0]["observedGeneration"] == 2 and len(same[0]["message"]) == 32_768
+    flipped = set_condition(same, "Ready", "True", "Serving", "up", generation=2, now=later)
+    assert flipped[0]["lastTransitionTime"] != first[0]["lastTransitionTime"] and len(flipped) == 1

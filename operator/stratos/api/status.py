@@ -99,6 +99,10 @@ class StatusModel(ApiModel):
         return self.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
 
 
+#: The longest condition message metav1.Condition allows.
+MAX_CONDITION_MESSAGE = 32768
+
+
 class Condition(StatusModel):
     """A standard Kubernetes condition (metav1.Condition): one observed state of the job."""
 
@@ -109,10 +113,37 @@ class Condition(StatusModel):
     reason: str = Field(
         max_length=1024, pattern=CONDITION_REASON_PATTERN, description="CamelCase reason for the status."
     )
-    message: str = Field("", max_length=32768, description="Human-readable details.")
+    message: str = Field("", max_length=MAX_CONDITION_MESSAGE, description="Human-readable details.")
     last_transition_time: Timestamp = Field(description="When status last changed (RFC 3339).")
     observed_generation: NonNegInt | None = Field(
         None, description="spec generation the condition was set for."
+    )
+
+
+def next_condition(
+    old: Condition | None,
+    type_: str,
+    status: Literal["True", "False", "Unknown"],
+    reason: str,
+    message: str,
+    *,
+    now: str,
+    observed_generation: int | None = None,
+) -> Condition:
+    """The condition that replaces ``old``: the one rule for every condition the operator writes.
+
+    ``lastTransitionTime`` moves only when ``status`` changes (API convention), so re-writing the same
+    verdict on every reconcile does not look like a flapping object; the message is cut to the longest
+    metav1.Condition allows.
+    """
+    when = old.last_transition_time if old is not None and old.status == status else now
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message[:MAX_CONDITION_MESSAGE],
+        last_transition_time=when,
+        observed_generation=observed_generation,
     )
 
 
@@ -487,16 +518,10 @@ class DistillationJobStatus(StatusModel):
         now: str,
         observed_generation: int | None = None,
     ) -> Condition:
-        """Add or update a condition; lastTransitionTime moves only when `status` changes (API convention)."""
+        """Add or update a condition in place (other conditions keep their order), by ``next_condition``."""
         old = self.condition(type_)
-        when = old.last_transition_time if old is not None and old.status == status else now
-        new = Condition(
-            type=type_,
-            status=status,
-            reason=reason,
-            message=message,
-            last_transition_time=when,
-            observed_generation=observed_generation,
+        new = next_condition(
+            old, type_, status, reason, message, now=now, observed_generation=observed_generation
         )
         if old is None:
             self.conditions = [*self.conditions, new]

@@ -14,7 +14,7 @@ from pydantic import AliasChoices, Field
 from stratos.api.spec import EndpointSpec
 from stratos.contracts.runs import SecretEnv
 from stratos.contracts.stage_io import WorkloadConfig
-from stratos.llm.client import RetryPolicy, TeacherClient
+from stratos.llm.client import DEFAULT_MAX_TOKENS, RetryPolicy, TeacherClient
 
 
 class TeacherConnection(WorkloadConfig):
@@ -33,7 +33,7 @@ class TeacherConnection(WorkloadConfig):
     timeout: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0, le=20)
     retry_initial_delay: float = Field(1.0, ge=0)
-    max_tokens: int | None = Field(2048, ge=1)
+    max_tokens: int | None = Field(DEFAULT_MAX_TOKENS, ge=1)
 
     def client(self) -> TeacherClient:
         return TeacherClient.from_env(

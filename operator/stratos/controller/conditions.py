@@ -4,10 +4,11 @@ Conditions name states, not transitions (``ServerSelected``, not ``SelectingServ
 ``lastTransitionTime`` changes only when its ``status`` changes, so re-writing the same verdict on every
 reconcile does not look like a flapping object in ``kubectl describe``.
 
-Owns the condition types and the rule. Steps set conditions through ``Context.condition``, on the status
-model (``DistillationJobStatus.set_condition``); the dict functions here serve what must work on a
-status as stored, even one that does not read as the model: the ReconcileError and InvalidSpec outcomes
-of the machine, the operator's own error path, and tests reading an outcome.
+Owns the condition types. Steps set conditions through ``Context.condition``, on the status model
+(``DistillationJobStatus.set_condition``); the rule itself is ``stratos.api.status.next_condition``,
+which the dict functions here apply too. They serve what must work on a status as stored, even one
+that does not read as the model: the ReconcileError and InvalidSpec outcomes of the machine, the
+operator's own error path, and tests reading an outcome.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
+
+from pydantic import ValidationError
+
+from stratos.api.status import Condition, next_condition
 
 # Condition types, in pipeline order. ``Ready`` rolls the whole pipeline up.
 SERVER_SELECTED = "ServerSelected"
@@ -31,8 +36,6 @@ RECONCILE_ERROR = "ReconcileError"
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 ConditionStatus = Literal["True", "False", "Unknown"]
-#: The longest condition message metav1.Condition allows.
-MAX_MESSAGE = 32768
 
 
 def condition_status(status: str) -> ConditionStatus:
@@ -70,39 +73,26 @@ def set_condition(
     generation: int | None,
     now: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Return a new condition list with ``ctype`` set; other conditions are kept in their order.
-
-    The transition time is carried over when the status did not change.
-    """
-    condition_status(status)
-    result: list[dict[str, Any]] = []
-    replaced = False
-    for cond in conditions or ():
-        if cond.get("type") != ctype:
-            result.append(dict(cond))
-            continue
-        transition = cond.get("lastTransitionTime") if cond.get("status") == status else None
-        result.append(_condition(ctype, status, reason, message, generation, transition or now_rfc3339(now)))
-        replaced = True
-    if not replaced:
-        result.append(_condition(ctype, status, reason, message, generation, now_rfc3339(now)))
-    return result
+    """Return a new condition list with ``ctype`` set by the status model's rule (``next_condition``);
+    other conditions are kept as stored, in their order."""
+    stored = get_condition(conditions, ctype)
+    try:
+        old = None if stored is None else Condition.model_validate(stored)
+    except ValidationError:
+        old = None  # a condition stored malformed is replaced as if new
+    new = next_condition(
+        old,
+        ctype,
+        condition_status(status),
+        reason,
+        message,
+        now=now_rfc3339(now),
+        observed_generation=generation,
+    )
+    entry = new.model_dump(mode="json", by_alias=True, exclude_none=True)
+    result = [entry if c.get("type") == ctype else dict(c) for c in conditions or ()]
+    return result if stored is not None else [*result, entry]
 
 
 def remove_condition(conditions: Iterable[Mapping[str, Any]] | None, ctype: str) -> list[dict[str, Any]]:
     return [dict(c) for c in conditions or () if c.get("type") != ctype]
-
-
-def _condition(
-    ctype: str, status: str, reason: str, message: str, generation: int | None, transition: str
-) -> dict[str, Any]:
-    cond: dict[str, Any] = {
-        "type": ctype,
-        "status": status,
-        "reason": reason,
-        "message": message[:MAX_MESSAGE],
-        "lastTransitionTime": transition,
-    }
-    if generation is not None:
-        cond["observedGeneration"] = generation
-    return cond

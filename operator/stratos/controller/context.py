@@ -342,18 +342,19 @@ class Context:
     ) -> None:
         """Set a condition; post an event only when the condition actually changes."""
         before = self.status.condition(ctype)
-        self.status.set_condition(
+        after = self.status.set_condition(
             ctype,
             c.condition_status(status),
             reason,
-            message[: c.MAX_MESSAGE],
+            message,
             now=c.now_rfc3339(self.now),
             observed_generation=self.generation,
         )
+        # Compared as written (the message cut to its limit), so a long message does not count as a change.
         changed = before is None or (before.status, before.reason, before.message) != (
-            status,
-            reason,
-            message,
+            after.status,
+            after.reason,
+            after.message,
         )
         if event and changed:
             self.events.append(Event(event, reason, message))

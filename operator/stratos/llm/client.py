@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The completion bound of a teacher request unless its connection sets another (``maxTokens``); also what
+#: the synthesis budget reserves for a request sent without one.
+DEFAULT_MAX_TOKENS = 2048
 PLACEHOLDER_KEY = "EMPTY"  # what vLLM and most self-hosted servers accept when no key is configured
 _MESSAGE_LIMIT = 200
 

@@ -35,7 +35,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from stratos.llm.client import ChatResult, TeacherClient, TeacherRequestRejected, cost_usd
+from stratos.llm.client import DEFAULT_MAX_TOKENS, ChatResult, TeacherClient, TeacherRequestRejected, cost_usd
 from stratos.synthesis import prompts, sources
 from stratos.tasks import Sample, Task
 from stratos.tasks.base import Message
@@ -61,8 +61,6 @@ Mode = Literal["mutate", "rewrite", "generate", "none"]
 
 #: Tokens a message costs beyond its content (role, separators) in the worst case we reserve for.
 MESSAGE_OVERHEAD_TOKENS = 8
-#: Completion tokens reserved for a request without ``max_tokens`` (the contracts' default bound).
-UNBOUNDED_COMPLETION_TOKENS = 2048
 
 
 class BudgetReached(Exception):
@@ -157,7 +155,7 @@ class Caller:
         """The most a request can cost: every prompt byte a token (no tokenizer makes more), plus overhead,
         plus ``max_tokens`` of completion, at the client's price."""
         prompt = sum(len(str(m.get("content", "")).encode()) + MESSAGE_OVERHEAD_TOKENS for m in messages)
-        completion = self.max_tokens if self.max_tokens is not None else UNBOUNDED_COMPLETION_TOKENS
+        completion = self.max_tokens if self.max_tokens is not None else DEFAULT_MAX_TOKENS
         return cost_usd(prompt + completion, self.client.cost_per_million_tokens)
 
     async def ask(
