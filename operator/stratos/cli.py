@@ -86,7 +86,7 @@ def plan(
     every student; teacher synthesis cost unknown) and where each student would be probed.
     """
     from stratos.api.spec import DistillationJobSpec
-    from stratos.controller.machine import reconcile
+    from stratos.pipeline.machine import reconcile
 
     body = load_job(job)
     body["metadata"].setdefault("namespace", "default")

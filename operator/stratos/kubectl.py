@@ -348,7 +348,7 @@ def plan(
 ) -> None:
     """Server selection for a job file over the live cluster's Nodes; creates nothing."""
     from stratos.cli import emit, load_job
-    from stratos.controller.machine import reconcile
+    from stratos.pipeline.machine import reconcile
 
     body = load_job(file)
     cluster = _cluster(kubeconfig, context, namespace)

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from stratos.controller.context import ChildRejected
 from stratos.controller.executor import KubeExecutor
 from stratos.kube.config import OperatorConfig
+from stratos.pipeline.context import ChildRejected
 from support.controlplane import ControlPlane, rest, wait_for
 from support.djs import apply, get_dj
 from support.fake_openai import FakeOpenAI

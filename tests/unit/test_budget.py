@@ -15,9 +15,9 @@ import pytest
 
 from stratos.api.status import DistillationJobStatus
 from stratos.contracts.runs import EndpointState, ProbeOutcome, RunStatus, StageRun
-from stratos.controller.machine import reconcile
 from stratos.decide import budget
 from stratos.kube.views import with_pod_time
+from stratos.pipeline.machine import reconcile
 from stratos.workloads.train import TrainConfig, training_deadline
 from support.jobs import NOW, conditions, job, node
 

@@ -8,8 +8,8 @@ import pytest
 
 from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import DistillationJobStatus, GPUInfo, ServerDecision
-from stratos.controller.context import Context, MissingDecision, PlanOnly
-from stratos.controller.machine import reconcile
+from stratos.pipeline.context import Context, MissingDecision, PlanOnly
+from stratos.pipeline.machine import reconcile
 from support.jobs import NOW, conditions, job
 
 
@@ -113,7 +113,7 @@ def test_a_condition_message_past_the_limit_is_cut_and_posts_its_event_once() ->
 
 
 def test_the_stored_dict_conditions_follow_the_same_rule() -> None:
-    from stratos.controller.conditions import set_condition
+    from stratos.pipeline.conditions import set_condition
 
     first = set_condition([], "Ready", "False", "Training", "t", generation=1, now=NOW)
     assert first[0]["lastTransitionTime"] == "2026-11-22T12:00:00Z"

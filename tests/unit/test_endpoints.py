@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stratos.controller.machine import reconcile
 from stratos.decide.endpoints import ALLOW_ENV, EndpointPolicy, forbidden_url
+from stratos.pipeline.machine import reconcile
 from support.jobs import NODES, NOW, ScriptedExecutor, conditions, job
 
 DEFAULT = EndpointPolicy()

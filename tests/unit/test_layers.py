@@ -18,14 +18,7 @@ import pytest
 PACKAGE_ROOT = Path(__file__).resolve().parents[2] / "operator"
 
 #: Top to bottom. Each layer is a tuple of groups; groups of one layer do not import each other.
-PIPELINE = (
-    "stratos.controller.machine",
-    "stratos.controller.stage_*",
-    "stratos.controller.context",
-    "stratos.controller.stages",
-    "stratos.controller.conditions",
-    "stratos.controller.status_patch",
-)
+PIPELINE = ("stratos.pipeline", "stratos.pipeline.*")
 LAYERS: tuple[tuple[tuple[str, ...], ...], ...] = (
     (("stratos.cli", "stratos.kubectl"),),
     # The three runtimes: the kopf operator and its Kubernetes executor, the local runner, the stage programs.
@@ -158,13 +151,38 @@ def test_no_import_cycle() -> None:
 def test_the_checks_see_a_cycle_and_an_upward_arrow() -> None:
     """The checks themselves: the old machine <-> stage registration cycle, and kube importing the machine."""
     graph = import_graph()
-    assert "stratos.controller.stage_server" in graph["stratos.controller.machine"]
-    graph["stratos.controller.stage_server"] = graph["stratos.controller.stage_server"] | {
-        "stratos.controller.machine"
+    assert "stratos.pipeline.stage_server" in graph["stratos.pipeline.machine"]
+    graph["stratos.pipeline.stage_server"] = graph["stratos.pipeline.stage_server"] | {
+        "stratos.pipeline.machine"
     }
-    pair = {"stratos.controller.machine", "stratos.controller.stage_server"}
+    pair = {"stratos.pipeline.machine", "stratos.pipeline.stage_server"}
     assert any(pair <= set(cycle) for cycle in cycles(graph))
-    graph["stratos.kube.children"] = graph["stratos.kube.children"] | {"stratos.controller.machine"}
-    assert "stratos.kube.children -> stratos.controller.machine" in wrong_arrows(graph)
+    graph["stratos.kube.children"] = graph["stratos.kube.children"] | {"stratos.pipeline.machine"}
+    assert "stratos.kube.children -> stratos.pipeline.machine" in wrong_arrows(graph)
     with pytest.raises(LookupError):
         place("elsewhere.module")
+
+
+#: What the stage machine must run without: it is shared by the operator, ``stratos run`` and ``plan``.
+RUNTIME_ONLY = ("kopf", "kubernetes", "kubernetes_asyncio", "aiohttp")
+
+
+def third_party_imports(module: str) -> set[str]:
+    """Top-level names of the packages ``module`` imports outside stratos (inside functions too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(_modules()[module].read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found - {"stratos"}
+
+
+def test_the_pipeline_package_imports_no_kubernetes_runtime() -> None:
+    pipeline = [m for m in _modules() if place(m) == place("stratos.pipeline.machine")]
+    assert "stratos.pipeline.machine" in pipeline and "stratos.pipeline.stage_distill" in pipeline
+    assert {m: sorted(third_party_imports(m) & set(RUNTIME_ONLY)) for m in pipeline} == {
+        m: [] for m in pipeline
+    }
+    # ...and the check sees one where it is (the operator's handlers are kopf's).
+    assert "kopf" in third_party_imports("stratos.controller.operator")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 
 from stratos.api.status import DistillationJobStatus
-from stratos.controller.machine import reconcile
-from stratos.controller.status_patch import status_patch
+from stratos.pipeline.machine import reconcile
+from stratos.pipeline.status_patch import status_patch
 from support.jobs import NODES, NOW, conditions, job, node
 
 PAPER = {"costWindow": 0.2, "rule": "paper"}  # the grid alone picks the node (the paper's greedy rule)

@@ -14,12 +14,12 @@ from pydantic import ValidationError
 
 from stratos.api.spec import DistillationJobSpec
 from stratos.contracts.runs import STORAGE_DIR, SecretEnv, StageRun
-from stratos.controller import conditions as c
 from stratos.controller.executor import KubeExecutor
-from stratos.controller.machine import reconcile
 from stratos.kube.children import HF_HOME, stage_job
 from stratos.kube.config import OperatorConfig, PodDefaults, pod_defaults
 from stratos.kube.podopts import StorageUnset
+from stratos.pipeline import conditions as c
+from stratos.pipeline.machine import reconcile
 from stratos.serving.manifests import serving_deployment
 from support.jobs import NODES, NOW, ScriptedExecutor, job
 

@@ -17,11 +17,11 @@ from stratos.api.spec import DatasetSpec, DistillationJobSpec
 from stratos.api.status import DistillationJobStatus
 from stratos.contracts.runs import STORAGE_DIR, EndpointRequest, EndpointState, RunStatus, StageRun
 from stratos.controller.announce import event_name, queue
-from stratos.controller.context import ChildRejected, Event
-from stratos.controller.machine import reconcile
-from stratos.controller.status_patch import status_patch
 from stratos.kube.config import OperatorConfig
 from stratos.kube.views import completed_without_result, run_state
+from stratos.pipeline.context import ChildRejected, Event
+from stratos.pipeline.machine import reconcile
+from stratos.pipeline.status_patch import status_patch
 from stratos.serving.manifests import desired_serving
 from support.jobs import NOW, conditions, job, node
 

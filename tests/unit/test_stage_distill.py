@@ -8,7 +8,7 @@ import pytest
 
 from stratos.api.status import DistillationJobStatus
 from stratos.contracts.runs import RunStatus
-from stratos.controller.machine import reconcile
+from stratos.pipeline.machine import reconcile
 from support.jobs import NOW, ScriptedExecutor, conditions, job, node, ok
 
 STUDENTS = [

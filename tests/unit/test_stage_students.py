@@ -9,7 +9,7 @@ import pytest
 
 from stratos.api.status import DistillationJobStatus
 from stratos.contracts.runs import RunStatus
-from stratos.controller.machine import reconcile
+from stratos.pipeline.machine import reconcile
 from support.jobs import NOW, ScriptedExecutor, conditions, job, node, ok
 
 # Paper Table 1 ("with 8B CoT") probe accuracies; A = 0.58 for the probe (the 65% of the paper is

@@ -6,7 +6,7 @@ from typing import Any
 
 from stratos.api.status import DistillationJobStatus
 from stratos.contracts.runs import RunStatus
-from stratos.controller.machine import reconcile
+from stratos.pipeline.machine import reconcile
 from support.jobs import NODES, NOW, ScriptedExecutor, conditions, job, ok
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stratos.controller.machine import reconcile
 from stratos.data.sources import DataSourceError, iter_records, local_path
+from stratos.pipeline.machine import reconcile
 from stratos.training.models import ModelLoadError, resolve_model_uri
 from stratos.training.tasking import local_file
 from support.jobs import NODES, NOW, ScriptedExecutor, conditions, job

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from stratos.contracts.runs import RunStatus
-from stratos.controller.stage_teachers import teacher_eval
 from stratos.decide.strategy import select_strategy
 from stratos.decide.teachers import TeacherEval, select_teacher
+from stratos.pipeline.stage_teachers import teacher_eval
 
 
 def ev(name: str, acc: float, price: float, *, samples: int = 100, error: str | None = None) -> TeacherEval:

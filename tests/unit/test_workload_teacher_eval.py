@@ -17,9 +17,9 @@ import pytest
 
 from stratos.api.spec import TaskSpec
 from stratos.contracts.runs import RunStatus
-from stratos.controller.stage_teachers import teacher_eval
 from stratos.decide.strategy import select_strategy
 from stratos.decide.teachers import select_teacher
+from stratos.pipeline.stage_teachers import teacher_eval
 from stratos.tasks import build_task, sample_for_probe
 from support.fake_openai import FakeOpenAI, count_tokens, default_render, default_wrong_answer, prompt_tokens
 

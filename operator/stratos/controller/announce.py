@@ -21,8 +21,8 @@ from kubernetes.client.exceptions import ApiException
 
 from stratos import GROUP, KIND, VERSION
 from stratos.controller import rawapi
-from stratos.controller.context import Event
 from stratos.controller.faults import crash_point
+from stratos.pipeline.context import Event
 
 COMPONENT = "stratos-operator"
 _INSTANCE = socket.gethostname()[:128]

@@ -31,7 +31,6 @@ from stratos.contracts.runs import (
     StageRun,
 )
 from stratos.controller import kueue, rawapi
-from stratos.controller.context import ChildRejected
 from stratos.kube.children import (
     dataset_configmap_fields,
     stage_configmap,
@@ -49,6 +48,7 @@ from stratos.kube.views import (
     start_deadline,
     with_pod_time,
 )
+from stratos.pipeline.context import ChildRejected
 from stratos.serving.manifests import (
     EXTRA_APIS,
     SPEC_HASH,

@@ -28,8 +28,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
 from stratos.api.status import PHASES
-from stratos.controller import conditions as c
-from stratos.controller.stages import Stage
+from stratos.pipeline import conditions as c
+from stratos.pipeline.stages import Stage
 
 DECISION_SECONDS = Histogram(
     "stratos_decision_duration_seconds",

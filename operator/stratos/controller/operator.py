@@ -26,10 +26,10 @@ from stratos import GROUP, PLURAL, VERSION
 from stratos.controller import announce, metrics
 from stratos.controller.childwatch import ChildCaches
 from stratos.controller.executor import KubeExecutor
-from stratos.controller.machine import errored, reconcile
 from stratos.controller.nodewatch import NodeCache
-from stratos.controller.status_patch import status_patch
 from stratos.kube.config import OperatorConfig
+from stratos.pipeline.machine import errored, reconcile
+from stratos.pipeline.status_patch import status_patch
 
 CONFIG = OperatorConfig.from_env()
 # A patch we sent is not yet visible in the body kopf hands us for this long at most; ticks that see

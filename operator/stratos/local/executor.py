@@ -20,9 +20,9 @@ from typing import IO
 
 from stratos.api.spec import DistillationJobSpec
 from stratos.contracts.runs import EndpointRequest, EndpointState, ProbeOutcome, RunStatus, StageRun
-from stratos.controller.stage_students import STUDENT_PROBE
-from stratos.controller.stage_teachers import TEACHER_EVAL
 from stratos.kube.naming import child_name
+from stratos.pipeline.stage_students import STUDENT_PROBE
+from stratos.pipeline.stage_teachers import TEACHER_EVAL
 from stratos.serving.local import LocalServer, LocalServerError, start_local_server
 from stratos.serving.probe import probe
 

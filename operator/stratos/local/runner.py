@@ -22,11 +22,11 @@ from urllib.parse import urlparse
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from stratos.controller.context import Event
-from stratos.controller.machine import reconcile
-from stratos.controller.stages import Stage, parse_stage
 from stratos.local.executor import LocalExecutor
 from stratos.local.teacher import DEFAULT_ACCURACY
+from stratos.pipeline.context import Event
+from stratos.pipeline.machine import reconcile
+from stratos.pipeline.stages import Stage, parse_stage
 
 TERMINAL_PHASES = {"Serving", "Failed"}
 

@@ -13,11 +13,11 @@ from datetime import datetime
 
 from stratos.api.status import CostStatus, EndpointStatus, EvaluationStatus
 from stratos.contracts.runs import EndpointRequest, EndpointState
-from stratos.controller import conditions as c
-from stratos.controller.context import Context, Event, SpecProblem, fail, need, refuse_over_budget
-from stratos.controller.stage_distill import current_student
-from stratos.controller.stages import Stage
 from stratos.decide import budget
+from stratos.pipeline import conditions as c
+from stratos.pipeline.context import Context, Event, SpecProblem, fail, need, refuse_over_budget
+from stratos.pipeline.stage_distill import current_student
+from stratos.pipeline.stages import Stage
 from stratos.serving.manifests import endpoint_usage, external_url
 
 

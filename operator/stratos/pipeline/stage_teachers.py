@@ -22,13 +22,13 @@ from stratos.contracts.runs import RunStatus, StageRun
 from stratos.contracts.teacher import connection
 from stratos.contracts.teacher_eval import TeacherEvalConfig, TeacherEvalResult
 from stratos.contracts.vocab_check import NamedModel, VocabCheckConfig, VocabCheckResult
-from stratos.controller import conditions as c
-from stratos.controller.context import Context, Event, fail, refuse_over_budget
-from stratos.controller.stages import Stage
 from stratos.decide import budget
 from stratos.decide.endpoints import EndpointPolicy, refused_teachers, teacher_endpoints
 from stratos.decide.strategy import StrategyError, select_strategy
 from stratos.decide.teachers import TeacherEval, select_teacher
+from stratos.pipeline import conditions as c
+from stratos.pipeline.context import Context, Event, fail, refuse_over_budget
+from stratos.pipeline.stages import Stage
 
 TEACHER_EVAL = "teacher-eval"
 PROGRAM = "stratos.workloads.teacher_eval"

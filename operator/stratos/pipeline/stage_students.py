@@ -31,11 +31,6 @@ from stratos.api.status import (
 from stratos.catalog.gpus import lookup_gpu
 from stratos.contracts.runs import RunStatus, StageRun
 from stratos.contracts.student_probe import StudentProbeConfig, StudentProbeResult
-from stratos.controller import conditions as c
-from stratos.controller.context import Context, fail, refuse_over_budget
-from stratos.controller.stage_server import decide_server, reselect_server, server_block, shortlist_reason
-from stratos.controller.stage_teachers import teacher_traces
-from stratos.controller.stages import Stage
 from stratos.decide import budget
 from stratos.decide.estimate import decode_tokens_per_second, tokens_for, training_time_hours
 from stratos.decide.joint import JointChoice, JointStudent, PairRow, probe_hours, probe_plan, select_pair
@@ -51,6 +46,11 @@ from stratos.decide.placement import (
 )
 from stratos.decide.students import assess_student, select_student, students_to_probe
 from stratos.decide.teachers import TeacherEval
+from stratos.pipeline import conditions as c
+from stratos.pipeline.context import Context, fail, refuse_over_budget
+from stratos.pipeline.stage_server import decide_server, reselect_server, server_block, shortlist_reason
+from stratos.pipeline.stage_teachers import teacher_traces
+from stratos.pipeline.stages import Stage
 
 STUDENT_PROBE = "student-probe"
 PROGRAM = "stratos.workloads.student_probe"

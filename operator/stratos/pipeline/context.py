@@ -36,9 +36,9 @@ from stratos.contracts.runs import (
     RunStatus,
     StageRun,
 )
-from stratos.controller import conditions as c
-from stratos.controller.stages import Stage
 from stratos.decide import budget
+from stratos.pipeline import conditions as c
+from stratos.pipeline.stages import Stage
 
 EventType = Literal["Normal", "Warning"]
 Block = TypeVar("Block", bound=StatusModel)

@@ -20,9 +20,9 @@ from pydantic import ValidationError
 from stratos.api.base import format_errors
 from stratos.api.spec import DistillationJobSpec
 from stratos.api.status import DistillationJobStatus
-from stratos.controller import conditions as c
-from stratos.controller import stage_deploy, stage_distill, stage_server, stage_students, stage_teachers
-from stratos.controller.context import (
+from stratos.pipeline import conditions as c
+from stratos.pipeline import stage_deploy, stage_distill, stage_server, stage_students, stage_teachers
+from stratos.pipeline.context import (
     Context,
     Event,
     Executor,
@@ -32,8 +32,8 @@ from stratos.controller.context import (
     fail,
     over_budget,
 )
-from stratos.controller.stages import PHASE, Stage, parse_stage
-from stratos.controller.status_patch import prune_none
+from stratos.pipeline.stages import PHASE, Stage, parse_stage
+from stratos.pipeline.status_patch import prune_none
 
 #: The step of each stage, in pipeline order; a stage without a step (Failed) rests.
 STEPS: Mapping[Stage, Step] = {

@@ -11,12 +11,12 @@ from __future__ import annotations
 from time import perf_counter
 
 from stratos.api.status import GPUInfo, ServerCandidate, ServerDecision
-from stratos.controller import conditions as c
-from stratos.controller.context import Context, Event
-from stratos.controller.stages import Stage
 from stratos.decide.nodes import NodeFacts, gather_candidates
 from stratos.decide.placement import gather_options, server_choice
 from stratos.decide.servers import ServerChoice
+from stratos.pipeline import conditions as c
+from stratos.pipeline.context import Context, Event
+from stratos.pipeline.stages import Stage
 
 # A vanishing cost window can make thousands of Pareto cells; status keeps the first ones (sorted).
 MAX_PARETO_CELLS = 64

@@ -27,17 +27,17 @@ from stratos.contracts.stage_io import StageResult
 from stratos.contracts.synthesize import SynthesizeConfig, SynthesizeResult
 from stratos.contracts.teacher import connection
 from stratos.contracts.train import TrainResult
-from stratos.controller import conditions as c
-from stratos.controller.context import Context, SpecProblem, fail, need, refuse_over_budget
-from stratos.controller.stage_server import node_lost, reselect_server
-from stratos.controller.stage_teachers import API_KEY_ENV
-from stratos.controller.stages import Stage
 from stratos.decide import budget
 from stratos.decide.endpoints import EndpointPolicy, refused_teachers, teacher_endpoints
 from stratos.decide.estimate import decode_tokens_per_second
 from stratos.decide.evaluation import evaluation_max_new_tokens, needs_merged_weights
 from stratos.decide.models import ModelFacts
 from stratos.decide.teachers import TeacherEval
+from stratos.pipeline import conditions as c
+from stratos.pipeline.context import Context, SpecProblem, fail, need, refuse_over_budget
+from stratos.pipeline.stage_server import node_lost, reselect_server
+from stratos.pipeline.stage_teachers import API_KEY_ENV
+from stratos.pipeline.stages import Stage
 from stratos.serving.commands import model_location
 
 SYNTHESIZE, TRAIN, EVALUATE = "synthesize", "train", "evaluate"
