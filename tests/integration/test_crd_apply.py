@@ -453,7 +453,6 @@ def test_status_from_the_models_survives_the_api_server_and_fills_the_columns(
                 "feasible": 4,
                 "rejected": {"no GPU": 2},
                 "reason": "cheapest PFG cell",
-                "nodesFingerprint": "abc123",
             },
             "teacher": {
                 "selected": "t1",

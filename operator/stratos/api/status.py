@@ -190,7 +190,6 @@ class ServerDecision(StatusModel):
         default_factory=dict, description="Nodes rejected per reason (reason -> count)."
     )
     reason: str | None = Field(None, description="Why this node was chosen.")
-    nodes_fingerprint: str | None = Field(None, description="Hash of the node facts the decision used.")
 
 
 class TeacherCandidate(StatusModel):
