@@ -192,6 +192,7 @@ def run_arm(s: Settings, arm: str, seed: int, root: str) -> ArmResult:
     import torch
 
     from stratos.contracts.evaluate import EvaluateConfig
+    from stratos.contracts.train import TrainConfig
     from stratos.tasks import build_task
     from stratos.workloads import evaluate, train
 
@@ -212,7 +213,7 @@ def run_arm(s: Settings, arm: str, seed: int, root: str) -> ArmResult:
         write_rows(data, task, samples, with_rationale=arm.endswith("+rationale"))
         per_row = row_tokens(data, model_dir)
         steps = max(1, math.ceil(s.tokens / (per_row * s.micro_batch)))
-        config = train.TrainConfig.model_validate(
+        config = TrainConfig.model_validate(
             {
                 "algorithm": "sft-lora",
                 "modelUri": str(model_dir),

@@ -15,10 +15,11 @@ import pytest
 
 from stratos.api.status import DistillationJobStatus
 from stratos.contracts.runs import EndpointState, ProbeOutcome, RunStatus, StageRun
+from stratos.contracts.train import TrainConfig
 from stratos.decide import budget
 from stratos.kube.views import with_pod_time
 from stratos.pipeline.machine import reconcile
-from stratos.workloads.train import TrainConfig, training_deadline
+from stratos.workloads.train import training_deadline
 from support.jobs import NOW, conditions, job, node
 
 NODES = [node("gpu", "NVIDIA-L4", 0.5, 10)]  # 0.5 USD/h

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -350,3 +351,44 @@ def test_the_evaluation_estimate_counts_the_whole_test_split_the_stage_answers()
     old = run_job(older, task={"builtin": "mahjong", "sampleSize": 10})
     (fallback,) = [e for e in old["cost"]["estimates"] if e["stage"] == "evaluation"]
     assert " 10 samples (sampleSize: the test split was not counted) x " in fallback["basis"], fallback
+
+
+@pytest.mark.parametrize(
+    "distillation, teachers",
+    [
+        ({"lora": {"rank": 8}, "epochs": 3, "learningRate": 1e-4}, None),
+        ({"algorithm": "grpo", "microBatchSize": 2, "gradientCheckpointing": False}, None),
+        ({"algorithm": "white-box-kd", "sequenceLength": 2048}, KD_TEACHERS),
+    ],
+    ids=["sft-lora", "grpo", "white-box-kd"],
+)
+def test_the_train_config_in_the_stage_jobs_configmap_is_what_the_train_program_parses(
+    tmp_path: Path, distillation: dict[str, Any], teachers: list[dict[str, Any]] | None
+) -> None:
+    from stratos.contracts.stage_io import load_config
+    from stratos.kube.children import CONFIG_FILE, stage_configmap
+    from stratos.workloads import train as program
+
+    executor = KdExecutor({"a": 0.8})
+    run_job(executor, distillation=distillation, **({"teachers": teachers} if teachers else {}))
+    run = next(r for r in executor.started if r.stage == "train")
+    # The file the program reads is the ConfigMap's, parsed the way the program's main parses it.
+    path = tmp_path / CONFIG_FILE
+    path.write_text(stage_configmap(job(), run)["data"][CONFIG_FILE])
+    parsed = load_config(path, program.TrainConfig)
+    assert parsed.dump() == dict(run.config)  # nothing the controller wrote is dropped or renamed
+    spec = {"lora": {}, "epochs": 1, "learningRate": 2e-4, "microBatchSize": 4, "sequenceLength": 1024,
+            "gradientCheckpointing": True, **distillation}  # fmt: skip
+    assert parsed.algorithm == distillation.get("algorithm", "sft-lora")
+    assert (parsed.epochs, parsed.learning_rate) == (spec["epochs"], spec["learningRate"])
+    assert (parsed.micro_batch_size, parsed.sequence_length) == (
+        spec["microBatchSize"],
+        spec["sequenceLength"],
+    )
+    assert parsed.gradient_checkpointing is spec["gradientCheckpointing"]
+    # The spec's LoRA settings, its defaults written out beside what it set.
+    assert run.config["lora"] == {"rank": 16, "alpha": 32, "dropout": 0.05, **spec["lora"]}
+    assert parsed.lora.rank == spec["lora"].get("rank", 16)
+    assert (parsed.max_seconds, parsed.started_at) == (7200.0, NOW)
+    assert parsed.teacher_model_uri == ("/models/big" if teachers else None)
+    assert (parsed.model_uri, parsed.student, parsed.task) == ("/models/a", "a", run.config["task"])

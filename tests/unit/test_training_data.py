@@ -117,14 +117,19 @@ def test_verifier_reward_scores_extracted_answers_with_the_task():
 
 
 def test_estimated_steps():
-    from stratos.training.models import Runtime
-    from stratos.training.trainers import TrainSettings
+    import torch
 
-    s = TrainSettings(output_dir="x", runtime=Runtime("cpu", None, 0), micro_batch_size=4, epochs=2)  # type: ignore[arg-type]
-    assert estimated_steps(10, s) == 6  # ceil(10 / 4) * 2
-    assert estimated_steps(10, s, per_row=4) == 20
-    s.max_steps = 3
-    assert estimated_steps(10, s) == 3
+    from stratos.contracts.train import TrainConfig
+    from stratos.training.models import Runtime
+    from stratos.training.trainers import TrainRun
+
+    config = TrainConfig(model_uri="m", dataset_path="d", output_dir="o", micro_batch_size=4, epochs=2)
+    run = TrainRun(output_dir="x", runtime=Runtime("cpu", torch.float32, 0))
+    assert estimated_steps(10, config, run) == 6  # ceil(10 / 4) * 2
+    assert estimated_steps(10, config, run, per_row=4) == 20
+    assert estimated_steps(10, config, TrainRun("x", run.runtime, world_size=2)) == 4  # ceil(10 / 8) * 2
+    config.max_steps = 3
+    assert estimated_steps(10, config, run) == 3
 
 
 def test_longest_target_is_what_fits_after_the_prompt_plus_end_of_turn():

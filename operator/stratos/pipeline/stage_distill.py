@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from stratos.api.durations import parse_duration
-from stratos.api.spec import StudentSpec, TeacherSpec
+from stratos.api.spec import LoraSpec, StudentSpec, TeacherSpec
 from stratos.api.status import (
     DataStatus,
     EvaluationAttempt,
@@ -26,7 +26,7 @@ from stratos.contracts.runs import RunStatus, SecretEnv, StageRun
 from stratos.contracts.stage_io import StageResult
 from stratos.contracts.synthesize import SynthesizeConfig, SynthesizeResult
 from stratos.contracts.teacher import connection
-from stratos.contracts.train import TrainResult
+from stratos.contracts.train import TrainConfig, TrainResult
 from stratos.decide import budget
 from stratos.decide.endpoints import EndpointPolicy, refused_teachers, teacher_endpoints
 from stratos.decide.estimate import decode_tokens_per_second
@@ -250,46 +250,47 @@ def train_step(ctx: Context) -> Stage | None:
     # maxTrainingTime counts from this student's first training attempt, whichever pod is training.
     started_at = (training.student == student.name and training.started_at) or c.now_rfc3339(ctx.now)
     dist = spec.distillation
-    config = {
-        "algorithm": need(ctx.strategy.algorithm if ctx.strategy else None, "status.strategy.algorithm"),
-        "student": student.name,
-        "modelUri": student.model.uri,
-        "datasetPath": dataset_path(ctx),
-        "outputDir": _train_dir(ctx, student.name),
-        "lora": dist.lora.model_dump(by_alias=True, mode="json"),
-        "epochs": dist.epochs,
-        "learningRate": dist.learning_rate,
-        "microBatchSize": dist.micro_batch_size,
-        "sequenceLength": dist.sequence_length,
-        "gradientCheckpointing": dist.gradient_checkpointing,
-        "maxSeconds": parse_duration(spec.requirements.max_training_time),
-        "startedAt": started_at,
-        "merge": merge_weights(ctx, student),
-        "seed": spec.task.seed,
-        "task": spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
-        "dataRoot": ctx.data_root,
-    }
-    if config["algorithm"] == "white-box-kd":
+    config = TrainConfig(
+        algorithm=need(ctx.strategy.algorithm if ctx.strategy else None, "status.strategy.algorithm"),
+        student=student.name,
+        model_uri=student.model.uri,
+        dataset_path=dataset_path(ctx),
+        output_dir=_train_dir(ctx, student.name),
+        # The spec's own LoraSpec, every setting written out (defaults too): the ConfigMap shows them all.
+        lora=LoraSpec.model_validate(dist.lora.model_dump()),
+        epochs=dist.epochs,
+        learning_rate=dist.learning_rate,
+        micro_batch_size=dist.micro_batch_size,
+        sequence_length=dist.sequence_length,
+        gradient_checkpointing=dist.gradient_checkpointing,
+        max_seconds=parse_duration(spec.requirements.max_training_time),
+        started_at=started_at,
+        merge=merge_weights(ctx, student),
+        seed=spec.task.seed,
+        task=spec.task.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        data_root=ctx.data_root,
+    )
+    if config.algorithm == "white-box-kd":
         weights = selected_teacher(ctx).weights
         if weights is None:  # the API refuses this; a spec from before the rule existed may not have it
             return fail(ctx, "InvalidSpec", "white-box-kd: the selected teacher has no weights.uri")
-        config["teacherModelUri"] = weights.uri
+        config.teacher_model_uri = weights.uri
     gpus = server.gpu_count
-    run = ctx.run(StageRun(TRAIN, "stratos.workloads.train", config, student.name, server.node, gpus))
+    run = ctx.run(StageRun(TRAIN, "stratos.workloads.train", config.dump(), student.name, server.node, gpus))
     if (error := _failed(run)) is not None:
         _charge_node_time(ctx, "training", student.name, run)
         ctx.condition(c.TRAINED, c.FALSE, "TrainingFailed", f"{student.name}: {error}", event="Warning")
         return fail(ctx, "TrainingFailed", f"training {student.name} failed: {error}")
     if run.state != "Succeeded" or run.result is None:
         ctx.status.training = TrainingStatus(
-            student=student.name, algorithm=config["algorithm"], attempt=_attempt(ctx), started_at=started_at
+            student=student.name, algorithm=config.algorithm, attempt=_attempt(ctx), started_at=started_at
         )
         ctx.condition(c.TRAINED, c.UNKNOWN, "Training", f"{student.name}: {run.message or run.state}")
         return None
     r = TrainResult.read(run.result)
     ctx.status.training = TrainingStatus(
         student=student.name,
-        algorithm=config["algorithm"],
+        algorithm=config.algorithm,
         attempt=_attempt(ctx),
         adapter_uri=f"{_train_dir(ctx, student.name)}/adapter",
         steps=r.steps,
@@ -302,7 +303,7 @@ def train_step(ctx: Context) -> Stage | None:
     )
     _charge_node_time(ctx, "training", student.name, run, float(r.seconds or 0.0))
     base = f" ({r.base_model})" if r.base_model else ""
-    message = f"{student.name}{base} trained with {config['algorithm']}: {r.steps} steps in {r.seconds} s"
+    message = f"{student.name}{base} trained with {config.algorithm}: {r.steps} steps in {r.seconds} s"
     ctx.condition(c.TRAINED, c.TRUE, "Trained", message, event="Normal")
     return Stage.EVALUATE
 

@@ -14,109 +14,142 @@
   dataset the synthesize stage paid the teacher for. Both need one shared vocabulary:
   ``stratos.training.vocab.check_vocabularies`` refuses a mismatched pair before any weights are loaded.
 
-Common settings (``TrainSettings``) map onto ``TrainingArguments``: bf16 on GPUs that have it, fp32 on
-CPU, checkpoints under ``output_dir`` every ``save_steps`` (two kept), no external reporting, tqdm off
-(``callbacks.ProgressLogger`` logs instead).
+The builders take the stage's ``TrainConfig`` itself (``stratos.contracts.train``, the one model of the
+settings from the spec on) and a ``TrainRun`` with what only exists once the stage runs: the checkpoint
+directory, the device, the number of data-parallel workers. ``common_args`` maps the shared settings
+onto ``TrainingArguments``: bf16 on GPUs that have it, fp32 on CPU, checkpoints under ``output_dir`` every
+``saveSteps`` (two kept), no external reporting, tqdm off (``callbacks.ProgressLogger`` logs instead);
+``sft_args``/``grpo_args``/``dpo_args``/``kd_args`` add each trainer's own (the sampling temperature is
+``grpo.temperature`` for GRPO, ``kd.temperature`` for GKD). ``peft_config`` is the adapter of
+``config.lora`` (the API's ``LoraSpec``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from peft import LoraConfig
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from stratos.api.spec import LoraSpec
 from stratos.contracts.stage_io import StageError
+from stratos.contracts.train import TrainConfig
 from stratos.tasks import Sample, Task
 from stratos.training.models import Runtime
 
-ALGORITHMS = ("sft-lora", "grpo", "dpo", "white-box-kd")
 DIVERGENCE_BETA = {"forward-kl": 0.0, "jsd": 0.5, "reverse-kl": 1.0}
 
 
 @dataclass(frozen=True)
-class LoraSettings:
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+class TrainRun:
+    """The facts of this run that are not settings: where checkpoints go, the device, the workers."""
 
-    def peft_config(self) -> LoraConfig:
-        # "all-linear": every linear projection of the blocks (attention q/k/v/o and the MLP), not lm_head.
-        return LoraConfig(
-            r=self.rank,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules="all-linear",
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-
-
-@dataclass
-class TrainSettings:
     output_dir: str
     runtime: Runtime
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    epochs: int = 1
-    learning_rate: float = 2e-4
-    micro_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    sequence_length: int = 1024
-    gradient_checkpointing: bool = True
-    max_steps: int | None = None
-    save_steps: int = 50
-    seed: int = 0
     world_size: int = 1
-    warmup_ratio: float = 0.0
-    # grpo
-    num_generations: int = 4
-    max_completion_length: int = 256
-    temperature: float = 1.0
-    kl_beta: float = 0.0
-    # dpo
-    dpo_beta: float = 0.1
-    # white-box-kd
-    divergence: str = "forward-kl"
-    on_policy_fraction: float = 0.0
-    kd_max_new_tokens: int = 128
 
 
-def estimated_steps(rows: int, s: TrainSettings, *, per_row: int = 1) -> int:
-    """Optimizer steps the run will take (``max_steps`` wins), for choosing the logging interval."""
-    if s.max_steps:
-        return s.max_steps
-    per_step = s.micro_batch_size * s.gradient_accumulation_steps * s.world_size
-    return max(1, math.ceil(rows * per_row / per_step)) * s.epochs
+def peft_config(lora: LoraSpec) -> LoraConfig:
+    """The LoRA adapter: every linear projection of the blocks (attention q/k/v/o and the MLP), not
+    lm_head ("all-linear"), no bias."""
+    return LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules="all-linear",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
-def common_args(s: TrainSettings, total_steps: int) -> dict[str, Any]:
-    warmup = int(s.warmup_ratio * total_steps)
+def estimated_steps(rows: int, config: TrainConfig, run: TrainRun, *, per_row: int = 1) -> int:
+    """Optimizer steps the run will take (``maxSteps`` wins), for the logging interval and the warm-up."""
+    if config.max_steps:
+        return config.max_steps
+    per_step = config.micro_batch_size * config.gradient_accumulation_steps * run.world_size
+    return max(1, math.ceil(rows * per_row / per_step)) * config.epochs
+
+
+def common_args(config: TrainConfig, run: TrainRun, total_steps: int) -> dict[str, Any]:
+    """The ``TrainingArguments`` every trainer shares."""
     return dict(
-        output_dir=s.output_dir,
-        per_device_train_batch_size=s.micro_batch_size,
-        gradient_accumulation_steps=s.gradient_accumulation_steps,
-        num_train_epochs=s.epochs,
-        max_steps=s.max_steps or -1,
-        learning_rate=s.learning_rate,
-        warmup_steps=warmup,
+        output_dir=run.output_dir,
+        per_device_train_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.learning_rate,
+        warmup_steps=int(config.warmup_ratio * total_steps),
         logging_steps=max(1, total_steps // 100),
         logging_first_step=True,
         save_strategy="steps",
-        save_steps=s.save_steps,
+        save_steps=config.save_steps,
         save_total_limit=2,
         report_to="none",
         disable_tqdm=True,
-        seed=s.seed,
-        data_seed=s.seed,
-        bf16=s.runtime.bf16,
-        fp16=s.runtime.fp16,
-        use_cpu=s.runtime.device == "cpu",
-        activation_checkpointing=s.gradient_checkpointing,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=run.runtime.bf16,
+        fp16=run.runtime.fp16,
+        use_cpu=run.runtime.device == "cpu",
+        activation_checkpointing=config.gradient_checkpointing,
         dataloader_num_workers=0,
+    )
+
+
+def sft_args(config: TrainConfig, run: TrainRun, rows: int) -> dict[str, Any]:
+    """``SFTConfig``: loss on the completion only, no packing."""
+    total = estimated_steps(rows, config, run)
+    return dict(
+        **common_args(config, run, total),
+        max_length=config.sequence_length,
+        packing=False,
+        completion_only_loss=True,
+    )
+
+
+def grpo_args(config: TrainConfig, run: TrainRun, rows: int) -> dict[str, Any]:
+    """``GRPOConfig``: ``grpo.numGenerations`` completions per prompt, sampled at ``grpo.temperature``."""
+    grpo = config.grpo
+    global_batch = config.micro_batch_size * run.world_size
+    # Each generation batch must hold whole groups of num_generations completions of one prompt.
+    generation_batch = math.lcm(global_batch * config.gradient_accumulation_steps, grpo.num_generations)
+    total = estimated_steps(rows, config, run, per_row=grpo.num_generations)
+    return dict(
+        **common_args(config, run, total),
+        num_generations=grpo.num_generations,
+        max_completion_length=grpo.max_completion_length,
+        temperature=grpo.temperature,
+        beta=grpo.beta,
+        generation_batch_size=generation_batch,
+        remove_unused_columns=False,
+    )
+
+
+def dpo_args(config: TrainConfig, run: TrainRun, rows: int) -> dict[str, Any]:
+    """``DPOConfig``: the preference strength ``dpo.beta``."""
+    total = estimated_steps(rows, config, run)
+    return dict(**common_args(config, run, total), max_length=config.sequence_length, beta=config.dpo.beta)
+
+
+def kd_args(config: TrainConfig, run: TrainRun, rows: int) -> dict[str, Any]:
+    """``GKDConfig``: the divergence as GKD's ``beta``, on-policy steps as ``lmbda``, sampled at
+    ``kd.temperature``."""
+    kd = config.kd
+    total = estimated_steps(rows, config, run)
+    return dict(
+        **common_args(config, run, total),
+        max_length=config.sequence_length,
+        beta=DIVERGENCE_BETA[kd.divergence],
+        lmbda=kd.on_policy_fraction,
+        temperature=kd.temperature,
+        max_new_tokens=kd.max_new_tokens,
+        disable_dropout=True,
+        seq_kd=False,
     )
 
 
@@ -136,21 +169,18 @@ def build_sft(
     model: Any,
     tokenizer: PreTrainedTokenizerBase,
     dataset: Any,
-    s: TrainSettings,
+    config: TrainConfig,
+    run: TrainRun,
     callbacks: list[TrainerCallback],
 ) -> Any:
     from trl import SFTConfig, SFTTrainer
 
-    total = estimated_steps(len(dataset), s)
-    args = SFTConfig(
-        **common_args(s, total), max_length=s.sequence_length, packing=False, completion_only_loss=True
-    )
     trainer = SFTTrainer(
         model=model,
-        args=args,
+        args=SFTConfig(**sft_args(config, run, len(dataset))),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=s.lora.peft_config(),
+        peft_config=peft_config(config.lora),
         callbacks=callbacks,
     )
     return _finish(trainer)
@@ -175,34 +205,22 @@ def build_grpo(
     model: Any,
     tokenizer: PreTrainedTokenizerBase,
     dataset: Any,
-    s: TrainSettings,
+    config: TrainConfig,
+    run: TrainRun,
     callbacks: list[TrainerCallback],
     task: Task,
 ) -> Any:
     from trl import GRPOConfig, GRPOTrainer
 
     tokenizer.padding_side = "left"
-    global_batch = s.micro_batch_size * s.world_size
-    # Each generation batch must hold whole groups of num_generations completions of one prompt.
-    generation_batch = math.lcm(global_batch * s.gradient_accumulation_steps, s.num_generations)
-    total = estimated_steps(len(dataset), s, per_row=s.num_generations)
-    args = GRPOConfig(
-        **common_args(s, total),
-        num_generations=s.num_generations,
-        max_completion_length=s.max_completion_length,
-        temperature=s.temperature,
-        beta=s.kl_beta,
-        generation_batch_size=generation_batch,
-        remove_unused_columns=False,
-    )
     reward: Any = verifier_reward(task)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[reward],
-        args=args,
+        args=GRPOConfig(**grpo_args(config, run, len(dataset))),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=s.lora.peft_config(),
+        peft_config=peft_config(config.lora),
         callbacks=callbacks,
     )
     return _finish(trainer)
@@ -212,20 +230,19 @@ def build_dpo(
     model: Any,
     tokenizer: PreTrainedTokenizerBase,
     dataset: Any,
-    s: TrainSettings,
+    config: TrainConfig,
+    run: TrainRun,
     callbacks: list[TrainerCallback],
 ) -> Any:
     from trl import DPOConfig, DPOTrainer
 
-    total = estimated_steps(len(dataset), s)
-    args = DPOConfig(**common_args(s, total), max_length=s.sequence_length, beta=s.dpo_beta)
     trainer = DPOTrainer(
         model=model,
         ref_model=None,
-        args=args,
+        args=DPOConfig(**dpo_args(config, run, len(dataset))),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=s.lora.peft_config(),
+        peft_config=peft_config(config.lora),
         callbacks=callbacks,
     )
     return _finish(trainer)
@@ -235,35 +252,20 @@ def build_kd(
     model: Any,
     tokenizer: PreTrainedTokenizerBase,
     dataset: Any,
-    s: TrainSettings,
+    config: TrainConfig,
+    run: TrainRun,
     callbacks: list[TrainerCallback],
     teacher: Any,
 ) -> Any:
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
-    if s.divergence not in DIVERGENCE_BETA:
-        raise StageError(
-            f"unknown divergence {s.divergence!r}; expected one of {', '.join(DIVERGENCE_BETA)}",
-            kind="ConfigError",
-        )
-    total = estimated_steps(len(dataset), s)
-    args = GKDConfig(
-        **common_args(s, total),
-        max_length=s.sequence_length,
-        beta=DIVERGENCE_BETA[s.divergence],
-        lmbda=s.on_policy_fraction,
-        temperature=s.temperature,
-        max_new_tokens=s.kd_max_new_tokens,
-        disable_dropout=True,
-        seq_kd=False,
-    )
     trainer = GKDTrainer(
         model=model,
         teacher_model=teacher,
-        args=args,
+        args=GKDConfig(**kd_args(config, run, len(dataset))),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=s.lora.peft_config(),
+        peft_config=peft_config(config.lora),
         callbacks=callbacks,
     )
     return _finish(trainer)

@@ -20,13 +20,13 @@ Progress goes to stdout: ``step 12/40 (30%) loss 1.8732 lr 1.5e-04 elapsed 0:01:
 Several GPUs: the stage re-executes itself under torchrun, one data-parallel worker per GPU
 (``stratos.training.launch``); untested here (no GPU where the tests run).
 
-Config (camelCase JSON)::
+Config (``stratos.contracts.train.TrainConfig``, camelCase JSON; ``lora`` is the API's ``LoraSpec``)::
 
     {"algorithm": "sft-lora", "student": "llama-3.2-3b", "modelUri": "hf://meta-llama/Llama-3.2-3B-Instruct",
      "datasetPath": "/var/lib/stratos/jobs/x/data/train.jsonl", "outputDir": "/var/lib/stratos/jobs/x/train",
      "dataRoot": "/var/lib/stratos", "task": {<TaskSpec JSON>, needed by grpo and dpo},
      "lora": {"rank": 16, "alpha": 32, "dropout": 0.05}, "epochs": 1, "learningRate": 2e-4,
-     "microBatchSize": 4, "gradientAccumulationSteps": 1, "sequenceLength": 1024,
+     "warmupRatio": 0.0, "microBatchSize": 4, "gradientAccumulationSteps": 1, "sequenceLength": 1024,
      "gradientCheckpointing": true, "maxSteps": null, "maxSeconds": 7200, "saveSteps": 50, "merge": false,
      "startedAt": "2025-01-31T12:00:00Z" (the stage's first attempt: maxSeconds counts from it),
      "seed": 0, "teacherModelUri": null,
@@ -54,75 +54,18 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
-from stratos.contracts.stage_io import ConfigError, WorkloadConfig
+from stratos.contracts.stage_io import ConfigError
+from stratos.contracts.train import TrainConfig
 from stratos.decide.budget import seconds_left
 from stratos.workloads.common import Terminated, run_stage
 
 log = logging.getLogger("stratos.workloads.train")
 
 MODULE = "stratos.workloads.train"
-
-
-class LoraOptions(WorkloadConfig):
-    rank: int = Field(16, ge=1, le=256)
-    alpha: int = Field(32, ge=1, le=1024)
-    dropout: float = Field(0.05, ge=0, le=1)
-
-
-class GrpoOptions(WorkloadConfig):
-    num_generations: int = Field(4, ge=2, le=64)
-    max_completion_length: int = Field(256, ge=1)
-    temperature: float = Field(1.0, gt=0)
-    beta: float = Field(0.0, ge=0)
-
-
-class DpoOptions(WorkloadConfig):
-    beta: float = Field(0.1, gt=0)
-    max_new_tokens: int = Field(256, ge=1)
-    batch_size: int = Field(8, ge=1)
-
-
-class KdOptions(WorkloadConfig):
-    divergence: Literal["forward-kl", "reverse-kl", "jsd"] = "forward-kl"
-    on_policy_fraction: float = Field(0.0, ge=0, le=1)
-    max_new_tokens: int = Field(128, ge=1)
-    temperature: float = Field(0.9, gt=0)
-
-
-class TrainConfig(WorkloadConfig):
-    algorithm: Literal["sft-lora", "grpo", "dpo", "white-box-kd"] = "sft-lora"
-    student: str | None = None
-    model_uri: str = Field(min_length=1)
-    teacher_model_uri: str | None = None
-    dataset_path: str = Field(min_length=1)
-    output_dir: str = Field(min_length=1)
-    data_root: str | None = None
-    task: dict[str, Any] | None = None
-    lora: LoraOptions = Field(default_factory=LoraOptions)
-    epochs: int = Field(1, ge=1, le=100)
-    learning_rate: float = Field(2e-4, gt=0, le=1)
-    micro_batch_size: int = Field(4, ge=1, le=1024)
-    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
-    sequence_length: int = Field(1024, ge=16, le=131072)
-    gradient_checkpointing: bool = True
-    max_steps: int | None = Field(None, ge=1)
-    max_seconds: float | None = Field(None, gt=0)
-    #: When the stage's first attempt started (RFC 3339): maxSeconds is measured from there, so neither a
-    #: retried pod nor a Job re-created on another node starts the clock again.
-    started_at: datetime | None = None
-    save_steps: int = Field(50, ge=1)
-    merge: bool = False
-    seed: int = Field(0, ge=0)
-    grpo: GrpoOptions = Field(default_factory=GrpoOptions)
-    dpo: DpoOptions = Field(default_factory=DpoOptions)
-    kd: KdOptions = Field(default_factory=KdOptions)
 
 
 def training_deadline(config: TrainConfig, ledger_deadline: float | None) -> float | None:
@@ -373,37 +316,17 @@ def _build(
     from stratos.training import trainers
     from stratos.training.models import load_model
 
-    s = trainers.TrainSettings(
-        output_dir=checkpoints,
-        runtime=rt,
-        lora=trainers.LoraSettings(config.lora.rank, config.lora.alpha, config.lora.dropout),
-        epochs=config.epochs,
-        learning_rate=config.learning_rate,
-        micro_batch_size=config.micro_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        sequence_length=config.sequence_length,
-        gradient_checkpointing=config.gradient_checkpointing,
-        max_steps=config.max_steps,
-        save_steps=config.save_steps,
-        seed=config.seed,
-        world_size=int(os.environ.get("WORLD_SIZE", "1")),
-        num_generations=config.grpo.num_generations,
-        max_completion_length=config.grpo.max_completion_length,
-        temperature=config.kd.temperature if config.algorithm == "white-box-kd" else config.grpo.temperature,
-        kl_beta=config.grpo.beta,
-        dpo_beta=config.dpo.beta,
-        divergence=config.kd.divergence,
-        on_policy_fraction=config.kd.on_policy_fraction,
-        kd_max_new_tokens=config.kd.max_new_tokens,
+    run = trainers.TrainRun(
+        output_dir=checkpoints, runtime=rt, world_size=int(os.environ.get("WORLD_SIZE", "1"))
     )
     if config.algorithm == "sft-lora":
-        return trainers.build_sft(model, tokenizer, dataset, s, callbacks)
+        return trainers.build_sft(model, tokenizer, dataset, config, run, callbacks)
     if config.algorithm == "grpo":
-        return trainers.build_grpo(model, tokenizer, dataset, s, callbacks, task)
+        return trainers.build_grpo(model, tokenizer, dataset, config, run, callbacks, task)
     if config.algorithm == "dpo":
-        return trainers.build_dpo(model, tokenizer, dataset, s, callbacks)
+        return trainers.build_dpo(model, tokenizer, dataset, config, run, callbacks)
     teacher = load_model(teacher_ref, rt=rt, for_training=True)
-    return trainers.build_kd(model, tokenizer, dataset, s, callbacks, teacher)
+    return trainers.build_kd(model, tokenizer, dataset, config, run, callbacks, teacher)
 
 
 def main(argv: list[str] | None = None) -> int:
