@@ -42,6 +42,6 @@ def child(api: Any, namespace: str, name: str, stage: str, candidate: str | None
 
 def service(api: Any, namespace: str, name: str) -> str:
     """The name of a DistillationJob's serving Service."""
-    from stratos.serving.manifests import service_name
+    from stratos.kube.serving import service_name
 
     return service_name(name, get_dj(api, namespace, name)["metadata"]["uid"])

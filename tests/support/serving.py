@@ -6,7 +6,7 @@ from typing import Any
 
 from stratos.api.spec import DistillationJobSpec
 from stratos.kube.config import OperatorConfig
-from stratos.serving.manifests import ServingPlan, desired_serving
+from stratos.kube.serving import ServingPlan, desired_serving
 
 
 def serving_plan(body: dict[str, Any], cfg: OperatorConfig) -> ServingPlan:

@@ -14,7 +14,7 @@ from stratos.kube.naming import (
     is_same_child,
     owner_reference,
 )
-from stratos.serving.manifests import service_name, serving_name
+from stratos.kube.serving import service_name, serving_name
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 STAGES = ["teacher-eval", "student-probe", "synthesize", "train", "evaluate", "serve"]

@@ -1,6 +1,6 @@
 """Storage, credentials, identity and security of the pods the operator creates (stage Jobs, serving).
 
-Hand-written expectations against the manifests (stratos.kube.children, stratos.serving.manifests)
+Hand-written expectations against the manifests (stratos.kube.children, stratos.kube.serving)
 and the stage machine's decision when a job has nowhere to keep its files.
 """
 
@@ -18,9 +18,9 @@ from stratos.controller.executor import KubeExecutor
 from stratos.kube.children import HF_HOME, stage_job
 from stratos.kube.config import OperatorConfig, PodDefaults, pod_defaults
 from stratos.kube.podopts import StorageUnset
+from stratos.kube.serving import serving_deployment
 from stratos.pipeline import conditions as c
 from stratos.pipeline.machine import reconcile
-from stratos.serving.manifests import serving_deployment
 from support.jobs import NODES, NOW, ScriptedExecutor, job
 
 TRAIN = StageRun("train", "stratos.workloads.train", {}, candidate="tiny", node="gpu-1", gpus=1)

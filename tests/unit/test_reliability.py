@@ -18,11 +18,11 @@ from stratos.api.status import DistillationJobStatus
 from stratos.contracts.runs import STORAGE_DIR, EndpointRequest, EndpointState, RunStatus, StageRun
 from stratos.controller.announce import event_name, queue
 from stratos.kube.config import OperatorConfig
+from stratos.kube.serving import desired_serving
 from stratos.kube.views import completed_without_result, run_state
 from stratos.pipeline.context import ChildRejected, Event
 from stratos.pipeline.machine import reconcile
 from stratos.pipeline.status_patch import status_patch
-from stratos.serving.manifests import desired_serving
 from support.jobs import NOW, conditions, job, node
 
 NODES = [node("gpu", "NVIDIA-L4", 0.5, 10)]

@@ -9,8 +9,8 @@ import pytest
 from stratos.api.placement import ResourceRequirements
 from stratos.api.spec import DistillationJobSpec
 from stratos.kube.config import OperatorConfig
-from stratos.serving.commands import model_location, transformers_args, vllm_args, vllm_lora_rank
-from stratos.serving.manifests import (
+from stratos.kube.rollout import deployment_ready, serving_patch
+from stratos.kube.serving import (
     SPEC_HASH,
     VLLM_DEFAULTS,
     desired_serving,
@@ -21,7 +21,7 @@ from stratos.serving.manifests import (
     serving_name,
     serving_service,
 )
-from stratos.serving.rollout import deployment_ready, serving_patch
+from stratos.serving.commands import model_location, transformers_args, vllm_args, vllm_lora_rank
 from support.jobs import job
 
 CFG = OperatorConfig(serving_image="reg/serving:1", worker_image="reg/worker:1")

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from stratos.api.spec import DistillationJobSpec
 from stratos.controller.executor import extra_patch, probe
 from stratos.kube.config import OperatorConfig
-from stratos.serving.manifests import (
+from stratos.kube.serving import (
     SPEC_HASH,
     endpoint_url,
     endpoint_usage,

@@ -40,6 +40,16 @@ from stratos.kube.children import (
 from stratos.kube.config import OperatorConfig
 from stratos.kube.naming import ChildKey, is_same_child, owner_uid
 from stratos.kube.podopts import StorageUnset, storage_claim
+from stratos.kube.rollout import deployment_ready, serving_patch
+from stratos.kube.serving import (
+    EXTRA_APIS,
+    SPEC_HASH,
+    desired_serving,
+    service_name,
+    serving_name,
+    spec_hash,
+)
+from stratos.kube.serving import STAGE as SERVE
 from stratos.kube.views import (
     START_FAILURE,
     completed_without_result,
@@ -49,17 +59,7 @@ from stratos.kube.views import (
     with_pod_time,
 )
 from stratos.pipeline.context import ChildRejected
-from stratos.serving.manifests import (
-    EXTRA_APIS,
-    SPEC_HASH,
-    desired_serving,
-    service_name,
-    serving_name,
-    spec_hash,
-)
-from stratos.serving.manifests import STAGE as SERVE
 from stratos.serving.probe import probe
-from stratos.serving.rollout import deployment_ready, serving_patch
 
 #: Hash of the optional serving objects last synced, kept on the serving Deployment.
 EXTRAS_HASH = f"{GROUP}/extras-hash"

@@ -14,11 +14,11 @@ from datetime import datetime
 from stratos.api.status import CostStatus, EndpointStatus, EvaluationStatus
 from stratos.contracts.runs import EndpointRequest, EndpointState
 from stratos.decide import budget
+from stratos.kube.serving import endpoint_usage, external_url
 from stratos.pipeline import conditions as c
 from stratos.pipeline.context import Context, Event, SpecProblem, fail, need, refuse_over_budget
 from stratos.pipeline.stage_distill import current_student
 from stratos.pipeline.stages import Stage
-from stratos.serving.manifests import endpoint_usage, external_url
 
 
 def endpoint_request(ctx: Context) -> EndpointRequest:

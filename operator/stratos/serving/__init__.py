@@ -1,9 +1,8 @@
 """Serving the distilled student behind an OpenAI-compatible endpoint.
 
 - ``commands``: the ``vllm serve`` / ``transformers serve`` command lines (pure), shared by the
-  Kubernetes manifests and the local runner so both start the engines the same way;
-- ``manifests``: the serving Deployment and Service a DistillationJob owns, and the patch that brings
-  live objects to the desired ones when ``spec.serving`` changes (pure);
+  Kubernetes objects (``stratos.kube.serving``) and the local runner so both start the engines the
+  same way;
 - ``probe``: latency and decode speed of a running endpoint, through the ``openai`` client;
 - ``local``: ``transformers serve`` as a subprocess on localhost, for the embedded local runner.
 

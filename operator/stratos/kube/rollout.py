@@ -1,7 +1,7 @@
 """Live versus desired serving objects: the patch to apply, and whether the rollout is done.
 
 Pure functions over API objects as plain dicts. Equality is judged by the spec hash annotation that
-``stratos.serving.manifests`` puts on every desired object, never by comparing fields: the live objects
+``stratos.kube.serving`` puts on every desired object, never by comparing fields: the live objects
 carry server-side defaults, so a field-by-field comparison would always find a difference.
 """
 
@@ -11,7 +11,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from stratos.serving.manifests import SPEC_HASH
+from stratos.kube.serving import SPEC_HASH
 
 #: Pod-spec keys present only in some desired objects: a JSON merge patch must null them explicitly.
 #: (nodeSelector: what operators before node affinity set.)

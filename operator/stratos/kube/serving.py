@@ -1,10 +1,12 @@
 """The serving Deployment and Service of a DistillationJob, and the endpoint they make.
 
 Pure functions of the job, its spec and the training results. The controller compares what
-``desired_serving`` returns with the live objects (``stratos.serving.rollout``) and creates, patches
+``desired_serving`` returns with the live objects (``stratos.kube.rollout``) and creates, patches
 or deletes, so a change of replicas or resources reaches the endpoint without retraining, and
-``enabled: false`` removes it. Names are deterministic (``<job>-serve``): a restarted operator finds
-its objects instead of duplicating them.
+``enabled: false`` removes it. Names are deterministic (``<job>-serve-<digest of the job's uid>``): a
+restarted operator finds its objects instead of duplicating them. Here rather than in ``stratos.serving``
+because they are Kubernetes objects like the stage Jobs; the engine command lines they run come from
+``stratos.serving.commands``, shared with the local runner.
 
 The pods follow the stage Jobs' rules (``stratos.kube.children``): restricted Pod Security
 Standard, read-only root filesystem (``/tmp`` and a cache directory are emptyDirs, ``HOME=/tmp``), no
@@ -321,7 +323,7 @@ def desired_serving(
     """The objects serving should consist of now; None when ``spec.serving.enabled`` is false.
 
     None means: delete the Deployment ``serving_name(job, uid)`` and the Service ``service_name(job, uid)`` if
-    they exist. Otherwise create what is missing and apply ``stratos.serving.rollout.serving_patch`` to
+    they exist. Otherwise create what is missing and apply ``stratos.kube.rollout.serving_patch`` to
     what exists.
     """
     if not spec.serving.enabled:
