@@ -104,11 +104,7 @@ def select_student_step(ctx: Context) -> Stage | None:
     if (over := refuse_over_budget(ctx, estimate, c.STUDENT_SELECTED)) is not None:
         return over
     runs: dict[str, RunStatus] = {s.name: ctx.run(probe_run(ctx, s, teacher, node)) for s in probed}
-    waiting = {name: run for name, run in runs.items() if run.state in ("Pending", "Running")}
-    if waiting:
-        detail = "; ".join(f"{name}: {run.message or run.state}" for name, run in sorted(waiting.items()))
-        message = f"{len(runs) - len(waiting)} of {len(runs)} student probes finished; waiting on {detail}"
-        ctx.condition(c.STUDENT_SELECTED, c.UNKNOWN, "Probing", message)
+    if probes_waiting(ctx, runs):
         return None
 
     charge_probes(ctx, runs, {name: hourly for name in runs})
@@ -179,6 +175,16 @@ def seconds_each(student: JointStudent, node: NodeFacts, tokens: float) -> float
     return budget.STARTUP_SECONDS + probe_hours(student, node, tokens) * 3600
 
 
+def probes_waiting(ctx: Context, runs: dict[str, RunStatus]) -> bool:
+    """Whether some probe has not finished; if so, StudentSelected says which and how far they are."""
+    waiting = {name: run for name, run in runs.items() if run.state in ("Pending", "Running")}
+    if waiting:
+        detail = "; ".join(f"{name}: {run.message or run.state}" for name, run in sorted(waiting.items()))
+        message = f"{len(runs) - len(waiting)} of {len(runs)} student probes finished; waiting on {detail}"
+        ctx.condition(c.STUDENT_SELECTED, c.UNKNOWN, "Probing", message)
+    return bool(waiting)
+
+
 def charge_probes(ctx: Context, runs: dict[str, RunStatus], hourly: dict[str, float]) -> None:
     """Charge every probe its node time: its node's hourly cost x the elapsed time of its pods."""
     for name, run in sorted(runs.items()):
@@ -222,11 +228,7 @@ def select_pair_step(ctx: Context) -> Stage | None:
         for s in spec.students
         if (node := where.get(s.name)) is not None
     }
-    waiting = {name: run for name, run in runs.items() if run.state in ("Pending", "Running")}
-    if waiting:
-        detail = "; ".join(f"{name}: {run.message or run.state}" for name, run in sorted(waiting.items()))
-        message = f"{len(runs) - len(waiting)} of {len(runs)} student probes finished; waiting on {detail}"
-        ctx.condition(c.STUDENT_SELECTED, c.UNKNOWN, "Probing", message)
+    if probes_waiting(ctx, runs):
         return None
     charge_probes(ctx, runs, {name: where[name].hourly_cost for name in runs})
     failed = {name: run.message or "probe failed" for name, run in runs.items() if not _ok(run)}
