@@ -28,7 +28,7 @@ from stratos.contracts.synthesize import SynthesizeConfig, SynthesizeResult
 from stratos.contracts.teacher import connection
 from stratos.contracts.train import TrainResult
 from stratos.controller import conditions as c
-from stratos.controller.context import Context, SpecProblem, fail, need, refuse_over_budget
+from stratos.controller.context import Context, NodeTime, SpecProblem, fail, need, refuse_over_budget
 from stratos.controller.stage_server import node_lost, reselect_server
 from stratos.controller.stage_teachers import API_KEY_ENV
 from stratos.controller.stages import Stage
@@ -174,9 +174,11 @@ def synthesis_estimate(ctx: Context) -> budget.Estimate:
 def _charge_node_time(ctx: Context, stage: str, student: str, run: RunStatus, seconds: float = 0.0) -> None:
     """Charge a GPU run its node time: every attempt's elapsed pod time (or what the program reported,
     when that is more) at the chosen node's hourly cost."""
-    seconds = max(run.seconds, seconds)
-    usd = budget.node_usd(seconds, ctx.chosen_server().hourly_cost)
-    ctx.charge(stage, candidate=student, usd=usd, node_seconds=seconds, attempts=run.attempts or None)
+    ctx.charge_run(_node_time(ctx, stage), student, run, max(run.seconds, seconds))
+
+
+def _node_time(ctx: Context, charge: str) -> NodeTime:
+    return NodeTime(charge, ctx.chosen_server().hourly_cost)
 
 
 def current_student(ctx: Context) -> StudentSpec:
@@ -241,7 +243,7 @@ def train_step(ctx: Context) -> Stage | None:
     if lost and spec.servers.node_loss_policy == "Fail":
         return fail(ctx, "NodeLost", f"while training {student.name}, {lost}")
     if lost:  # Reselect: stop what runs on the lost node; training resumes from its last checkpoint
-        ctx.executor.cancel_runs()
+        ctx.cancel_runs()
         return reselect_server(ctx, f"while training {student.name}, {lost}")
     hours = _estimated_hours(ctx, student.name)
     estimate = budget.training(student.name, hours=hours, hourly_cost=server.hourly_cost)
@@ -275,7 +277,8 @@ def train_step(ctx: Context) -> Stage | None:
             return fail(ctx, "InvalidSpec", "white-box-kd: the selected teacher has no weights.uri")
         config["teacherModelUri"] = weights.uri
     gpus = server.gpu_count
-    run = ctx.run(StageRun(TRAIN, "stratos.workloads.train", config, student.name, server.node, gpus))
+    train_run = StageRun(TRAIN, "stratos.workloads.train", config, student.name, server.node, gpus)
+    run = ctx.run(train_run, _node_time(ctx, "training"))
     if (error := _failed(run)) is not None:
         _charge_node_time(ctx, "training", student.name, run)
         ctx.condition(c.TRAINED, c.FALSE, "TrainingFailed", f"{student.name}: {error}", event="Warning")
@@ -346,7 +349,8 @@ def evaluate_step(ctx: Context) -> Stage | None:
     estimate = evaluation_estimate(ctx, student, config["maxNewTokens"])
     if (over := refuse_over_budget(ctx, estimate, c.EVALUATED)) is not None:
         return over
-    run = ctx.run(StageRun(EVALUATE, "stratos.workloads.evaluate", config, student.name, server.node, 1))
+    evaluate_run = StageRun(EVALUATE, "stratos.workloads.evaluate", config, student.name, server.node, 1)
+    run = ctx.run(evaluate_run, _node_time(ctx, "evaluation"))
     if (error := _failed(run)) is not None:
         _charge_node_time(ctx, "evaluation", student.name, run)
         ctx.condition(c.EVALUATED, c.FALSE, "EvaluationFailed", f"{student.name}: {error}", event="Warning")
