@@ -94,13 +94,8 @@ class Script:
 def pipeline(**spec: Any) -> dict[str, Any]:
     teachers = [{"name": "t1", "endpoint": {"baseURL": "http://teacher:8000/v1", "model": "m"},
                  "costPerMillionTokens": 0.0}]  # fmt: skip
-    return job(
-        students=STUDENTS,
-        teachers=teachers,
-        requirements={"minAccuracy": 0.5},
-        servers={"costWindow": 0.2, "rule": "paper"},
-        **spec,
-    )
+    spec.setdefault("requirements", {"minAccuracy": 0.5})
+    return job(students=STUDENTS, teachers=teachers, servers={"costWindow": 0.2, "rule": "paper"}, **spec)
 
 
 def tick(body: dict[str, Any], script: Script, now: datetime, *, times: int = 3) -> None:
@@ -252,3 +247,81 @@ def test_a_jobs_pods_say_when_the_run_started_ended_and_what_each_attempt_report
     # While an attempt runs, the run has not ended.
     live = pod("p3", "2026-11-22T12:06:00Z", {"running": {"startedAt": "2026-11-22T12:06:05Z"}})
     assert with_pod_time(RunStatus("Running"), [failed, live], at(7)).ended_at is None
+
+
+# ------------------------------------------------------------------ synthesis: what failed runs paid for
+
+
+def failure(cost: float, prompt: int, completion: int, kind: str = "TeacherUnavailable") -> dict[str, Any]:
+    """A synthesize attempt's failure result: what every run of the stage spent so far."""
+    return {"ok": False, "error": "boom", "kind": kind, "costUsd": cost, "promptTokens": prompt,
+            "completionTokens": completion}  # fmt: skip
+
+
+def synthesis_config(script: Script) -> dict[str, Any]:
+    return dict(script.started[-1].config)
+
+
+class Recording(Script):
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[StageRun] = []
+
+    def ensure(self, run: StageRun, spec: Any) -> RunStatus:
+        if run.stage == "synthesize":
+            self.started.append(run)
+        return super().ensure(run, spec)
+
+
+def test_a_failed_synthesis_is_charged_what_its_failure_result_says_it_spent_once() -> None:
+    script, body = Recording(), pipeline()
+    script.live[("synthesize", "")] = RunStatus(
+        "Failed", message="pod exited 1", reports=(failure(0.3, 700, 300),)
+    )
+    tick(body, script, NOW)
+    assert conditions(body["status"])["Failed"]["reason"] == "SynthesisFailed"
+    synthesis = charge(body, "synthesis", None)
+    assert (synthesis["usd"], synthesis["tokens"]) == (0.3, 1000)
+    assert body["status"]["cost"]["teacherTokens"] == 1000
+    tick(body, script, at(5))
+    assert charge(body, "synthesis", None)["usd"] == 0.3
+
+
+def test_a_retried_synthesis_is_charged_its_failed_attempt_at_once_and_the_total_once() -> None:
+    script, body = Recording(), pipeline(requirements={"minAccuracy": 0.5, "budget": 5.0})
+    # The first pod was terminated having spent 0.2 USD; the Job's second pod runs.
+    terminated = failure(0.2, 600, 400, kind="Terminated")
+    script.live[("synthesize", "")] = RunStatus("Running", message="pod running", reports=(terminated,))
+    tick(body, script, NOW)
+    assert body["status"]["stage"] == "Synthesize"
+    assert charge(body, "synthesis", None)["usd"] == 0.2
+    # The Job goes too; its successor is given the same cap (the budget less what other stages spent):
+    # its spend ledger already counts the 0.2 USD, so it is not taken off twice.
+    cap = synthesis_config(script)["budgetUsd"]
+    assert cap == 5.0  # nothing else cost anything here
+    script.live[("synthesize", "")] = created("synth-2")
+    tick(body, script, at(1))
+    assert synthesis_config(script)["budgetUsd"] == cap
+    # It succeeds, reporting 0.5 USD for every run together: 0.5 is charged in all, not 0.7.
+    done = {"ok": True, "kept": 40, "real": 30, "synthetic": 10, "costUsd": 0.5, "promptTokens": 1500,
+            "completionTokens": 1000}  # fmt: skip
+    script.live[("synthesize", "")] = RunStatus("Succeeded", result=done, reports=(done,))
+    tick(body, script, at(2))
+    assert body["status"]["stage"] != "Synthesize"
+    synthesis = charge(body, "synthesis", None)
+    assert (synthesis["usd"], synthesis["tokens"]) == (0.5, 2500)
+    others = sum(e["usd"] for e in body["status"]["cost"]["charges"] if e["stage"] != "synthesis")
+    assert body["status"]["cost"]["spentUsd"] == pytest.approx(0.5 + others, abs=1e-6)
+
+
+def test_spend_a_failed_synthesis_attempt_reports_past_the_budget_fails_the_job_budget_exceeded() -> None:
+    script, body = Recording(), pipeline(requirements={"minAccuracy": 0.5, "budget": 1.0})
+    # An attempt reports 1.5 USD (say its image predates the cap) while the Job retries it.
+    script.live[("synthesize", "")] = RunStatus(
+        "Running", message="pod running", reports=(failure(1.5, 9, 1),)
+    )
+    tick(body, script, NOW)
+    failed = conditions(body["status"])["Failed"]
+    assert failed["reason"] == "BudgetExceeded"
+    assert failed["message"] == "spent 1.50 USD would exceed the budget of 1.00 USD"
+    assert charge(body, "synthesis", None)["usd"] == 1.5

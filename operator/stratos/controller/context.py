@@ -260,6 +260,12 @@ class Context:
         """``status.cost.spentUsd``, 0 before anything was charged."""
         return self._cost().spent_usd or 0.0
 
+    def charged(self, stage: str, candidate: str | None = None) -> CostCharge | None:
+        """What ``status.cost.charges`` holds for ``stage`` (and ``candidate``), if anything."""
+        cost = self.status.cost
+        charges = cost.charges if cost is not None else []
+        return next((e for e in charges if (e.stage, e.candidate) == (stage, candidate)), None)
+
     def decided(self, block: str, key: str, condition: str) -> bool:
         """Whether an earlier tick (maybe of an operator since restarted) already made this decision:
         ``status.<block>.<key>`` (snake_case attribute names) is set and the condition is True."""

@@ -14,6 +14,7 @@ from typing import Any
 from stratos.api.durations import parse_duration
 from stratos.api.spec import StudentSpec, TeacherSpec
 from stratos.api.status import (
+    CostCharge,
     DataStatus,
     EvaluationAttempt,
     EvaluationStatus,
@@ -24,7 +25,7 @@ from stratos.catalog.gpus import lookup_gpu
 from stratos.contracts.evaluate import EvaluateResult
 from stratos.contracts.runs import RunStatus, SecretEnv, StageRun
 from stratos.contracts.stage_io import StageResult
-from stratos.contracts.synthesize import SynthesizeConfig, SynthesizeResult
+from stratos.contracts.synthesize import SynthesisSpend, SynthesizeConfig, SynthesizeResult
 from stratos.contracts.teacher import connection
 from stratos.contracts.train import TrainResult
 from stratos.controller import conditions as c
@@ -41,6 +42,8 @@ from stratos.decide.teachers import TeacherEval
 from stratos.serving.commands import model_location
 
 SYNTHESIZE, TRAIN, EVALUATE = "synthesize", "train", "evaluate"
+#: The charge synthesis's teacher spend goes under.
+SYNTHESIS = "synthesis"
 #: The independent verifier teacher's API key, when it has one (never the same variable as the teacher's:
 #: the two may be different accounts).
 VERIFIER_API_KEY_ENV = "VERIFIER_API_KEY"
@@ -111,12 +114,15 @@ def synthesize_step(ctx: Context) -> Stage | None:
         return fail(ctx, "TeacherEndpointRefused", message)
     if (over := refuse_over_budget(ctx, synthesis_estimate(ctx), c.DATA_READY)) is not None:
         return over
-    left = budget.remaining(spec.requirements.budget, ctx.spent_usd)
+    left = budget.remaining(spec.requirements.budget, ctx.spent_usd - _synthesis_charged(ctx).usd)
     if left is not None:
-        # The cap inside the workload: what is left of the budget when synthesis starts (every run of
-        # the stage counts against it together; the Job's config is written once, at its creation).
+        # The cap inside the workload: what the budget leaves besides synthesis itself (every run of the
+        # stage counts against it together: the workload's spend ledger starts each run from what the
+        # runs before it spent, charged here already or not).
         config["budgetUsd"] = round(left, 6)
     run = ctx.run(StageRun(SYNTHESIZE, "stratos.workloads.synthesize", config, secret_env=secrets))
+    # What synthesis says it spent so far (a failed or terminated attempt's failure result too).
+    charge_synthesis(ctx, run)
     if (error := _failed(run)) is not None:
         ctx.condition(c.DATA_READY, c.FALSE, "SynthesisFailed", error, event="Warning")
         return fail(ctx, "SynthesisFailed", error)
@@ -132,7 +138,6 @@ def synthesize_step(ctx: Context) -> Stage | None:
         rejected=r.rejected_total,
         test_samples=r.test_samples,
     )
-    ctx.charge("synthesis", usd=r.cost_usd, tokens=r.prompt_tokens + r.completion_tokens)
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(r.rejected.items())) or "none"
     message = (
         f"{r.kept} examples ({r.real} real, {r.synthetic} synthetic) by {r.strategy}; rejected: {rejected}"
@@ -143,6 +148,25 @@ def synthesize_step(ctx: Context) -> Stage | None:
         message += f"; stopped at the budget ({r.cost_usd:.2f} USD spent on synthesis)"
     ctx.condition(c.DATA_READY, c.TRUE, "DataSynthesized", message, event="Normal")
     return Stage.TRAIN
+
+
+def _synthesis_charged(ctx: Context) -> CostCharge:
+    return ctx.charged(SYNTHESIS) or CostCharge(stage=SYNTHESIS, usd=0.0)
+
+
+def charge_synthesis(ctx: Context, run: RunStatus) -> None:
+    """Charge what the synthesize stage reports having spent on the teacher: the most any of its
+    attempts reported (each reports the spend of every run of the stage so far, from its spend ledger;
+    a failed or terminated attempt in its failure result), less what was charged for synthesis already.
+    So a repeated reconcile, a restarted operator or a retried pod charges nothing twice."""
+    spend = SynthesisSpend()
+    for report in (*run.reports, *([run.result] if run.result is not None else [])):
+        spend = spend.at_least(SynthesizeResult.read(report).spend())
+    charged = _synthesis_charged(ctx)
+    usd = round(spend.cost_usd - charged.usd, 6)
+    tokens = spend.tokens - (charged.tokens or 0)
+    if usd > 0 or tokens > 0:
+        ctx.charge(SYNTHESIS, usd=max(usd, 0.0), tokens=max(tokens, 0))
 
 
 def synthesis_estimate(ctx: Context) -> budget.Estimate:
