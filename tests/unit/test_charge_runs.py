@@ -18,6 +18,7 @@ import pytest
 from stratos.api.status import DistillationJobStatus
 from stratos.contracts.runs import EndpointState, ProbeOutcome, RunStatus, StageRun
 from stratos.controller.machine import reconcile
+from stratos.controller.status_patch import status_patch
 from stratos.kube.views import with_pod_time
 from support.jobs import NOW, conditions, job, node
 
@@ -325,3 +326,30 @@ def test_spend_a_failed_synthesis_attempt_reports_past_the_budget_fails_the_job_
     assert failed["reason"] == "BudgetExceeded"
     assert failed["message"] == "spent 1.50 USD would exceed the budget of 1.00 USD"
     assert charge(body, "synthesis", None)["usd"] == 1.5
+
+
+def test_the_status_patch_removes_what_a_changed_object_no_longer_has() -> None:
+    # A JSON merge patch merges objects: a charged run leaving status.cost.runs (or the serving clock
+    # stopping) must be sent as a deletion, or the stored status keeps it and it is charged again.
+    old = {
+        "cost": {"spentUsd": 1.0, "runs": [{"run": "job-1"}], "servingChargedUntil": "x"},
+        "phase": "Training",
+    }
+    new = {"cost": {"spentUsd": 1.5}, "phase": "Training"}
+    patch = status_patch(old, new)
+    assert patch == {"cost": {"spentUsd": 1.5, "runs": None, "servingChargedUntil": None}}
+    assert merge(old, patch) == new
+    assert status_patch(new, new) == {}
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies a merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge(out.get(key), value)
+    return out
