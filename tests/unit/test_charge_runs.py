@@ -353,3 +353,32 @@ def merge(target: Any, patch: Any) -> Any:
         else:
             out[key] = merge(out.get(key), value)
     return out
+
+
+def test_the_kube_executor_names_each_run_by_its_jobs_uid_and_keeps_an_earlier_jobs_reports() -> None:
+    from stratos.api.spec import DistillationJobSpec
+    from stratos.controller.executor import KubeExecutor
+    from stratos.kube.config import OperatorConfig
+
+    body = job()
+    key = ("u-1", "synthesize", "")
+    spent = '{"ok": false, "error": "terminated by signal 15", "kind": "Terminated", "costUsd": 0.2}'
+    ended = {"startedAt": "2026-11-22T12:00:01Z", "finishedAt": "2026-11-22T12:05:00Z", "message": spent}
+    old_pod = {"name": "old", "jobUid": "job-1", "phase": "Failed", "creationTimestamp": ended["startedAt"],
+               "containerStatuses": [{"state": {"terminated": ended}}]}  # fmt: skip
+    running_since = {"running": {"startedAt": "2026-11-22T12:06:01Z"}}
+    new_pod = {"name": "new", "jobUid": "job-2", "phase": "Running", "creationTimestamp": "2026-11-22T12:06Z",
+               "containerStatuses": [{"state": running_since}]}  # fmt: skip
+    live = {"name": "dj1-synthesize", "uid": "job-2", "conditions": [], "backoffLimit": 0}
+    spec = DistillationJobSpec.model_validate(body["spec"])
+    executor = KubeExecutor(body, OperatorConfig(), None, {key: [live]}, {key: [old_pod, new_pod]})  # type: ignore[arg-type]
+    run = StageRun("synthesize", "stratos.workloads.synthesize", {})
+    state = executor.ensure(run, spec)
+    assert (state.state, state.run_id) == ("Running", "job-2")
+    assert state.started_at == NOW + timedelta(minutes=6, seconds=1) and state.ended_at is None
+    assert state.reports == (
+        {"ok": False, "error": "terminated by signal 15", "kind": "Terminated", "costUsd": 0.2},
+    )
+    # A Job on its way out (cancelled) is no run to charge: it has no identity.
+    gone = KubeExecutor(body, OperatorConfig(), None, {key: [{**live, "deleting": True}]}, {})  # type: ignore[arg-type]
+    assert gone.ensure(run, spec).run_id is None

@@ -57,7 +57,8 @@ class RunStatus:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     # The JSON object each attempt reported, oldest first, failed attempts' too (a program's failure
-    # result may say what it spent before it failed).
+    # result may say what it spent before it failed); an executor may put first those of an earlier run
+    # of the same stage and candidate that it still knows of (a deleted Job's terminated pod).
     reports: tuple[Mapping[str, Any], ...] = ()
 
 

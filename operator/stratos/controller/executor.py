@@ -45,6 +45,7 @@ from stratos.kube.podopts import StorageUnset, storage_claim
 from stratos.kube.views import (
     START_FAILURE,
     completed_without_result,
+    pod_reports,
     pod_view,
     run_state,
     start_deadline,
@@ -119,7 +120,12 @@ class KubeExecutor:
                 "Pending", message=f"waiting for the previous Job {job.get('name')} to be deleted"
             )
         # The run's identity is its Job's uid: a Job of the same name with another uid is another run.
-        return dataclasses.replace(self._state(job, key, spec), run_id=str(job.get("uid") or "") or None)
+        # Its reports include those of an earlier Job's pods still known (a deleted Job's terminated pod
+        # may have said what it spent before it went).
+        state = self._state(job, key, spec)
+        earlier = [p for p in self.pods.get(key, []) if p.get("jobUid") not in (None, job.get("uid"))]
+        reports = (*pod_reports(earlier), *state.reports)
+        return dataclasses.replace(state, run_id=str(job.get("uid") or "") or None, reports=reports)
 
     def _state(self, job: Mapping[str, Any], key: ChildKey, spec: DistillationJobSpec) -> RunStatus:
         queue = job.get("queue")

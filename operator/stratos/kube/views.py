@@ -186,8 +186,13 @@ def with_pod_time(run: RunStatus, pods: Iterable[Mapping[str, Any]], now: dateti
         attempts=len(pods),
         started_at=first,
         ended_at=last,
-        reports=tuple(r for pod in pods if (r := _report(pod)) is not None),
+        reports=pod_reports(pods),
     )
+
+
+def pod_reports(pods: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
+    """The JSON objects the finished pods' programs wrote as termination messages, oldest first."""
+    return tuple(r for pod in sorted(pods, key=_pod_order) if (r := _report(pod)) is not None)
 
 
 def _report(pod: Mapping[str, Any]) -> dict[str, Any] | None:
