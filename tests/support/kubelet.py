@@ -60,8 +60,16 @@ class Outcome:
     message: str = ""
 
 
-# Called with the pod (API dict) before it runs; returning an Outcome skips running it.
-Intercept = Callable[[Mapping[str, Any]], "Outcome | None"]
+@dataclass(frozen=True)
+class Command:
+    """A command a test has the container run instead of its own (e.g. one that runs until deleted)."""
+
+    argv: tuple[str, ...]
+
+
+# Called with the pod (API dict) before it runs; returning an Outcome skips running it, a Command runs
+# that instead of the pod's own command.
+Intercept = Callable[[Mapping[str, Any]], "Outcome | Command | None"]
 
 # Back-off between attempts to start a container that cannot start yet (kept short for tests; a
 # kubelet starts at 10 s and caps image pulls at 5 minutes).
@@ -667,7 +675,7 @@ class FakeKubelet:
 
     def _launch(self, pod: Mapping[str, Any], run: PodRun) -> None:
         restart = run.prepared
-        outcome: Outcome | None = None
+        outcome: Outcome | Command | None = None
         try:
             self._prepare(pod, run)
         except _Waiting as w:
@@ -678,6 +686,8 @@ class FakeKubelet:
         run.wait_until, run.waiting, run.wait_attempts = None, None, 0
         if outcome is None and self.intercept is not None:
             outcome = self.intercept(pod)
+        if isinstance(outcome, Command):
+            run.argv, run.cwd, outcome = list(outcome.argv), str(run.pod_dir), None
         if outcome is None and not run.argv:
             try:
                 self._command(pod, run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,22 @@ def test_programmatic_teacher_speaks_the_openai_api() -> None:
         assert task.score(reply.choices[0].message.content, sample)
         assert reply.usage is not None and reply.usage.completion_tokens > 0
         assert [m.id for m in client.models.list()] == ["programmatic-mahjong-teacher"]
+
+
+def test_a_local_run_keeps_its_identity_over_its_attempts_and_says_when_it_ran(tmp_path: Path) -> None:
+    # What the machine charges a run by (status.cost.runs): one identity for every attempt of the run,
+    # when its first attempt started and its last ended, and what each reported (a failure's too).
+    local = executor(tmp_path)
+    before = datetime.now(UTC)
+    flaky = StageRun("echo", "support.echo_stage", {"failOnce": str(tmp_path / "marker")}, candidate="f")
+    first = local.ensure(flaky, SPEC)
+    done = wait(local, flaky)
+    assert done.state == "Succeeded" and done.attempts == 2
+    assert done.run_id is not None and done.run_id == first.run_id
+    assert done.started_at is not None and done.ended_at is not None
+    assert before - timedelta(seconds=1) <= done.started_at <= done.ended_at <= datetime.now(UTC)
+    assert done.reports == (done.result,)
+    broken = StageRun("echo", "support.echo_stage", {"fail": True}, candidate="b")
+    failed = wait(local, broken)
+    assert failed.state == "Failed" and failed.reports == ({"ok": False, "error": "asked to fail"},)
+    assert failed.run_id not in (None, done.run_id)

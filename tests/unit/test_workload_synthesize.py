@@ -16,9 +16,11 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +209,13 @@ def test_injection_on_mahjong_then_resume(tmp_path, monkeypatch):
         assert proc.returncode == 0, proc.stdout + proc.stderr
         redone = sum(1 for e in map(json.loads, entries[11:]) if e.get("reason") != "duplicate")
         assert len(fake.chat_requests) == third["requests"] == redone
-        assert {k: third[k] for k in same} == {k: result[k] for k in same}
+        counts = ("kept", "real", "synthetic", "rejected")
+        assert {k: third[k] for k in counts} == {k: result[k] for k in counts}
+        # The redone requests are paid again: the spend ledger counts every response, every run.
+        assert third["promptTokens"] == result["promptTokens"] + fake.prompt_tokens
+        assert third["completionTokens"] == result["completionTokens"] + fake.completion_tokens
+        again_usd = (fake.prompt_tokens + fake.completion_tokens) * 2.0 / 1e6
+        assert third["costUsd"] == pytest.approx(result["costUsd"] + again_usd)
         assert sorted(r["id"] for r in rows_of(third)) == sorted(r["id"] for r in rows)
 
 
@@ -372,10 +380,21 @@ def test_no_surviving_example_is_a_failure(tmp_path):
     with FakeOpenAI(samples=real, model="weak", correct_ids=(), reverse_correct=False) as fake:
         proc, result = run(tmp_path, fake, maxRealSamples=5, targetSamples=5, attempts=2, augment="none")
     assert proc.returncode == 1
+    # The failure still says what the ten requests cost (the state ledger's items, all decided).
+    entries = [
+        json.loads(line) for line in (tmp_path / "out/synthesize/state.jsonl").read_text().splitlines()
+    ]
+    spent = {
+        k: sum(e.get(k, 0) for e in entries[1:]) for k in ("promptTokens", "completionTokens", "costUSD")
+    }
+    assert spent["costUSD"] > 0
     assert result == {
         "ok": False,
         "error": "no example survived verification (answer mismatch 5)",
         "kind": "NoTrainingData",
+        "costUsd": pytest.approx(spent["costUSD"]),
+        "promptTokens": spent["promptTokens"],
+        "completionTokens": spent["completionTokens"],
     }
     assert len(fake.chat_requests) == 10
 
@@ -431,3 +450,52 @@ def test_answer_line_targets_ask_the_teacher_nothing_and_keep_every_verified_que
         check_trl_shape(rows, result["datasetPath"])
         header = json.loads((tmp_path / "out" / "synthesize" / "state.jsonl").read_text().splitlines()[0])
         assert header["header"]["completion"] == "answer"
+
+
+def test_a_terminated_run_reports_what_it_spent_and_a_retried_run_counts_it_against_the_cap(tmp_path):
+    """Issue 15, defect 10: a synthesis run killed mid-way (its pod deleted: SIGTERM) paid for its
+    requests. Every response is counted in ``synthesize/spend.json`` as it arrives, the failure result
+    carries the same figures for the controller to charge, and a retried run's cap starts from them."""
+    task = build_task(TaskSpec.model_validate(MAHJONG))
+    real = select_real(task.load("train"), limit=40, seed=0)
+    ledger = tmp_path / "out" / "synthesize" / "spend.json"
+    with FakeOpenAI(samples=real, model="m", correct_ids={s.id for s in real}, delay=0.2) as fake:
+        cfg = write_config(tmp_path, fake, targetSamples=40, augment="none", attempts=1)
+        result_path = tmp_path / "result.json"
+        env = {**os.environ, "TEACHER_API_KEY": KEY}
+        cmd = [sys.executable, "-m", "stratos.workloads.synthesize", "--config", str(cfg),
+               "--result", str(result_path)]  # fmt: skip
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while not ledger.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert ledger.exists(), "no response was counted"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=120) == 143
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    first = json.loads(result_path.read_text())
+    recorded = json.loads(ledger.read_text())
+    assert first["ok"] is False and first["kind"] == "Terminated"
+    assert first["costUsd"] == pytest.approx(recorded["costUsd"]) and recorded["costUsd"] > 0
+    assert (first["promptTokens"], first["completionTokens"]) == (
+        recorded["promptTokens"],
+        recorded["completionTokens"],
+    )
+    # What the decided items count can only be less (an item in flight is counted once decided).
+    entries = [
+        json.loads(line) for line in (tmp_path / "out/synthesize/state.jsonl").read_text().splitlines()
+    ]
+    assert sum(e.get("costUSD", 0) for e in entries[1:]) <= recorded["costUsd"] + 1e-12
+    # The retry's cap counts what was spent: with 0.009 USD more (one request's worst case, prompt bytes +
+    # 2,048 tokens at 2 USD per million, fits) it spends some, and stops within the budget, in all.
+    budget = first["costUsd"] + 0.009
+    with FakeOpenAI(samples=real, model="m", correct_ids={s.id for s in real}) as again:
+        proc2, second = run(tmp_path, again, targetSamples=40, augment="none", attempts=1, budgetUsd=budget)
+    assert proc2.returncode == 0, proc2.stderr[-2000:]
+    assert second["stoppedEarly"] == "budget"
+    assert first["costUsd"] < second["costUsd"] <= budget
+    assert second["costUsd"] == pytest.approx(json.loads(ledger.read_text())["costUsd"])

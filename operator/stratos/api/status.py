@@ -429,6 +429,24 @@ class CostCharge(StatusModel):
     attempts: NonNegInt | None = Field(None, description="Pods of the run, failed and retried ones included.")
 
 
+class RunInFlight(StatusModel):
+    """A GPU stage run seen started and not yet charged in full. Its Job may be deleted, evicted or
+    cancelled before the stage charges it: the node time from ``startedAt`` to ``endedAt`` (or to when
+    the run was seen gone) is then charged once, and the entry goes."""
+
+    stage: str = Field(max_length=64, description="The charge it belongs to: probes, training, evaluation.")
+    candidate: str | None = Field(None, max_length=253, description="The student of the run.")
+    run: str = Field(max_length=253, description="The run's identity (its Job's uid).")
+    started_at: Timestamp = Field(description="When its first pod's container started.")
+    ended_at: Timestamp | None = Field(
+        None, description="When it was seen finished or cancelled (absent while it runs)."
+    )
+    hourly_cost: float = Field(ge=0, description="Hourly cost of the node it runs on, USD.")
+    charged_seconds: float | None = Field(
+        None, ge=0, description="Node time already charged for it (when it was cancelled)."
+    )
+
+
 class CostStatus(StatusModel):
     """What the job has spent or is estimated to spend."""
 
@@ -443,6 +461,11 @@ class CostStatus(StatusModel):
     )
     charges: list[CostCharge] = Field(
         default_factory=list, description="What each stage was charged; spentUsd is their sum."
+    )
+    runs: list[RunInFlight] = Field(
+        default_factory=list,
+        description="GPU stage runs started and not yet charged: charged once if their Job goes before "
+        "they finish.",
     )
     serving_charged_until: Timestamp | None = Field(
         None, description="Serving time is charged up to here; the rest is charged as it passes."

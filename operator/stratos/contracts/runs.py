@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 #: Where the job's storage (its PersistentVolumeClaim) is mounted in stage and serving pods.
@@ -49,6 +50,16 @@ class RunStatus:
     # many attempts there were: what node time is charged for.
     seconds: float = 0.0
     attempts: int = 0
+    # Which run this is (a Job's uid; a local run's own id): a different id for the same stage and
+    # candidate means the run seen before is gone. None where the executor cannot tell.
+    run_id: str | None = None
+    # When its first attempt started, and when its last one ended (None while one runs).
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    # The JSON object each attempt reported, oldest first, failed attempts' too (a program's failure
+    # result may say what it spent before it failed); an executor may put first those of an earlier run
+    # of the same stage and candidate that it still knows of (a deleted Job's terminated pod).
+    reports: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

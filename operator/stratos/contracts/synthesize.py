@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
 
 from stratos.api.base import format_errors
 from stratos.api.spec import TaskSpec
@@ -70,6 +71,35 @@ class SynthesizeConfig(WorkloadConfig):
         return self.seed if self.seed is not None else spec.seed
 
 
+class SynthesisSpend(BaseModel):
+    """What the synthesize stage has spent on teacher requests, every run of it together: the spend
+    ledger it keeps on the storage volume (``<outputDir>/synthesize/spend.json``, rewritten after every
+    response) and what its result, or its failure result, reports. The controller charges it; a retried
+    run's cap starts from it."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    cost_usd: float = cost_field()
+    prompt_tokens: int = Field(0, ge=0)
+    completion_tokens: int = Field(0, ge=0)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def at_least(self, other: SynthesisSpend) -> SynthesisSpend:
+        """The larger of each figure: spend only grows, whichever record saw more of it."""
+        return SynthesisSpend(
+            cost_usd=max(self.cost_usd, other.cost_usd),
+            prompt_tokens=max(self.prompt_tokens, other.prompt_tokens),
+            completion_tokens=max(self.completion_tokens, other.completion_tokens),
+        )
+
+    def report(self) -> dict[str, Any]:
+        """The figures as a result carries them (camelCase)."""
+        return self.model_dump(by_alias=True)
+
+
 class SynthesizeResult(StageResult):
     """What the synthesize stage reports: the dataset it wrote and what the teacher cost."""
 
@@ -95,3 +125,11 @@ class SynthesizeResult(StageResult):
     #: ``budget`` when the stage stopped at ``budgetUsd`` before ``targetSamples``.
     stopped_early: str | None = None
     dataset_path: str | None = None
+
+    def spend(self) -> SynthesisSpend:
+        """What the stage spent, as far as this result (or failure result) says."""
+        return SynthesisSpend(
+            cost_usd=self.cost_usd,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+        )

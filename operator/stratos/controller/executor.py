@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ from stratos.kube.serving import STAGE as SERVE
 from stratos.kube.views import (
     START_FAILURE,
     completed_without_result,
+    pod_reports,
     pod_view,
     run_state,
     start_deadline,
@@ -109,13 +111,23 @@ class KubeExecutor:
         if not views:
             name = stage_name(self.body, run)
             self._create(stage_configmap(self.body, run), "ConfigMap")
-            self._create(stage_job(self.body, spec, run, self.cfg), "Job")
-            return RunStatus("Pending", message=f"created Job {name}")
+            created = self._create(stage_job(self.body, spec, run, self.cfg), "Job")
+            uid = (created.get("metadata") or {}).get("uid")
+            return RunStatus("Pending", message=f"created Job {name}", run_id=str(uid) if uid else None)
         job = views[-1]
         if job.get("deleting"):  # a cancelled run (suspend, node lost) on its way out
             return RunStatus(
                 "Pending", message=f"waiting for the previous Job {job.get('name')} to be deleted"
             )
+        # The run's identity is its Job's uid: a Job of the same name with another uid is another run.
+        # Its reports include those of an earlier Job's pods still known (a deleted Job's terminated pod
+        # may have said what it spent before it went).
+        state = self._state(job, key, spec)
+        earlier = [p for p in self.pods.get(key, []) if p.get("jobUid") not in (None, job.get("uid"))]
+        reports = (*pod_reports(earlier), *state.reports)
+        return dataclasses.replace(state, run_id=str(job.get("uid") or "") or None, reports=reports)
+
+    def _state(self, job: Mapping[str, Any], key: ChildKey, spec: DistillationJobSpec) -> RunStatus:
         queue = job.get("queue")
         if queue and job.get("suspended") and not job.get("startFailure"):
             # Kueue has not admitted it yet, or preempted it: its Workload says why.
@@ -322,10 +334,11 @@ class KubeExecutor:
         # The key is used for the probe's requests only: never stored, logged or put in an error.
         return probe(url, model, api_key=base64.b64decode(value).decode())
 
-    def _create(self, manifest: dict[str, Any], kind: str) -> None:
+    def _create(self, manifest: dict[str, Any], kind: str) -> dict[str, Any]:
+        """Create the object; answer it as created, or as found when it was there already (409)."""
         # Plain JSON requests (``rawapi``): no generated API class on the path every stage run takes.
         try:
-            rawapi.create(self.api, kind, self.namespace, manifest)
+            return rawapi.create(self.api, kind, self.namespace, manifest)
         except ApiException as err:
             if err.status in (400, 422):  # invalid: the spec produced something Kubernetes refuses
                 raise ChildRejected(kind, _api_message(err)) from err
@@ -337,6 +350,7 @@ class KubeExecutor:
             live = rawapi.read(self.api, kind, self.namespace, name)
             if not is_same_child(live, manifest):
                 raise ChildRejected(kind, f"{kind} {name} exists and is not this job's") from err
+            return live
 
 
 def _api_message(err: ApiException) -> str:

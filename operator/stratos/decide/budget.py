@@ -72,6 +72,13 @@ def node_usd(seconds: float, hourly_cost: float) -> float:
     return max(seconds, 0.0) / 3600 * hourly_cost
 
 
+def run_seconds(started: datetime, ended: datetime, *, charged: float = 0.0) -> float:
+    """Node time of a run that went before its stage charged it (its Job deleted, evicted or cancelled):
+    from its start to its end (or to when it was seen gone), less the ``charged`` seconds already
+    charged for it; never negative."""
+    return max((ended - started).total_seconds() - charged, 0.0)
+
+
 def teacher_evaluation(
     teachers: Sequence[tuple[str, float]],
     *,

@@ -165,16 +165,43 @@ def run_state(
 
 def with_pod_time(run: RunStatus, pods: Iterable[Mapping[str, Any]], now: datetime) -> RunStatus:
     """``run`` with the elapsed time of every pod of the Job (each container's start to its finish, or
-    to ``now`` while it runs; failed and retried attempts included) and the number of pods (pure)."""
-    pods = list(pods)
-    intervals = []
+    to ``now`` while it runs; failed and retried attempts included), the number of pods, when the first
+    started and the last ended (None while one runs), and the JSON object each finished pod reported
+    (pure)."""
+    pods = sorted(pods, key=_pod_order)
+    intervals: list[tuple[datetime | None, datetime | None]] = []
     for pod in pods:
         for cs in pod.get("containerStatuses") or []:
             state = cs.get("state") or {}
             term, running = state.get("terminated") or {}, state.get("running") or {}
             start = _timestamp(term.get("startedAt") or running.get("startedAt"))
             intervals.append((start, _timestamp(term.get("finishedAt")) if term else None))
-    return dataclasses.replace(run, seconds=elapsed_seconds(intervals, now), attempts=len(pods))
+    started = [(start, end) for start, end in intervals if start is not None]
+    first = min((start for start, _ in started), default=None)
+    ends = [end for _, end in started if end is not None]
+    last = max(ends) if ends and len(ends) == len(started) else None
+    return dataclasses.replace(
+        run,
+        seconds=elapsed_seconds(intervals, now),
+        attempts=len(pods),
+        started_at=first,
+        ended_at=last,
+        reports=pod_reports(pods),
+    )
+
+
+def pod_reports(pods: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
+    """The JSON objects the finished pods' programs wrote as termination messages, oldest first."""
+    return tuple(r for pod in sorted(pods, key=_pod_order) if (r := _report(pod)) is not None)
+
+
+def _report(pod: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The JSON object a finished pod's program wrote as its termination message, if any."""
+    try:
+        report = json.loads(str(_terminated(pod).get("message") or "").strip() or "null")
+    except json.JSONDecodeError:
+        return None
+    return report if isinstance(report, dict) else None
 
 
 def start_deadline(

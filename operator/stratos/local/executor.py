@@ -14,7 +14,9 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -36,6 +38,9 @@ class LocalRun:
     before: float = 0.0
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
+    # The run's identity and when its first attempt began (wall clock): kept over its attempts.
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    began: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def seconds(self) -> float:
         """Elapsed time of every attempt so far; an exited process is timed to when it was seen exited."""
@@ -89,7 +94,19 @@ class LocalExecutor:
         live = self.running.get(key) or self.finished.get(key)
         if live is None:
             return status
-        return dataclasses.replace(status, seconds=live.seconds(), attempts=live.attempts)
+        seconds = live.seconds()
+        ended = None
+        if live.ended is not None:  # exited: its end, on the wall clock
+            ended = datetime.now(UTC) - timedelta(seconds=time.monotonic() - live.ended)
+        return dataclasses.replace(
+            status,
+            seconds=seconds,
+            attempts=live.attempts,
+            run_id=live.run_id,
+            started_at=live.began,
+            ended_at=ended,
+            reports=(status.result,) if status.result is not None else (),
+        )
 
     def _ensure(self, run: StageRun) -> RunStatus:
         folder = self.run_dir(run)
@@ -114,7 +131,9 @@ class LocalExecutor:
                     "Failed", message=f"exited {live.process.returncode} {self.max_attempts} times"
                 )
         self.running[key] = self._start(run, folder, attempts)
-        self.running[key].before = live.seconds() if live is not None else 0.0
+        if live is not None:  # another attempt of the same run
+            self.running[key].before = live.seconds()
+            self.running[key].run_id, self.running[key].began = live.run_id, live.began
         return RunStatus("Running", message=f"started (attempt {attempts}); log {folder / 'stage.log'}")
 
     def _start(self, run: StageRun, folder: Path, attempts: int) -> LocalRun:

@@ -4,7 +4,7 @@ A step (one per stage, in ``controller/stage_*.py``) reads the spec and the stat
 ``Context``, starts stage runs through the context's ``Executor``, records decisions, conditions,
 events and spend in the status, and returns the stage to move to. ``SpecProblem`` is the error a step
 raises for what only an edit of the spec can fix; ``fail`` ends the job. The machine
-(``controller/machine.py``) creates the context and calls the steps; this module knows neither.
+(``pipeline/machine.py``) creates the context and calls the steps; this module knows neither.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from stratos.api.status import (
     CostStatus,
     DistillationJobStatus,
     EvaluationStatus,
+    RunInFlight,
     ServerDecision,
     StatusModel,
     StrategyDecision,
@@ -95,6 +96,15 @@ class Event:
     type: EventType
     reason: str
     message: str
+
+
+@dataclass(frozen=True)
+class NodeTime:
+    """How a GPU stage run's node time is charged: under which charge (``probes``, ``training``,
+    ``evaluation``) and at the hourly cost of the node it runs on."""
+
+    charge: str
+    hourly_cost: float
 
 
 class SpecProblem(Exception):
@@ -250,6 +260,12 @@ class Context:
         """``status.cost.spentUsd``, 0 before anything was charged."""
         return self._cost().spent_usd or 0.0
 
+    def charged(self, stage: str, candidate: str | None = None) -> CostCharge | None:
+        """What ``status.cost.charges`` holds for ``stage`` (and ``candidate``), if anything."""
+        cost = self.status.cost
+        charges = cost.charges if cost is not None else []
+        return next((e for e in charges if (e.stage, e.candidate) == (stage, candidate)), None)
+
     def decided(self, block: str, key: str, condition: str) -> bool:
         """Whether an earlier tick (maybe of an operator since restarted) already made this decision:
         ``status.<block>.<key>`` (snake_case attribute names) is set and the condition is True."""
@@ -334,8 +350,98 @@ class Context:
         cost.estimate_usd = round((cost.spent_usd or 0.0) + training_usd, 6)
         self._set_cost(cost)
 
-    def run(self, run: StageRun) -> RunStatus:
-        return self.executor.ensure(run, self.spec)
+    def run(self, run: StageRun, node_time: NodeTime | None = None) -> RunStatus:
+        """Start ``run`` unless it exists, and report its state. With ``node_time`` (a GPU run) the run
+        is kept in ``status.cost.runs`` from when it is seen started until the step charges it
+        (``charge_run``): a run whose Job went before that (deleted, evicted, garbage-collected; seen as
+        another run of the same stage and candidate) is charged then, once."""
+        state = self.executor.ensure(run, self.spec)
+        if node_time is not None and state.run_id is not None:
+            self._track(node_time, run.candidate, state)
+        return state
+
+    def _track(self, node_time: NodeTime, candidate: str | None, state: RunStatus) -> None:
+        key = (node_time.charge, candidate)
+        entry = next((e for e in self._cost().runs if (e.stage, e.candidate) == key), None)
+        if entry is not None and entry.run != state.run_id:
+            self._charge_gone(entry)  # another run of the same stage: the one seen before is gone
+            entry = None
+        cost = self._cost()
+        finished = state.state in ("Succeeded", "Failed")
+        if entry is None and state.started_at is not None:
+            ended = (state.ended_at or self.now) if finished else None
+            cost.runs.append(
+                RunInFlight(
+                    stage=node_time.charge,
+                    candidate=candidate,
+                    run=str(state.run_id),
+                    started_at=c.now_rfc3339(state.started_at),
+                    ended_at=c.now_rfc3339(ended) if ended is not None else None,
+                    hourly_cost=node_time.hourly_cost,
+                )
+            )
+        elif entry is not None and entry.ended_at is None and finished:
+            # Finished but maybe not charged yet (a probe waits for the others): its end is kept, so a
+            # Job that goes before the charge is charged to its end, not to when it was seen gone.
+            live = next(e for e in cost.runs if (e.stage, e.candidate) == key)
+            live.ended_at = c.now_rfc3339(state.ended_at or self.now)
+        else:
+            return
+        self._set_cost(cost)
+
+    def _charge_gone(self, entry: RunInFlight) -> None:
+        """Charge a run whose Job went before the step charged it: its node time from its start to its
+        end (or to now, when it was seen gone), less what was charged for it already; drop the entry."""
+        end = _time(entry.ended_at) if entry.ended_at else self.now
+        seconds = budget.run_seconds(_time(entry.started_at), end, charged=entry.charged_seconds or 0.0)
+        self._drop_run(entry.stage, entry.candidate)
+        usd = budget.node_usd(seconds, entry.hourly_cost)
+        self.charge(entry.stage, candidate=entry.candidate, usd=usd, node_seconds=seconds)
+
+    def _drop_run(self, stage: str, candidate: str | None) -> RunInFlight | None:
+        cost = self._cost()
+        entry = next((e for e in cost.runs if (e.stage, e.candidate) == (stage, candidate)), None)
+        if entry is not None:
+            cost.runs.remove(entry)
+            self._set_cost(cost)
+        return entry
+
+    def charge_run(
+        self, node_time: NodeTime, candidate: str | None, run: RunStatus, seconds: float | None = None
+    ) -> None:
+        """Charge a finished GPU run its node time: ``seconds`` (default: the elapsed time of every pod of
+        the run) at the node's hourly cost, less what was charged for this run when it was cancelled;
+        the run leaves ``status.cost.runs``."""
+        entry = self._drop_run(node_time.charge, candidate)
+        if entry is not None and run.run_id is not None and entry.run != run.run_id:
+            self._charge_gone(entry)  # not this run: the one seen before went uncharged
+            entry = None
+        already = (entry.charged_seconds or 0.0) if entry is not None else 0.0
+        elapsed = run.seconds if seconds is None else seconds
+        charged = max(elapsed - already, 0.0)
+        usd = budget.node_usd(charged, node_time.hourly_cost)
+        attempts = run.attempts or None
+        self.charge(node_time.charge, candidate=candidate, usd=usd, node_seconds=charged, attempts=attempts)
+
+    def cancel_runs(self) -> None:
+        """Stop every running stage run of this job (suspend, a lost node) and charge the GPU runs among
+        them their node time until now; a run that is charged later (it had finished after all) is
+        charged only the rest."""
+        self.executor.cancel_runs()
+        cost = self._cost()
+        stopped: list[tuple[RunInFlight, float]] = []
+        for entry in cost.runs:
+            if entry.ended_at is None:  # still running (a finished one's Job is not deleted)
+                seconds = budget.run_seconds(_time(entry.started_at), self.now)
+                entry.ended_at = c.now_rfc3339(self.now)
+                entry.charged_seconds = round(seconds, 3)
+                stopped.append((entry, seconds))
+        if not stopped:
+            return
+        self._set_cost(cost)
+        for entry, seconds in stopped:
+            usd = budget.node_usd(seconds, entry.hourly_cost)
+            self.charge(entry.stage, candidate=entry.candidate, usd=usd, node_seconds=seconds)
 
     def condition(
         self, ctype: str, status: str, reason: str, message: str, *, event: EventType | None = None
@@ -358,6 +464,10 @@ class Context:
         )
         if event and changed:
             self.events.append(Event(event, reason, message))
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 Step = Callable[[Context], Stage | None]

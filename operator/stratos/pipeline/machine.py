@@ -121,7 +121,8 @@ def reconcile(
 
     if spec.suspend and stage not in (Stage.FAILED, Stage.SUCCEEDED):
         status.phase = "Suspended"
-        ctx.executor.cancel_runs()  # running stage Jobs go; their programs resume from storage later
+        # Running stage Jobs go (charged until now); their programs resume from storage later.
+        ctx.cancel_runs()
         ctx.condition(
             c.SUSPENDED,
             c.TRUE,

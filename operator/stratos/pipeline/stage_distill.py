@@ -14,6 +14,7 @@ from typing import Any
 from stratos.api.durations import parse_duration
 from stratos.api.spec import LoraSpec, StudentSpec, TeacherSpec
 from stratos.api.status import (
+    CostCharge,
     DataStatus,
     EvaluationAttempt,
     EvaluationStatus,
@@ -24,7 +25,7 @@ from stratos.catalog.gpus import lookup_gpu
 from stratos.contracts.evaluate import EvaluateResult
 from stratos.contracts.runs import RunStatus, SecretEnv, StageRun
 from stratos.contracts.stage_io import StageResult
-from stratos.contracts.synthesize import SynthesizeConfig, SynthesizeResult
+from stratos.contracts.synthesize import SynthesisSpend, SynthesizeConfig, SynthesizeResult
 from stratos.contracts.teacher import connection
 from stratos.contracts.train import TrainConfig, TrainResult
 from stratos.decide import budget
@@ -34,13 +35,15 @@ from stratos.decide.evaluation import evaluation_max_new_tokens, needs_merged_we
 from stratos.decide.models import ModelFacts
 from stratos.decide.teachers import TeacherEval
 from stratos.pipeline import conditions as c
-from stratos.pipeline.context import Context, SpecProblem, fail, need, refuse_over_budget
+from stratos.pipeline.context import Context, NodeTime, SpecProblem, fail, need, refuse_over_budget
 from stratos.pipeline.stage_server import node_lost, reselect_server
 from stratos.pipeline.stage_teachers import API_KEY_ENV
 from stratos.pipeline.stages import Stage
 from stratos.serving.commands import model_location
 
 SYNTHESIZE, TRAIN, EVALUATE = "synthesize", "train", "evaluate"
+#: The charge synthesis's teacher spend goes under.
+SYNTHESIS = "synthesis"
 #: The independent verifier teacher's API key, when it has one (never the same variable as the teacher's:
 #: the two may be different accounts).
 VERIFIER_API_KEY_ENV = "VERIFIER_API_KEY"
@@ -111,12 +114,15 @@ def synthesize_step(ctx: Context) -> Stage | None:
         return fail(ctx, "TeacherEndpointRefused", message)
     if (over := refuse_over_budget(ctx, synthesis_estimate(ctx), c.DATA_READY)) is not None:
         return over
-    left = budget.remaining(spec.requirements.budget, ctx.spent_usd)
+    left = budget.remaining(spec.requirements.budget, ctx.spent_usd - _synthesis_charged(ctx).usd)
     if left is not None:
-        # The cap inside the workload: what is left of the budget when synthesis starts (every run of
-        # the stage counts against it together; the Job's config is written once, at its creation).
+        # The cap inside the workload: what the budget leaves besides synthesis itself (every run of the
+        # stage counts against it together: the workload's spend ledger starts each run from what the
+        # runs before it spent, charged here already or not).
         config["budgetUsd"] = round(left, 6)
     run = ctx.run(StageRun(SYNTHESIZE, "stratos.workloads.synthesize", config, secret_env=secrets))
+    # What synthesis says it spent so far (a failed or terminated attempt's failure result too).
+    charge_synthesis(ctx, run)
     if (error := _failed(run)) is not None:
         ctx.condition(c.DATA_READY, c.FALSE, "SynthesisFailed", error, event="Warning")
         return fail(ctx, "SynthesisFailed", error)
@@ -132,7 +138,6 @@ def synthesize_step(ctx: Context) -> Stage | None:
         rejected=r.rejected_total,
         test_samples=r.test_samples,
     )
-    ctx.charge("synthesis", usd=r.cost_usd, tokens=r.prompt_tokens + r.completion_tokens)
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(r.rejected.items())) or "none"
     message = (
         f"{r.kept} examples ({r.real} real, {r.synthetic} synthetic) by {r.strategy}; rejected: {rejected}"
@@ -143,6 +148,25 @@ def synthesize_step(ctx: Context) -> Stage | None:
         message += f"; stopped at the budget ({r.cost_usd:.2f} USD spent on synthesis)"
     ctx.condition(c.DATA_READY, c.TRUE, "DataSynthesized", message, event="Normal")
     return Stage.TRAIN
+
+
+def _synthesis_charged(ctx: Context) -> CostCharge:
+    return ctx.charged(SYNTHESIS) or CostCharge(stage=SYNTHESIS, usd=0.0)
+
+
+def charge_synthesis(ctx: Context, run: RunStatus) -> None:
+    """Charge what the synthesize stage reports having spent on the teacher: the most any of its
+    attempts reported (each reports the spend of every run of the stage so far, from its spend ledger;
+    a failed or terminated attempt in its failure result), less what was charged for synthesis already.
+    So a repeated reconcile, a restarted operator or a retried pod charges nothing twice."""
+    spend = SynthesisSpend()
+    for report in (*run.reports, *([run.result] if run.result is not None else [])):
+        spend = spend.at_least(SynthesizeResult.read(report).spend())
+    charged = _synthesis_charged(ctx)
+    usd = round(spend.cost_usd - charged.usd, 6)
+    tokens = spend.tokens - (charged.tokens or 0)
+    if usd > 0 or tokens > 0:
+        ctx.charge(SYNTHESIS, usd=max(usd, 0.0), tokens=max(tokens, 0))
 
 
 def synthesis_estimate(ctx: Context) -> budget.Estimate:
@@ -174,9 +198,11 @@ def synthesis_estimate(ctx: Context) -> budget.Estimate:
 def _charge_node_time(ctx: Context, stage: str, student: str, run: RunStatus, seconds: float = 0.0) -> None:
     """Charge a GPU run its node time: every attempt's elapsed pod time (or what the program reported,
     when that is more) at the chosen node's hourly cost."""
-    seconds = max(run.seconds, seconds)
-    usd = budget.node_usd(seconds, ctx.chosen_server().hourly_cost)
-    ctx.charge(stage, candidate=student, usd=usd, node_seconds=seconds, attempts=run.attempts or None)
+    ctx.charge_run(_node_time(ctx, stage), student, run, max(run.seconds, seconds))
+
+
+def _node_time(ctx: Context, charge: str) -> NodeTime:
+    return NodeTime(charge, ctx.chosen_server().hourly_cost)
 
 
 def current_student(ctx: Context) -> StudentSpec:
@@ -241,7 +267,7 @@ def train_step(ctx: Context) -> Stage | None:
     if lost and spec.servers.node_loss_policy == "Fail":
         return fail(ctx, "NodeLost", f"while training {student.name}, {lost}")
     if lost:  # Reselect: stop what runs on the lost node; training resumes from its last checkpoint
-        ctx.executor.cancel_runs()
+        ctx.cancel_runs()
         return reselect_server(ctx, f"while training {student.name}, {lost}")
     hours = _estimated_hours(ctx, student.name)
     estimate = budget.training(student.name, hours=hours, hourly_cost=server.hourly_cost)
@@ -276,7 +302,8 @@ def train_step(ctx: Context) -> Stage | None:
             return fail(ctx, "InvalidSpec", "white-box-kd: the selected teacher has no weights.uri")
         config.teacher_model_uri = weights.uri
     gpus = server.gpu_count
-    run = ctx.run(StageRun(TRAIN, "stratos.workloads.train", config.dump(), student.name, server.node, gpus))
+    train_run = StageRun(TRAIN, "stratos.workloads.train", config.dump(), student.name, server.node, gpus)
+    run = ctx.run(train_run, _node_time(ctx, "training"))
     if (error := _failed(run)) is not None:
         _charge_node_time(ctx, "training", student.name, run)
         ctx.condition(c.TRAINED, c.FALSE, "TrainingFailed", f"{student.name}: {error}", event="Warning")
@@ -347,7 +374,8 @@ def evaluate_step(ctx: Context) -> Stage | None:
     estimate = evaluation_estimate(ctx, student, config["maxNewTokens"])
     if (over := refuse_over_budget(ctx, estimate, c.EVALUATED)) is not None:
         return over
-    run = ctx.run(StageRun(EVALUATE, "stratos.workloads.evaluate", config, student.name, server.node, 1))
+    evaluate_run = StageRun(EVALUATE, "stratos.workloads.evaluate", config, student.name, server.node, 1)
+    run = ctx.run(evaluate_run, _node_time(ctx, "evaluation"))
     if (error := _failed(run)) is not None:
         _charge_node_time(ctx, "evaluation", student.name, run)
         ctx.condition(c.EVALUATED, c.FALSE, "EvaluationFailed", f"{student.name}: {error}", event="Warning")

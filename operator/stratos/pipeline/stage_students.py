@@ -47,12 +47,14 @@ from stratos.decide.placement import (
 from stratos.decide.students import assess_student, select_student, students_to_probe
 from stratos.decide.teachers import TeacherEval
 from stratos.pipeline import conditions as c
-from stratos.pipeline.context import Context, fail, refuse_over_budget
+from stratos.pipeline.context import Context, NodeTime, fail, refuse_over_budget
 from stratos.pipeline.stage_server import decide_server, reselect_server, server_block, shortlist_reason
 from stratos.pipeline.stage_teachers import teacher_traces
 from stratos.pipeline.stages import Stage
 
 STUDENT_PROBE = "student-probe"
+#: The charge the probes' node time goes under.
+PROBES = "probes"
 PROGRAM = "stratos.workloads.student_probe"
 PROBE_MAX_NEW_TOKENS = 128
 
@@ -103,7 +105,8 @@ def select_student_step(ctx: Context) -> Stage | None:
     )
     if (over := refuse_over_budget(ctx, estimate, c.STUDENT_SELECTED)) is not None:
         return over
-    runs: dict[str, RunStatus] = {s.name: ctx.run(probe_run(ctx, s, teacher, node)) for s in probed}
+    at = NodeTime(PROBES, hourly)
+    runs: dict[str, RunStatus] = {s.name: ctx.run(probe_run(ctx, s, teacher, node), at) for s in probed}
     if probes_waiting(ctx, runs):
         return None
 
@@ -188,8 +191,7 @@ def probes_waiting(ctx: Context, runs: dict[str, RunStatus]) -> bool:
 def charge_probes(ctx: Context, runs: dict[str, RunStatus], hourly: dict[str, float]) -> None:
     """Charge every probe its node time: its node's hourly cost x the elapsed time of its pods."""
     for name, run in sorted(runs.items()):
-        usd = budget.node_usd(run.seconds, hourly[name])
-        ctx.charge("probes", candidate=name, usd=usd, node_seconds=run.seconds, attempts=run.attempts or None)
+        ctx.charge_run(NodeTime(PROBES, hourly[name]), name, run)
 
 
 def _ok(run: RunStatus) -> bool:
@@ -224,7 +226,7 @@ def select_pair_step(ctx: Context) -> Stage | None:
     if (over := refuse_over_budget(ctx, estimate, c.STUDENT_SELECTED)) is not None:
         return over
     runs: dict[str, RunStatus] = {
-        s.name: ctx.run(probe_run(ctx, s, teacher, node.name))
+        s.name: ctx.run(probe_run(ctx, s, teacher, node.name), NodeTime(PROBES, node.hourly_cost))
         for s in spec.students
         if (node := where.get(s.name)) is not None
     }

@@ -146,10 +146,19 @@ class Decision:
 class Caller:
     """A teacher client as the engine uses it: one request, accounted to an item's tally."""
 
-    def __init__(self, client: TeacherClient, *, max_tokens: int | None, cap: SpendCap | None = None) -> None:
+    def __init__(
+        self,
+        client: TeacherClient,
+        *,
+        max_tokens: int | None,
+        cap: SpendCap | None = None,
+        on_spend: Callable[[int, int, float], None] | None = None,
+    ) -> None:
         self.client = client
         self.max_tokens = max_tokens
         self.cap = cap
+        # Told (prompt tokens, completion tokens, USD) of every response as it arrives: the spend ledger.
+        self.on_spend = on_spend
 
     def worst_case_usd(self, messages: Sequence[Message]) -> float:
         """The most a request can cost: every prompt byte a token (no tokenizer makes more), plus overhead,
@@ -176,6 +185,8 @@ class Caller:
             )
             tokens = reply.prompt_tokens + reply.completion_tokens
             used = cost_usd(tokens, self.client.cost_per_million_tokens)
+            if self.on_spend is not None:
+                self.on_spend(reply.prompt_tokens, reply.completion_tokens, used)
         except TeacherRequestRejected as err:
             tally.errors += 1
             log.info("teacher %s refused a request: %s", self.client.name, err)

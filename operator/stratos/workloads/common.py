@@ -59,11 +59,25 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated(f"terminated by signal {signum}")
 
 
-def run_stage(name: str, config_model: type[C], body: Body[C], argv: list[str] | None = None) -> int:
+def run_stage(
+    name: str,
+    config_model: type[C],
+    body: Body[C],
+    argv: list[str] | None = None,
+    *,
+    on_failure: Callable[[], Mapping[str, Any]] | None = None,
+) -> int:
     """Parse ``--config``/``--result``, run ``body(config)`` (sync or async), write the result.
+
+    ``on_failure`` gives fields a failure result carries besides ``ok``/``error``/``kind``: what the
+    stage had done (spent) before it failed or was terminated.
 
     Returns the process exit code: 0 on success, 1 on a reported failure, 143 on SIGTERM.
     """
+
+    def partial() -> dict[str, Any]:
+        return dict(on_failure()) if on_failure is not None else {}
+
     parser = argparse.ArgumentParser(prog=f"python -m stratos.workloads.{name}")
     parser.add_argument("--config", required=True, help="path of the stage's JSON config")
     parser.add_argument(
@@ -87,12 +101,12 @@ def run_stage(name: str, config_model: type[C], body: Body[C], argv: list[str] |
         log.info("%s: done", name)
         return 0
     except Terminated as err:
-        write_result(args.result, {"ok": False, "error": str(err), "kind": "Terminated"})
+        write_result(args.result, {**partial(), "ok": False, "error": str(err), "kind": "Terminated"})
         log.error("%s: %s", name, err)
         return 143
     except Exception as err:
         result = failure(err)
-        write_result(args.result, result)
+        write_result(args.result, {**partial(), **result})
         log.error("%s failed: %s: %s", name, result["kind"], result["error"])
         log.debug("traceback", exc_info=True)
         return 1

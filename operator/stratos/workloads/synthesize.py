@@ -43,7 +43,10 @@ Result::
      "requests": <made by this run>, "resumed": <items decided by earlier runs>, "promptTokens": ...,
      "completionTokens": ..., "costUsd": ..., "datasetPath": ...}
 
-Token counts and cost cover every run that wrote the files.
+Token counts and cost cover every run that wrote the files: every response is counted as it arrives in
+``<outputDir>/synthesize/spend.json`` (``stratos.synthesis.spend``), which a retried run's budget cap
+starts from. A run that fails or is terminated (SIGTERM) adds the same figures (``costUsd``,
+``promptTokens``, ``completionTokens``) to its failure result, so what it paid for is charged too.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from stratos.contracts.stage_io import ConfigError, StageError
-from stratos.contracts.synthesize import SynthesizeConfig, SynthesizeResult
+from stratos.contracts.synthesize import SynthesisSpend, SynthesizeConfig, SynthesizeResult
 from stratos.llm.client import TeacherUnavailable
 from stratos.synthesis import prompts, sources
 from stratos.synthesis.engine import (
@@ -68,6 +71,7 @@ from stratos.synthesis.engine import (
     Progress,
     SpendCap,
 )
+from stratos.synthesis.spend import SpendLedger
 from stratos.synthesis.store import Store
 from stratos.tasks import Task, build_task
 from stratos.workloads.common import run_stage
@@ -93,25 +97,40 @@ def augment_mode(augment: str, task: Task) -> Mode:
 
 @asynccontextmanager
 async def callers(
-    config: SynthesizeConfig, cap: SpendCap | None = None
+    config: SynthesizeConfig, cap: SpendCap | None = None, ledger: SpendLedger | None = None
 ) -> AsyncIterator[tuple[Caller, Caller]]:
     """(teacher, verifier); without ``verifierTeacher`` the verifier shares the teacher's client, so
     its calls are separate requests under the same concurrency bound on the same endpoint. Both reserve
-    their requests' worst case on ``cap`` (the stage's budget) before sending them."""
+    their requests' worst case on ``cap`` (the stage's budget) before sending them, and count every
+    response in ``ledger`` as it arrives."""
+    on_spend = ledger.add if ledger is not None else None
     async with AsyncExitStack() as stack:
         teacher = Caller(
             await stack.enter_async_context(config.teacher.client()),
             max_tokens=config.teacher.max_tokens,
             cap=cap,
+            on_spend=on_spend,
         )
         verifier = teacher
         if config.verifier_teacher is not None:
             v = config.verifier_teacher
-            verifier = Caller(await stack.enter_async_context(v.client()), max_tokens=v.max_tokens, cap=cap)
+            client = await stack.enter_async_context(v.client())
+            verifier = Caller(client, max_tokens=v.max_tokens, cap=cap, on_spend=on_spend)
         yield teacher, verifier
 
 
-async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
+class SpendReport:
+    """What the stage has spent so far, for its failure result: a run that fails, or is terminated,
+    still says what it paid for (``run_stage`` adds it to the failure result)."""
+
+    def __init__(self) -> None:
+        self.ledger: SpendLedger | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        return self.ledger.spent.report() if self.ledger is not None else {}
+
+
+async def synthesize(config: SynthesizeConfig, report: SpendReport | None = None) -> dict[str, Any]:
     spec = config.task_spec()
     try:
         task = build_task(spec, data_root=config.data_root)
@@ -137,6 +156,15 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
         header["completion"] = "answer"
     with Store(config.output_dir, header) as store:
         totals = store.totals
+        # Every response is counted as it arrives (the state ledger counts an item once decided).
+        counted = SynthesisSpend(
+            cost_usd=totals.cost_usd,
+            prompt_tokens=totals.prompt_tokens,
+            completion_tokens=totals.completion_tokens,
+        )
+        ledger = SpendLedger(config.output_dir, floor=counted)
+        if report is not None:
+            report.ledger = ledger
         resumed = len(totals.decided)
         todo = [s for s in real if s.id not in totals.decided]
         log.info(
@@ -163,7 +191,7 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
                 "synthesize: budget %.2f USD (worst case %.2f USD), %.2f USD spent by earlier runs",
                 budget,
                 config.worst_case_usd(),
-                totals.cost_usd,
+                ledger.spent.cost_usd,
             )
 
         def on_decision(decision: Decision) -> None:
@@ -188,8 +216,8 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
                 )
 
         # Every request reserves its worst case before it is sent, so requests in flight cannot pass the cap.
-        cap = SpendCap(budget, spent=totals.cost_usd) if budget is not None else None
-        async with callers(config, cap) as (teacher, verifier):
+        cap = SpendCap(budget, spent=ledger.spent.cost_usd) if budget is not None else None
+        async with callers(config, cap, ledger) as (teacher, verifier):
             concurrency = teacher.client.max_concurrency
             if verifier is not teacher:
                 concurrency += verifier.client.max_concurrency
@@ -256,16 +284,21 @@ async def synthesize(config: SynthesizeConfig) -> dict[str, Any]:
             attempts=totals.attempts,
             requests=run_requests,
             resumed=resumed,
-            prompt_tokens=totals.prompt_tokens,
-            completion_tokens=totals.completion_tokens,
-            cost_usd=totals.cost_usd,
+            prompt_tokens=ledger.spent.prompt_tokens,
+            completion_tokens=ledger.spent.completion_tokens,
+            cost_usd=ledger.spent.cost_usd,
             stopped_early=stopped,
             dataset_path=str(store.data_path.resolve()),
         ).dump()
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_stage("synthesize", SynthesizeConfig, synthesize, argv)
+    report = SpendReport()
+
+    async def body(config: SynthesizeConfig) -> dict[str, Any]:
+        return await synthesize(config, report)
+
+    return run_stage("synthesize", SynthesizeConfig, body, argv, on_failure=report)
 
 
 if __name__ == "__main__":
