@@ -110,6 +110,7 @@ class FakeOpenAI:
         retry_after: float | None = None,
         always_fail_status: int | None = None,
         delay: float = 0.0,
+        hold_after: int | None = None,
         omit_usage: bool = False,
         unsupported_params: Collection[str] = (),
         reasoning_field: str | None = None,
@@ -130,6 +131,11 @@ class FakeOpenAI:
         self.retry_after = retry_after
         self.always_fail_status = always_fail_status
         self.delay = delay
+        #: Answer this many chat completions, then hold every further one until ``stop`` (a teacher that
+        #: stops answering mid-run: the client is still waiting when a test kills it).
+        self.hold_after = hold_after
+        self._answered = 0
+        self._released = threading.Event()
         self.omit_usage = omit_usage
         self.unsupported_params = frozenset(unsupported_params)
         self.reasoning_field = reasoning_field
@@ -159,6 +165,7 @@ class FakeOpenAI:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -260,11 +267,15 @@ class FakeOpenAI:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            held = self.hold_after is not None and self._answered >= self.hold_after
+            self._answered += 1
             fail = self.always_fail_status
             if fail is None and self._failures_left > 0:
                 self._failures_left -= 1
                 fail = self.fail_status
         try:
+            if held:
+                self._released.wait(600)
             if self.delay:
                 time.sleep(self.delay)
             if fail is not None:

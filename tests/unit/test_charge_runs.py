@@ -382,3 +382,25 @@ def test_the_kube_executor_names_each_run_by_its_jobs_uid_and_keeps_an_earlier_j
     # A Job on its way out (cancelled) is no run to charge: it has no identity.
     gone = KubeExecutor(body, OperatorConfig(), None, {key: [{**live, "deleting": True}]}, {})  # type: ignore[arg-type]
     assert gone.ensure(run, spec).run_id is None
+
+
+def test_a_job_that_fails_stops_its_running_runs_and_charges_them_until_then() -> None:
+    """Failed is final: a run still going when the job fails (here the budget, lowered while a student
+    trains, is exceeded by what was spent) is stopped in that reconcile and charged until then, once."""
+    script, body = Script(), pipeline(requirements={"minAccuracy": 0.5, "budget": 100})
+    for student in ("a", "b"):  # two probes of 600 s: 1,200 s x 0.5 USD/h = 0.166667 USD spent
+        script.live[("student-probe", student)] = finished(f"p{student}", NOW, at(10), accuracy=0.7)
+    script.live[("train", "a")] = running("job-1", NOW, NOW)
+    tick(body, script, NOW)
+    assert body["status"]["stage"] == "Train" and script.cancelled == 0
+    assert body["status"]["cost"]["spentUsd"] == usd(1200)
+    body["spec"]["requirements"]["budget"] = 0.1
+    script.live[("train", "a")] = running("job-1", NOW, at(30))
+    tick(body, script, at(30))
+    assert body["status"]["stage"] == "Failed"
+    assert conditions(body["status"])["Failed"]["reason"] == "BudgetExceeded"
+    assert script.cancelled == 1  # on the transition only: the Failed job then stays quiet
+    training = charge(body, "training", "a")
+    assert (training["nodeSeconds"], training["usd"]) == (1800.0, usd(1800))
+    tick(body, script, at(90))
+    assert script.cancelled == 1 and charge(body, "training", "a")["nodeSeconds"] == 1800.0

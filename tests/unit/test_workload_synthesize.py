@@ -459,7 +459,8 @@ def test_a_terminated_run_reports_what_it_spent_and_a_retried_run_counts_it_agai
     task = build_task(TaskSpec.model_validate(MAHJONG))
     real = select_real(task.load("train"), limit=40, seed=0)
     ledger = tmp_path / "out" / "synthesize" / "spend.json"
-    with FakeOpenAI(samples=real, model="m", correct_ids={s.id for s in real}, delay=0.2) as fake:
+    # Five answers, then the teacher holds every request: the run is still waiting when it is terminated.
+    with FakeOpenAI(samples=real, model="m", correct_ids={s.id for s in real}, hold_after=5) as fake:
         cfg = write_config(tmp_path, fake, targetSamples=40, augment="none", attempts=1)
         result_path = tmp_path / "result.json"
         env = {**os.environ, "TEACHER_API_KEY": KEY}

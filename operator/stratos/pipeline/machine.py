@@ -139,6 +139,11 @@ def reconcile(
             where = f"stage {ctx.status.stage}"
             out = written(ctx.status, others)
             return errored(out, generation, now, where, error, events=events, timings=ctx.timings)
+        if stage is not Stage.FAILED and parse_stage(ctx.status.stage) is Stage.FAILED:
+            # Failed is final: stage runs still going (the other student probes when one fails, a run
+            # when the budget is exceeded) would hold their GPUs for nothing. They go now, charged until
+            # now, before the status that says Failed is written (a crash in between fails it again).
+            ctx.cancel_runs()
 
     if ctx.status.condition(c.RECONCILE_ERROR) is not None:
         ctx.status.remove_condition(c.RECONCILE_ERROR)
