@@ -283,6 +283,17 @@ def test_without_the_node_list_server_selection_waits_and_running_stages_go_on()
     assert out.status["phase"] == "Succeeded" and out.status["server"]["node"] == "gpu"
 
 
+def test_a_joint_rule_job_selecting_its_student_keeps_its_server_while_the_node_list_loads() -> None:
+    body = pipeline(servers={"costWindow": 0.2, "rule": "joint"})
+    tick(body, Cluster(stop_at="student-probe"), times=4)
+    assert body["status"]["stage"] == "SelectStudent" and body["status"]["server"]["candidates"] == 1
+    before = copy.deepcopy(body["status"])
+    out = tick(body, Cluster(stop_at="student-probe"), nodes=None)  # the operator just restarted
+    assert out.events == [] and out.status["stage"] == "SelectStudent"
+    assert out.status["server"] == before["server"]
+    assert conditions(out.status)["ServerSelected"] == conditions(before)["ServerSelected"]
+
+
 # ------------------------------------------------------------------ defect 1: the announcement outbox
 
 
