@@ -26,7 +26,7 @@ from stratos import GROUP, PLURAL, VERSION
 from stratos.controller import announce, metrics
 from stratos.controller.childwatch import ChildCaches
 from stratos.controller.executor import KubeExecutor
-from stratos.controller.machine import errored, reconcile
+from stratos.controller.machine import errored, reads_nodes, reconcile
 from stratos.controller.nodewatch import NodeCache
 from stratos.controller.status_patch import status_patch
 from stratos.kube.config import OperatorConfig
@@ -38,6 +38,11 @@ STALE_GRACE_SECONDS = 5.0
 DELETION_POLL_SECONDS = 1.0
 # A tick waits this long at most for the first listing of the child caches, then tries again next time.
 CHILDREN_WAIT_SECONDS = 5.0
+# A job whose next step reads the node list (its server decision) waits this long at most for the node
+# cache's first listing, so that after a restart it decides as soon as the nodes are in, not at the tick
+# after (one reconcile interval later, with a LoadingNodes status written in between). Other jobs do not
+# wait for the nodes.
+NODES_WAIT_SECONDS = 5.0
 
 _last_patch: dict[str, tuple[str, float]] = {}
 _last_patch_lock = threading.Lock()
@@ -107,6 +112,9 @@ def tick(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
         # Without the first listing of its children a job would look as if it had none: wait for it.
         logger.info("waiting for the first listing of stage Jobs, pods and Deployments")
         return
+    nodes: NodeCache = memo.nodes
+    if not nodes.synced and reads_nodes(body):
+        nodes.wait_synced(NODES_WAIT_SECONDS)
     uid = body["metadata"]["uid"]
     version = body["metadata"].get("resourceVersion", "")
     generation = body["metadata"].get("generation")
@@ -138,7 +146,7 @@ def tick(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
             children.of("pods", namespace),
             children.of("deployments", namespace),
         )
-        outcome = reconcile(body, nodes=memo.nodes.snapshot(), executor=executor)
+        outcome = reconcile(body, nodes=nodes.snapshot(), executor=executor)
     except Exception as err:
         pending = list(status.get("announcements") or [])
         outcome = errored(dict(status), generation, datetime.now(UTC), "reconcile", err)
