@@ -115,6 +115,15 @@ def node_name(body: Mapping[str, Any]) -> str | None:
     return str(name) if name else None
 
 
+def startup_wait(started_at: float | None, now: float, window: float) -> float:
+    """How long a reader may still wait for the first listing of a cache started at ``started_at``: what is
+    left of ``window`` seconds from the start, then nothing (a listing that keeps failing must not hold
+    its readers on every call)."""
+    if started_at is None:
+        return 0.0
+    return max(0.0, started_at + window - now)
+
+
 class NodeCache(WatchCache[str]):
     """Every Node's ``node_view``, kept current by one list and one watch in a daemon thread."""
 

@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from stratos import GROUP, PLURAL, VERSION
 from stratos.controller import metrics
 from stratos.controller.childwatch import ChildCaches
-from stratos.controller.nodewatch import NodeCache
+from stratos.controller.nodewatch import NodeCache, startup_wait
 from stratos.controller.status_patch import status_patch
 from stratos.kube.config import OperatorConfig
 
@@ -47,10 +47,11 @@ STALE_GRACE_SECONDS = 5.0
 DELETION_POLL_SECONDS = 1.0
 # A tick waits this long at most for the first listing of the child caches, then tries again next time.
 CHILDREN_WAIT_SECONDS = 5.0
-# A job whose next step reads the node list (its server decision) waits this long at most for the node
-# cache's first listing, so that after a restart it decides as soon as the nodes are in, not at the tick
-# after (one reconcile interval later, with a LoadingNodes status written in between). Other jobs do not
-# wait for the nodes.
+# A job whose next step reads the node list (its server decision) waits for the node cache's first
+# listing, so that after a restart it decides as soon as the nodes are in, not at the tick after (one
+# reconcile interval later, with a LoadingNodes status written in between). Only within this many seconds
+# of the cache's start: a listing that keeps failing (the API server away, RBAC) must not tie up the
+# handler threads, and then such jobs show LoadingNodes until it succeeds. Other jobs never wait for it.
 NODES_WAIT_SECONDS = 5.0
 
 _last_patch: dict[str, tuple[str, float]] = {}
@@ -131,7 +132,7 @@ def tick(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
         return
     nodes: NodeCache = memo.nodes
     if not nodes.synced and reads_nodes(body):
-        nodes.wait_synced(NODES_WAIT_SECONDS)
+        nodes.wait_synced(startup_wait(nodes.started_at, time.monotonic(), NODES_WAIT_SECONDS))
     uid = body["metadata"]["uid"]
     version = body["metadata"].get("resourceVersion", "")
     generation = body["metadata"].get("generation")

@@ -87,9 +87,11 @@ class WatchCache(Mapping[K, tuple[View, ...]], Generic[K]):
         self._thread: threading.Thread | None = None
         self.listed_seconds: float | None = None
         self.listings = 0
+        self.started_at: float | None = None  # time.monotonic() when start() was called
 
     # ------------------------------------------------------------------------------------ lifecycle
     def start(self) -> WatchCache[K]:
+        self.started_at = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name=f"stratos-cache-{self.name}", daemon=True)
         self._thread.start()
         return self
