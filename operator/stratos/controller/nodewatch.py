@@ -2,10 +2,12 @@
 
 A kopf index of Nodes held every handler until thousands of Nodes had gone through it one by one: a
 restarted operator decided nothing for most of a minute. Nodes come from a ``WatchCache`` instead
-(``controller.watchcache``: paged listing as raw JSON reduced at once to ``node_view``, then a watch from
-the listing's resourceVersion, a fresh listing after 410 Gone). Handlers never wait for it: until the
-first listing is complete ``snapshot()`` is None, and the stage machine then holds only the decisions
-that read nodes (server selection, node loss) while every other stage goes on.
+(``controller.watchcache``: paged listing reduced at once to ``node_view``, then a watch from the
+listing's resourceVersion, a fresh listing after 410 Gone). Handlers do not wait for it: until the first
+listing is complete ``snapshot()`` is None, and the stage machine then holds only the decisions that read
+nodes (server selection, the joint rule's student selection, node loss) while every other stage goes on;
+the operator's tick lets a job whose next decision reads nodes wait for the first listing, briefly, at
+start (``startup_wait``).
 
 The listing is one answer of several megabytes at the paper's 3,732 nodes (the API server answers a
 listing from its cache, ``resourceVersion=0``, in one piece), and decoding it all with ``json`` took
