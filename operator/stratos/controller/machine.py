@@ -152,8 +152,9 @@ def reads_nodes(body: Mapping[str, Any]) -> bool:
     stages only check that the chosen node is still there, which waits for the list by itself."""
     stage = parse_stage((body.get("status") or {}).get("stage"))
     if stage is Stage.SELECT_STUDENT:
-        servers = (body.get("spec") or {}).get("servers") or {}
-        return servers.get("rule") != "paper"  # joint, the default
+        spec = body.get("spec")
+        servers = spec.get("servers") if isinstance(spec, Mapping) else None
+        return not (isinstance(servers, Mapping) and servers.get("rule") == "paper")  # joint, the default
     return stage is Stage.SELECT_SERVER
 
 

@@ -47,11 +47,12 @@ STALE_GRACE_SECONDS = 5.0
 DELETION_POLL_SECONDS = 1.0
 # A tick waits this long at most for the first listing of the child caches, then tries again next time.
 CHILDREN_WAIT_SECONDS = 5.0
-# A job whose next step reads the node list (its server decision) waits for the node cache's first
-# listing, so that after a restart it decides as soon as the nodes are in, not at the tick after (one
-# reconcile interval later, with a LoadingNodes status written in between). Only within this many seconds
-# of the cache's start: a listing that keeps failing (the API server away, RBAC) must not tie up the
-# handler threads, and then such jobs show LoadingNodes until it succeeds. Other jobs never wait for it.
+# A job whose next step reads the node list (``machine.reads_nodes``: its server decision, or the joint
+# rule's student decision) waits for the node cache's first listing, so that after a restart it decides
+# as soon as the nodes are in, not at the tick after (one reconcile interval later, with a LoadingNodes
+# status written in between). Only within this many seconds of the cache's start: a listing that keeps
+# failing (the API server away, RBAC) must not tie up the handler threads, and then such jobs show
+# LoadingNodes until it succeeds. Other jobs never wait for it.
 NODES_WAIT_SECONDS = 5.0
 
 _last_patch: dict[str, tuple[str, float]] = {}
