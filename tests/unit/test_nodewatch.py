@@ -10,7 +10,7 @@ from typing import Any
 
 from kubernetes import client
 
-from stratos.controller.nodewatch import NodeCache, node_view
+from stratos.controller.nodewatch import NodeCache, decode_event, decode_page, node_view
 
 
 def node(name: str, version: str, gpus: str = "1") -> dict[str, Any]:
@@ -95,3 +95,50 @@ def test_node_view_keeps_only_what_decisions_read() -> None:
     )
     assert view["metadata"]["annotations"] == {"stratos.io/hourly-cost": "1"}
     assert view["spec"] == {"unschedulable": False, "taints": []}
+
+
+def full_node() -> dict[str, Any]:
+    """A Node as the API server sends it, with the fields no decision reads."""
+    return {
+        "metadata": {
+            "name": "gpu-1",
+            "uid": "u1",
+            "resourceVersion": "7",
+            "labels": {"nvidia.com/gpu.product": "NVIDIA-L20", "nvidia.com/gpu.count": "2"},
+            "annotations": {"stratos.io/hourly-cost": "1.5", "node.alpha.kubernetes.io/ttl": "0"},
+            "managedFields": [{"manager": "m", "fieldsV1": {"f:metadata": {"f:labels": {}}}}],
+        },
+        "spec": {
+            "unschedulable": True,
+            "taints": [
+                {"key": "k", "value": "v", "effect": "NoSchedule", "timeAdded": "2026-01-01T00:00:00Z"}
+            ],
+        },
+        "status": {
+            "capacity": {"nvidia.com/gpu": "2", "cpu": "16"},
+            "allocatable": {"nvidia.com/gpu": "2"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ok"}],
+            "nodeInfo": {"machineID": "x"},
+            "images": [{"names": ["big"], "sizeBytes": 1}],
+            "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
+        },
+    }
+
+
+def test_pages_and_events_are_decoded_to_the_fields_the_view_reads_and_the_view_is_unchanged() -> None:
+    raw = json.dumps({"items": [full_node()], "metadata": {"resourceVersion": "9", "continue": "t"}})
+    page = decode_page(raw.encode())
+    assert page["metadata"] == {"resourceVersion": "9", "continue": "t"}
+    slim = page["items"][0]
+    assert "managedFields" not in slim["metadata"]
+    assert set(slim["status"]) == {"capacity", "allocatable", "conditions"}
+    assert slim["status"]["conditions"] == [{"type": "Ready", "status": "True"}]
+    assert node_view(slim) == node_view(full_node())
+    assert node_view(slim)["spec"]["taints"][0]["effect"] == "NoSchedule"
+    event = decode_event(json.dumps({"type": "MODIFIED", "object": full_node()}))
+    assert event["type"] == "MODIFIED" and node_view(event["object"]) == node_view(full_node())
+    # A watch error carries a Status, not a Node: its code must survive the decoding (410: list again).
+    gone = decode_event(
+        json.dumps({"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "old"}})
+    )
+    assert gone["object"]["code"] == 410 and gone["object"]["message"] == "old"

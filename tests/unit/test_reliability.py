@@ -21,7 +21,7 @@ from stratos.kube.config import OperatorConfig
 from stratos.kube.serving import desired_serving
 from stratos.kube.views import completed_without_result, run_state
 from stratos.pipeline.context import ChildRejected, Event
-from stratos.pipeline.machine import reconcile
+from stratos.pipeline.machine import reads_nodes, reconcile
 from stratos.pipeline.status_patch import status_patch
 from support.jobs import NOW, conditions, job, node
 
@@ -281,6 +281,31 @@ def test_without_the_node_list_server_selection_waits_and_running_stages_go_on()
     tick(body, Cluster(stop_at="train"), times=3)
     out = tick(body, Cluster(), nodes=None)  # training finished while the operator restarted
     assert out.status["phase"] == "Succeeded" and out.status["server"]["node"] == "gpu"
+
+
+def test_the_jobs_that_wait_for_the_node_list_are_those_whose_next_decision_reads_it() -> None:
+    assert reads_nodes(pipeline())  # new: its server is chosen first
+    body = pipeline()
+    tick(body, Cluster(stop_at="student-probe"), times=3)
+    assert body["status"]["stage"] == "SelectStudent" and not reads_nodes(body)  # the paper rule: no
+    joint = copy.deepcopy(body)
+    joint["spec"]["servers"]["rule"] = "joint"
+    assert reads_nodes(joint)  # the joint rule chooses the node with the student
+    del joint["spec"]["servers"]["rule"]
+    assert reads_nodes(joint)  # joint is the default
+    tick(body, Cluster(stop_at="train"), times=3)
+    assert body["status"]["stage"] == "Train" and not reads_nodes(body)
+
+
+def test_a_joint_rule_job_selecting_its_student_keeps_its_server_while_the_node_list_loads() -> None:
+    body = pipeline(servers={"costWindow": 0.2, "rule": "joint"})
+    tick(body, Cluster(stop_at="student-probe"), times=4)
+    assert body["status"]["stage"] == "SelectStudent" and body["status"]["server"]["candidates"] == 1
+    before = copy.deepcopy(body["status"])
+    out = tick(body, Cluster(stop_at="student-probe"), nodes=None)  # the operator just restarted
+    assert out.events == [] and out.status["stage"] == "SelectStudent"
+    assert out.status["server"] == before["server"]
+    assert conditions(out.status)["ServerSelected"] == conditions(before)["ServerSelected"]
 
 
 # ------------------------------------------------------------------ defect 1: the announcement outbox

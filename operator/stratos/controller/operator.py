@@ -11,6 +11,7 @@ carries on where the last one stopped.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -23,13 +24,21 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from stratos import GROUP, PLURAL, VERSION
-from stratos.controller import announce, metrics
+from stratos.controller import metrics
 from stratos.controller.childwatch import ChildCaches
-from stratos.controller.executor import KubeExecutor
-from stratos.controller.nodewatch import NodeCache
+from stratos.controller.nodewatch import NodeCache, startup_wait
 from stratos.kube.config import OperatorConfig
-from stratos.pipeline.machine import errored, reconcile
 from stratos.pipeline.status_patch import status_patch
+
+# The stage machine, its executor and the announcements (the decision code, with numpy and the stage
+# modules: about half a second of imports on a loaded two-core machine) are imported by ``configure``
+# once the node listing has started, so that a restarted operator loads them while the API server sends
+# the nodes rather than before it asks for them; ``tick`` imports them from there (already loaded).
+DECISION_MODULES = (
+    "stratos.pipeline.machine",
+    "stratos.controller.executor",
+    "stratos.controller.announce",
+)
 
 CONFIG = OperatorConfig.from_env()
 # A patch we sent is not yet visible in the body kopf hands us for this long at most; ticks that see
@@ -38,6 +47,13 @@ STALE_GRACE_SECONDS = 5.0
 DELETION_POLL_SECONDS = 1.0
 # A tick waits this long at most for the first listing of the child caches, then tries again next time.
 CHILDREN_WAIT_SECONDS = 5.0
+# A job whose next step reads the node list (``machine.reads_nodes``: its server decision, or the joint
+# rule's student decision) waits for the node cache's first listing, so that after a restart it decides
+# as soon as the nodes are in, not at the tick after (one reconcile interval later, with a LoadingNodes
+# status written in between). Only within this many seconds of the cache's start: a listing that keeps
+# failing (the API server away, RBAC) must not tie up the handler threads, and then such jobs show
+# LoadingNodes until it succeeds. Other jobs never wait for it.
+NODES_WAIT_SECONDS = 5.0
 
 _last_patch: dict[str, tuple[str, float]] = {}
 _last_patch_lock = threading.Lock()
@@ -70,14 +86,18 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     except config.ConfigException:
         config.load_kube_config()
     memo.api = client.ApiClient()
+    # Nodes and children come from the operator's own list-then-watch caches, not kopf indexes: kopf
+    # would run no handler until thousands of Nodes and every stage Job and pod went through its indexes
+    # one by one. Started here, waited for by nobody but the ticks that read them. The node listing
+    # first: on a restart it is the longest wait before the first decision (3,732 nodes, several
+    # megabytes), and what follows runs while the API server answers it.
+    memo.nodes = NodeCache(memo.api).start()
+    memo.children = ChildCaches(memo.api, CONFIG.watched_namespaces).start()
+    for module in DECISION_MODULES:
+        importlib.import_module(module)
     # Per-job metrics come from a replica that acts; under peering a standby exports none of them.
     metrics.JOBS.stale_after = max(60.0, 20 * CONFIG.reconcile_interval)
     metrics.track_activity(mandatory_peering=settings.peering.mandatory)
-    # Nodes and children come from the operator's own list-then-watch caches, not kopf indexes: kopf
-    # would run no handler until thousands of Nodes and every stage Job and pod went through its indexes
-    # one by one. Started here, waited for by nobody but the ticks that read them.
-    memo.nodes = NodeCache(memo.api).start()
-    memo.children = ChildCaches(memo.api, CONFIG.watched_namespaces).start()
     metrics.serve(CONFIG.metrics_port)
     logger.info("stratos operator started; metrics on :%s", CONFIG.metrics_port)
 
@@ -102,11 +122,18 @@ def tick(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     Nothing raises out of here: every failure is written to the object as the ReconcileError condition
     (with an event when it changes) and retried with backoff, so no failure loops invisibly.
     """
+    from stratos.controller import announce
+    from stratos.controller.executor import KubeExecutor
+    from stratos.pipeline.machine import errored, reads_nodes, reconcile
+
     children: ChildCaches = memo.children
     if not children.synced and not children.wait_synced(CHILDREN_WAIT_SECONDS):
         # Without the first listing of its children a job would look as if it had none: wait for it.
         logger.info("waiting for the first listing of stage Jobs, pods and Deployments")
         return
+    nodes: NodeCache = memo.nodes
+    if not nodes.synced and reads_nodes(body):
+        nodes.wait_synced(startup_wait(nodes.started_at, time.monotonic(), NODES_WAIT_SECONDS))
     uid = body["metadata"]["uid"]
     version = body["metadata"].get("resourceVersion", "")
     generation = body["metadata"].get("generation")
@@ -138,7 +165,7 @@ def tick(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
             children.of("pods", namespace),
             children.of("deployments", namespace),
         )
-        outcome = reconcile(body, nodes=memo.nodes.snapshot(), executor=executor)
+        outcome = reconcile(body, nodes=nodes.snapshot(), executor=executor)
     except Exception as err:
         pending = list(status.get("announcements") or [])
         outcome = errored(dict(status), generation, datetime.now(UTC), "reconcile", err)

@@ -152,6 +152,18 @@ def reconcile(
     return Outcome(written(ctx.status, others), events, ctx.timings)
 
 
+def reads_nodes(body: Mapping[str, Any]) -> bool:
+    """Whether this reconcile of the job would decide on the node list: the server decision (a new job's
+    first), and under the joint rule the student decision, which chooses the node with the student. Later
+    stages only check that the chosen node is still there, which waits for the list by itself."""
+    stage = parse_stage((body.get("status") or {}).get("stage"))
+    if stage is Stage.SELECT_STUDENT:
+        spec = body.get("spec")
+        servers = spec.get("servers") if isinstance(spec, Mapping) else None
+        return not (isinstance(servers, Mapping) and servers.get("rule") == "paper")  # joint, the default
+    return stage is Stage.SELECT_SERVER
+
+
 #: The status keys of the model; any other key (``kopf``'s own, or a field of a newer version) is kept
 #: as it was, outside the model.
 _STATUS_KEYS = frozenset(info.alias or name for name, info in DistillationJobStatus.model_fields.items())

@@ -207,6 +207,10 @@ def _accuracy(run: RunStatus | None) -> float | None:
 def select_pair_step(ctx: Context) -> Stage | None:
     """The joint rule: probe every student that fits a shortlisted node, then choose node and student."""
     spec = ctx.spec
+    if not ctx.nodes_known:
+        # The operator's node list is still loading (after a restart): an empty list would read as "no
+        # feasible node any more" and throw the server decision away. Wait for the list.
+        return None
     server = decide_server(ctx)
     if server.chosen is None:  # the nodes changed since SelectServer: select again
         return reselect_server(ctx, f"no feasible node any more ({server.reason})")
