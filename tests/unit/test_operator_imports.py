@@ -54,3 +54,33 @@ def test_readers_wait_for_the_first_node_listing_only_in_the_first_seconds_after
     assert startup_wait(100.0, 100.0, 5.0) == 5.0
     assert startup_wait(100.0, 101.5, 5.0) == 3.5
     assert startup_wait(100.0, 135.0, 5.0) == 0.0  # a listing that keeps failing holds nobody
+
+
+def test_a_job_whose_children_cannot_be_listed_gets_a_reconcile_error_naming_the_refusal(monkeypatch) -> None:
+    """A refused listing of stage Jobs (RBAC narrower than the namespaces watched) is written on the job
+    as ReconcileError with the API server's words, not only logged while the job waits forever."""
+    import logging
+    from types import SimpleNamespace
+
+    from stratos.controller import announce
+    from stratos.controller import operator as op
+
+    written: list[dict] = []
+    monkeypatch.setattr(op, "_write_status", lambda api, body, changes: written.append(dict(changes)) or True)
+    monkeypatch.setattr(op, "CHILDREN_WAIT_SECONDS", 0.0)
+    monkeypatch.setattr(announce, "post", lambda api, body, items: [])
+    refusal = "jobs in all namespaces: 403 Forbidden: jobs.batch is forbidden"
+    children = SimpleNamespace(synced=False, wait_synced=lambda timeout: False, problem=lambda: refusal)
+    memo = SimpleNamespace(children=children, nodes=SimpleNamespace(synced=True), api=None)
+    body = {
+        "metadata": {"name": "j", "namespace": "team-a", "uid": "u-refused", "generation": 1,
+                     "resourceVersion": "1"},
+        "spec": {},
+        "status": {},
+    }  # fmt: skip
+    op.tick(body=body, memo=memo, logger=logging.getLogger("test"))
+    assert written, "nothing was written on the job"
+    error = next(c for c in written[0]["conditions"] if c["type"] == "ReconcileError")
+    assert error["status"] == "True" and error["reason"] == "ChildrenUnlisted"
+    assert refusal in error["message"] and "STRATOS_WATCHED_NAMESPACES" in error["message"]
+    op._backoff.pop("u-refused", None)

@@ -225,6 +225,57 @@ def test_the_operator_watches_the_namespaces_the_chart_names(monkeypatch: pytest
     assert OperatorConfig.from_env().watched_namespaces == ()
 
 
+def test_an_operator_started_with_kopfs_namespace_option_watches_those_namespaces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Started by hand (``kopf run ... --namespace team-a``) without the chart's variable, the caches
+    watch the namespaces kopf serves, not every namespace (which a namespaced RBAC refuses)."""
+    from stratos.kube.config import OperatorConfig, kopf_namespaces
+
+    monkeypatch.delenv("STRATOS_WATCHED_NAMESPACES", raising=False)
+    monkeypatch.delenv("KOPF_RUN_NAMESPACE", raising=False)
+    run = ["/usr/local/bin/kopf", "run", "--standalone", "-m", "stratos.controller.operator"]
+    assert OperatorConfig.from_env(
+        [*run, "--namespace", "team-a", "-nteam-b", "--namespace=team-a"]
+    ).watched_namespaces == ("team-a", "team-b")
+    assert OperatorConfig.from_env([*run, "--all-namespaces"]).watched_namespaces == ()
+    assert kopf_namespaces([*run, "-n", "team-*"], {}) == ()  # a pattern: every namespace is watched
+    assert kopf_namespaces([*run, "-n", "a", "-n", "!kube-system"], {}) == ()
+    assert kopf_namespaces(["pytest", "run", "-n", "a"], {}) == ()  # not kopf's command line
+    assert kopf_namespaces([*run], {"KOPF_RUN_NAMESPACE": "legacy"}) == ("legacy",)
+    monkeypatch.setenv("STRATOS_WATCHED_NAMESPACES", "chart-ns")  # the chart's variable wins
+    assert OperatorConfig.from_env([*run, "-n", "team-a"]).watched_namespaces == ("chart-ns",)
+
+
+def test_a_listing_the_api_server_refuses_is_reported_until_one_succeeds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(watchcache, "RETRY_SECONDS", (0.01,))
+    body = '{"kind": "Status", "message": "jobs.batch is forbidden: User cannot list resource"}'
+    refused = ApiException(status=403, reason="Forbidden")
+    refused.body = body
+    scripts = {(kind, None): Script(refused) for kind in ("jobs", "pods", "deployments")}
+    caches = ChildCaches(client.ApiClient(), listers=scripts).start()
+    try:
+        for script in scripts.values():
+            assert script.played.wait(20)
+        assert caches.problem() == (
+            "jobs in all namespaces: 403 Forbidden: jobs.batch is forbidden: User cannot list resource"
+        )
+    finally:
+        caches.stop()
+        for script in scripts.values():
+            script.release.set()
+    ok = {(kind, "a"): Script(page([], version="1")) for kind in ("jobs", "pods", "deployments")}
+    listed = ChildCaches(client.ApiClient(), ["a"], listers=ok).start()
+    try:
+        assert listed.wait_synced(20) and listed.problem() is None
+    finally:
+        listed.stop()
+        for script in ok.values():
+            script.release.set()
+
+
 class FakeHttp:
     def __init__(self, status: int) -> None:
         self.status, self.reason, self.data, self.response = status, "x", b'{"code": 410}', object()

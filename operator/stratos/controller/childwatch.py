@@ -85,6 +85,15 @@ class ChildCaches:
         deadline = time.monotonic() + timeout
         return all(c.wait_synced(max(0.0, deadline - time.monotonic())) for c in self._caches.values())
 
+    def problem(self) -> str | None:
+        """Why a cache has not listed yet, when a listing failed ("jobs in all namespaces: 403 Forbidden:
+        ..."); None while they are merely slow or once every one has listed."""
+        for (kind, scope), cache in self._caches.items():
+            if not cache.synced and cache.last_error:
+                where = "all namespaces" if scope is None else f"namespace {scope}"
+                return f"{kind} in {where}: {cache.last_error}"
+        return None
+
     def of(self, kind: str, namespace: str) -> Mapping[ChildKey, tuple[View, ...]]:
         """The cache of ``kind`` ("jobs", "pods", "deployments") that holds ``namespace``'s children."""
         cache = self._caches.get((kind, None if self._all_namespaces else namespace))

@@ -102,6 +102,10 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     logger.info("stratos operator started; metrics on :%s", CONFIG.metrics_port)
 
 
+class ChildrenUnlisted(Exception):
+    """The operator's caches of stage Jobs, pods and Deployments cannot list: nothing can be decided."""
+
+
 def not_deleted(uid: str | None = None, **_: Any) -> bool:
     with _last_patch_lock:
         return uid not in _deleted
@@ -127,10 +131,14 @@ def tick(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     from stratos.pipeline.machine import errored, reads_nodes, reconcile
 
     children: ChildCaches = memo.children
+    unlisted = None
     if not children.synced and not children.wait_synced(CHILDREN_WAIT_SECONDS):
-        # Without the first listing of its children a job would look as if it had none: wait for it.
-        logger.info("waiting for the first listing of stage Jobs, pods and Deployments")
-        return
+        # Without the first listing of its children a job would look as if it had none: wait for it. A
+        # listing that fails (RBAC refusing the namespaces watched) is the job's ReconcileError instead.
+        unlisted = children.problem()
+        if unlisted is None:
+            logger.info("waiting for the first listing of stage Jobs, pods and Deployments")
+            return
     nodes: NodeCache = memo.nodes
     if not nodes.synced and reads_nodes(body):
         nodes.wait_synced(startup_wait(nodes.started_at, time.monotonic(), NODES_WAIT_SECONDS))
@@ -154,6 +162,12 @@ def tick(*, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     try:
         # First the announcements an earlier reconcile recorded but did not post (an operator stopped
         # between the two writes); those this process posted already are only dropped.
+        if unlisted is not None:
+            raise ChildrenUnlisted(
+                f"the operator cannot list its stage Jobs, pods and Deployments ({unlisted}); it watches "
+                f"{', '.join(CONFIG.watched_namespaces) or 'every namespace'} (STRATOS_WATCHED_NAMESPACES, "
+                "else kopf's --namespace), which its RBAC must allow"
+            )
         outbox = [a for a in status.get("announcements") or [] if a.get("seq") not in posted]
         pending = announce.post(memo.api, body, outbox)
         namespace = str(body["metadata"]["namespace"])

@@ -23,6 +23,7 @@ in the order they were first seen. An object whose key changes moves; one whose 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -98,6 +99,9 @@ class WatchCache(Mapping[K, tuple[View, ...]], Generic[K]):
 
     def stop(self) -> None:
         self._stop.set()
+
+    #: Why the last listing or watch failed ("403 Forbidden: ..."), None once a listing succeeded.
+    last_error: str | None = None
 
     @property
     def synced(self) -> bool:
@@ -181,6 +185,7 @@ class WatchCache(Mapping[K, tuple[View, ...]], Generic[K]):
             except Exception as err:  # the API server restarting, a dropped connection: list again
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
+                self.last_error = _describe(err)
                 LOG.warning(
                     "%s cache: %s: %s; listing again in %.1f s", self.name, type(err).__name__, err, delay
                 )
@@ -218,6 +223,7 @@ class WatchCache(Mapping[K, tuple[View, ...]], Generic[K]):
             if not token:
                 break
         self._replace(items)
+        self.last_error = None
         self.listed_seconds = time.monotonic() - started
         self.listings += 1
         LOG.info("%s cache: listed %d objects in %.2f s", self.name, len(items), self.listed_seconds)
@@ -256,3 +262,13 @@ def _events(
         data = line if isinstance(line, bytes | str) else str(line)
         if data.strip():
             yield decode(data)
+
+
+def _describe(err: BaseException) -> str:
+    """An API error as its status, reason and the API server's message; anything else as its type."""
+    if isinstance(err, ApiException):
+        message = ""
+        with contextlib.suppress(ValueError, AttributeError):
+            message = str(json.loads(err.body or "{}").get("message") or "")
+        return f"{err.status} {err.reason}" + (f": {message}" if message else "")
+    return f"{type(err).__name__}: {err}"[:500]

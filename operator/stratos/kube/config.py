@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +58,9 @@ class OperatorConfig:
     watched_namespaces: tuple[str, ...] = ()
 
     @classmethod
-    def from_env(cls) -> OperatorConfig:
+    def from_env(cls, argv: Sequence[str] | None = None) -> OperatorConfig:
+        """The settings from the environment; without ``STRATOS_WATCHED_NAMESPACES``, the namespaces are
+        those of the ``kopf run`` command line (``argv``, default ``sys.argv``) that started the operator."""
         env = os.environ
         return cls(
             metrics_port=int(env.get("STRATOS_METRICS_PORT", cls.metrics_port)),
@@ -69,5 +73,33 @@ class OperatorConfig:
             pod_defaults=pod_defaults(env.get("STRATOS_POD_DEFAULTS", "")),
             watched_namespaces=tuple(
                 ns.strip() for ns in env.get("STRATOS_WATCHED_NAMESPACES", "").split(",") if ns.strip()
-            ),
+            )
+            or kopf_namespaces(sys.argv if argv is None else argv, env),
         )
+
+
+def kopf_namespaces(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, ...]:
+    """The namespaces a ``kopf run`` command line serves (``-n``/``--namespace``, and kopf's own
+    ``KOPF_RUN_NAMESPACE``); empty for any other command line, for ``--all-namespaces``, and when one is a
+    pattern (``team-*``, ``!kube-system``): the operator's caches then watch every namespace.
+
+    So an operator started by hand as ``kopf run -m stratos.controller.operator --namespace team-a`` lists
+    and watches its children in ``team-a``, which is all its RBAC may allow, instead of being refused
+    cluster-wide.
+    """
+    if len(argv) < 2 or os.path.basename(argv[0]) != "kopf" or argv[1] != "run":
+        return ()
+    found: list[str] = []
+    args = list(argv[2:])
+    for i, arg in enumerate(args):
+        if arg in ("-n", "--namespace") and i + 1 < len(args):
+            found.append(args[i + 1])
+        elif arg.startswith("--namespace="):
+            found.append(arg.split("=", 1)[1])
+        elif arg.startswith("-n") and len(arg) > 2 and not arg.startswith("--"):
+            found.append(arg[2:])
+    if env.get("KOPF_RUN_NAMESPACE"):
+        found.append(env["KOPF_RUN_NAMESPACE"])
+    if any(not ns or any(ch in ns for ch in "*?[!") for ns in found):
+        return ()
+    return tuple(dict.fromkeys(found))
