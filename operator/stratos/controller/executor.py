@@ -198,7 +198,8 @@ class KubeExecutor:
         return list(dict(found).get("items") or [])  # type: ignore[call-overload]
 
     def cancel_runs(self) -> None:
-        """Delete this job's unfinished stage Jobs (their pods go with them); finished ones stay.
+        """Delete this job's unfinished stage Jobs (their pods go with them); finished ones stay, and so
+        does a Job the operator suspended because its pod never started (it holds nothing and shows why).
 
         This job's Jobs are those whose labels carry its uid (``child_key``): no other job's, whatever
         the names look like."""
@@ -212,6 +213,8 @@ class KubeExecutor:
                 )
                 if finished or view.get("deleting") or not view.get("name"):
                     continue
+                if view.get("suspended") and view.get("startFailure"):
+                    continue  # suspended by the operator after it never started: kept to be inspected
                 try:
                     batch.delete_namespaced_job(
                         str(view["name"]), self.namespace, propagation_policy="Background"

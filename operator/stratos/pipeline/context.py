@@ -1,6 +1,6 @@
 """What a stage step works with: the ``Context`` of one reconcile and the ``Executor`` seam.
 
-A step (one per stage, in ``controller/stage_*.py``) reads the spec and the status from its
+A step (one per stage, in ``pipeline/stage_*.py``) reads the spec and the status from its
 ``Context``, starts stage runs through the context's ``Executor``, records decisions, conditions,
 events and spend in the status, and returns the stage to move to. ``SpecProblem`` is the error a step
 raises for what only an edit of the spec can fix; ``fail`` ends the job. The machine
