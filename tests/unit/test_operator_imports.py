@@ -84,3 +84,17 @@ def test_a_job_whose_children_cannot_be_listed_gets_a_reconcile_error_naming_the
     assert error["status"] == "True" and error["reason"] == "ChildrenUnlisted"
     assert refusal in error["message"] and "STRATOS_WATCHED_NAMESPACES" in error["message"]
     op._backoff.pop("u-refused", None)
+
+
+def test_the_per_tick_success_line_is_dropped_and_other_kopf_lines_are_kept() -> None:
+    import logging
+
+    from stratos.controller.operator import QUIET_TICKS
+
+    def record(level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
+
+    assert not QUIET_TICKS.filter(record(logging.INFO, "Timer 'tick' succeeded."))
+    assert QUIET_TICKS.filter(record(logging.ERROR, "Timer 'tick' failed with an exception. Will retry."))
+    assert QUIET_TICKS.filter(record(logging.INFO, "Handler 'other' succeeded."))
+    assert QUIET_TICKS.filter(record(logging.WARNING, "Timer 'tick' succeeded."))
