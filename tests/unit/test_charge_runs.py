@@ -404,3 +404,54 @@ def test_a_job_that_fails_stops_its_running_runs_and_charges_them_until_then() -
     assert (training["nodeSeconds"], training["usd"]) == (1800.0, usd(1800))
     tick(body, script, at(90))
     assert script.cancelled == 1 and charge(body, "training", "a")["nodeSeconds"] == 1800.0
+
+
+def test_the_job_suspended_for_a_pod_that_never_started_is_kept_when_the_failure_cancels_the_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stuck run's verdict fails the job in the same reconcile that suspends its Job; the cache has
+    not seen the suspension yet, so the cancel must know it from the executor itself, or the Job (kept
+    to show why it never started) is deleted. Another unfinished Job of the job is deleted."""
+    from stratos.api.spec import DistillationJobSpec
+    from stratos.controller import executor as ex
+    from stratos.kube.config import OperatorConfig
+
+    calls: list[tuple[str, str]] = []
+
+    class Batch:
+        def __init__(self, api: Any) -> None:
+            pass
+
+        def patch_namespaced_job(self, name: str, namespace: str, body: Any) -> None:
+            calls.append(("patch", name))
+
+        def delete_namespaced_job(self, name: str, namespace: str, **_: Any) -> None:
+            calls.append(("delete", name))
+
+    monkeypatch.setattr(ex.client, "BatchV1Api", Batch)
+    body = job()
+    spec = DistillationJobSpec.model_validate(body["spec"])
+    stuck_key, other_key = ("u-1", "teacher-eval", "t1"), ("u-1", "teacher-eval", "t2")
+    stuck = {
+        "name": "stuck",
+        "uid": "j1",
+        "created": "2026-11-22T11:00:00Z",
+        "conditions": [],
+        "backoffLimit": 0,
+    }
+    other = {
+        "name": "other",
+        "uid": "j2",
+        "created": "2026-11-22T11:59:00Z",
+        "conditions": [],
+        "backoffLimit": 0,
+    }
+    pulling = {"waiting": {"reason": "ImagePullBackOff", "message": "no"}}
+    waiting = {"name": "p1", "jobUid": "j1", "phase": "Pending", "creationTimestamp": "2026-11-22T11:00:00Z",
+               "containerStatuses": [{"state": pulling}]}  # fmt: skip
+    executor = ex.KubeExecutor(body, OperatorConfig(), None, {stuck_key: [stuck], other_key: [other]},  # type: ignore[arg-type]
+                               {stuck_key: [waiting]})  # fmt: skip
+    state = executor.ensure(StageRun("teacher-eval", "stratos.workloads.teacher_eval", {}, "t1"), spec)
+    assert state.state == "Failed" and "not started within startTimeout" in (state.message or "")
+    executor.cancel_runs()
+    assert calls == [("patch", "stuck"), ("delete", "other")]

@@ -100,6 +100,9 @@ class KubeExecutor:
         self.namespace = str(body["metadata"]["namespace"])
         self.job_name = str(body["metadata"]["name"])
         self.uid = owner_uid(body)
+        #: Jobs this reconcile suspended because their pod never started: the cache has not seen the
+        #: suspension yet when the failure it causes cancels the job's runs in the same reconcile.
+        self._suspended: set[str] = set()
 
     def storage_error(self, spec: DistillationJobSpec) -> str | None:
         return None if storage_claim(spec, self.cfg) is not None else StorageUnset.MESSAGE
@@ -155,6 +158,7 @@ class KubeExecutor:
             # and keeps the verdict on the Job for every later tick and a restarted operator.
             patch = {"metadata": {"annotations": {START_FAILURE: stuck.message}}, "spec": {"suspend": True}}
             client.BatchV1Api(self.api).patch_namespaced_job(str(job["name"]), self.namespace, patch)
+            self._suspended.add(str(job["name"]))
         return stuck
 
     def _read_pods(self, job_name: str) -> list[dict[str, Any]]:
@@ -213,7 +217,7 @@ class KubeExecutor:
                 )
                 if finished or view.get("deleting") or not view.get("name"):
                     continue
-                if view.get("suspended") and view.get("startFailure"):
+                if (view.get("suspended") and view.get("startFailure")) or view["name"] in self._suspended:
                     continue  # suspended by the operator after it never started: kept to be inspected
                 try:
                     batch.delete_namespaced_job(
