@@ -392,3 +392,21 @@ def test_requests_in_flight_never_take_the_stage_past_its_cap_and_all_of_them_fi
     # the largest worst case a prompt of this task can have.
     assert limit - spent < caller.worst_case_usd([{"role": "user", "content": "x" * 4000}] * 2)
     assert sum(d.tally.requests for d in decisions) == client.started
+
+
+def test_the_spend_ledger_and_a_recount_of_the_same_requests_agree_exactly(tmp_path: Path) -> None:
+    """A retried run reports max(spend ledger, state ledger): the running total and the recount must be
+    the same float, whatever order the responses came in, or the retry reports a last-digit change."""
+    from stratos.synthesis.spend import SpendLedger, read_spend
+    from stratos.synthesis.store import Totals
+
+    tokens = [137, 55, 201, 88, 19, 144, 73, 310]
+    parts = [t * 2.0 / 1e6 for t in tokens]
+    assert sum(parts) != 0.002054  # the naive running sum is off in the last digit: the case at hand
+    for order in (parts, parts[::-1], sorted(parts)):
+        ledger = SpendLedger(tmp_path / str(id(order)))
+        for usd in order:
+            ledger.add(1, 1, usd)
+        totals = Totals(costs=list(order))
+        assert ledger.spent.cost_usd == totals.cost_usd == 0.002054
+        assert read_spend(ledger.path).cost_usd == 0.002054

@@ -8,6 +8,8 @@ instance the paper uses for rejection sampling) can have the same shape; without
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -69,6 +71,13 @@ class SynthesizeConfig(WorkloadConfig):
 
     def effective_seed(self, spec: TaskSpec) -> int:
         return self.seed if self.seed is not None else spec.seed
+
+
+def usd_sum(amounts: Iterable[float]) -> float:
+    """A total in USD that does not depend on the order its parts were added in: correctly rounded
+    (``math.fsum``), then to 1e-10 USD, so a running total and a recount of the same requests agree
+    exactly (a retried run reports what the first one did, not that plus a last-digit error)."""
+    return round(math.fsum(amounts), 10)
 
 
 class SynthesisSpend(BaseModel):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from stratos.contracts.synthesize import SynthesisSpend
+from stratos.contracts.synthesize import SynthesisSpend, usd_sum
 
 log = logging.getLogger("stratos.synthesis")
 
@@ -36,7 +36,7 @@ class SpendLedger:
         """Count one response and write the new total (atomically: a kill leaves the old or the new)."""
         s = self.spent
         self.spent = SynthesisSpend(
-            cost_usd=s.cost_usd + usd,
+            cost_usd=usd_sum((s.cost_usd, usd)),
             prompt_tokens=s.prompt_tokens + prompt_tokens,
             completion_tokens=s.completion_tokens + completion_tokens,
         )

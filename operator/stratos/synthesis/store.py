@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from stratos.contracts.synthesize import usd_sum
 
 log = logging.getLogger("stratos.synthesis")
 
@@ -77,8 +78,8 @@ class Totals:
 
     @property
     def cost_usd(self) -> float:
-        """Correctly rounded sum, so the total does not depend on the order items were decided in."""
-        return math.fsum(self.costs)
+        """The total, independent of the order items were decided in (see ``usd_sum``)."""
+        return usd_sum(self.costs)
 
     @property
     def real(self) -> int:
