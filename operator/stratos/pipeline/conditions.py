@@ -51,6 +51,11 @@ def now_rfc3339(now: datetime | None = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_rfc3339(value: str) -> datetime:
+    """A timestamp the operator wrote with ``now_rfc3339`` (or Kubernetes wrote), as an aware datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def get_condition(conditions: Iterable[Mapping[str, Any]] | None, ctype: str) -> Mapping[str, Any] | None:
     for cond in conditions or ():
         if cond.get("type") == ctype:

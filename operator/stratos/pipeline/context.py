@@ -9,7 +9,7 @@ raises for what only an edit of the spec can fix; ``fail`` ends the job. The mac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
@@ -263,8 +263,7 @@ class Context:
     def charged(self, stage: str, candidate: str | None = None) -> CostCharge | None:
         """What ``status.cost.charges`` holds for ``stage`` (and ``candidate``), if anything."""
         cost = self.status.cost
-        charges = cost.charges if cost is not None else []
-        return next((e for e in charges if (e.stage, e.candidate) == (stage, candidate)), None)
+        return _keyed(cost.charges, stage, candidate) if cost is not None else None
 
     def decided(self, block: str, key: str, condition: str) -> bool:
         """Whether an earlier tick (maybe of an operator since restarted) already made this decision:
@@ -303,7 +302,7 @@ class Context:
         """Charge what a stage used: into ``status.cost.charges`` (one entry per stage and candidate,
         added to when charged again) and the totals. Node time also counts as GPU hours."""
         cost = self._cost()
-        entry = next((e for e in cost.charges if (e.stage, e.candidate) == (stage, candidate)), None)
+        entry = _keyed(cost.charges, stage, candidate)
         if entry is None:
             entry = CostCharge(stage=stage, candidate=candidate, usd=0.0)
             cost.charges.append(entry)
@@ -324,8 +323,7 @@ class Context:
         Returns why the stage must not start, or None (the estimate is then recorded in
         ``status.cost.estimates``; a stage already approved is not checked again while it runs)."""
         cost = self._cost()
-        key = (estimate.stage, estimate.candidate)
-        if any((e.stage, e.candidate) == key for e in cost.estimates):
+        if _keyed(cost.estimates, estimate.stage, estimate.candidate) is not None:
             return None
         limit, spent = self.spec.requirements.budget, cost.spent_usd or 0.0
         refused = budget.refusal(estimate, budget=limit, spent=spent)
@@ -361,12 +359,11 @@ class Context:
         return state
 
     def _track(self, node_time: NodeTime, candidate: str | None, state: RunStatus) -> None:
-        key = (node_time.charge, candidate)
-        entry = next((e for e in self._cost().runs if (e.stage, e.candidate) == key), None)
+        cost = self._cost()
+        entry = _keyed(cost.runs, node_time.charge, candidate)
         if entry is not None and entry.run != state.run_id:
             self._charge_gone(entry)  # another run of the same stage: the one seen before is gone
-            entry = None
-        cost = self._cost()
+            cost, entry = self._cost(), None
         finished = state.state in ("Succeeded", "Failed")
         if entry is None and state.started_at is not None:
             ended = (state.ended_at or self.now) if finished else None
@@ -383,8 +380,7 @@ class Context:
         elif entry is not None and entry.ended_at is None and finished:
             # Finished but maybe not charged yet (a probe waits for the others): its end is kept, so a
             # Job that goes before the charge is charged to its end, not to when it was seen gone.
-            live = next(e for e in cost.runs if (e.stage, e.candidate) == key)
-            live.ended_at = c.now_rfc3339(state.ended_at or self.now)
+            entry.ended_at = c.now_rfc3339(state.ended_at or self.now)
         else:
             return
         self._set_cost(cost)
@@ -392,15 +388,17 @@ class Context:
     def _charge_gone(self, entry: RunInFlight) -> None:
         """Charge a run whose Job went before the step charged it: its node time from its start to its
         end (or to now, when it was seen gone), less what was charged for it already; drop the entry."""
-        end = _time(entry.ended_at) if entry.ended_at else self.now
-        seconds = budget.run_seconds(_time(entry.started_at), end, charged=entry.charged_seconds or 0.0)
+        end = c.parse_rfc3339(entry.ended_at) if entry.ended_at else self.now
+        seconds = budget.run_seconds(
+            c.parse_rfc3339(entry.started_at), end, charged=entry.charged_seconds or 0.0
+        )
         self._drop_run(entry.stage, entry.candidate)
         usd = budget.node_usd(seconds, entry.hourly_cost)
         self.charge(entry.stage, candidate=entry.candidate, usd=usd, node_seconds=seconds)
 
     def _drop_run(self, stage: str, candidate: str | None) -> RunInFlight | None:
         cost = self._cost()
-        entry = next((e for e in cost.runs if (e.stage, e.candidate) == (stage, candidate)), None)
+        entry = _keyed(cost.runs, stage, candidate)
         if entry is not None:
             cost.runs.remove(entry)
             self._set_cost(cost)
@@ -432,7 +430,7 @@ class Context:
         stopped: list[tuple[RunInFlight, float]] = []
         for entry in cost.runs:
             if entry.ended_at is None:  # still running (a finished one's Job is not deleted)
-                seconds = budget.run_seconds(_time(entry.started_at), self.now)
+                seconds = budget.run_seconds(c.parse_rfc3339(entry.started_at), self.now)
                 entry.ended_at = c.now_rfc3339(self.now)
                 entry.charged_seconds = round(seconds, 3)
                 stopped.append((entry, seconds))
@@ -466,8 +464,13 @@ class Context:
             self.events.append(Event(event, reason, message))
 
 
-def _time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+_Keyed = TypeVar("_Keyed", CostCharge, CostEstimate, RunInFlight)
+
+
+def _keyed(entries: Iterable[_Keyed], stage: str, candidate: str | None) -> _Keyed | None:
+    """The entry for ``stage`` and ``candidate``: ``status.cost`` keeps one charge, one estimate and one
+    run in flight per pair."""
+    return next((e for e in entries if (e.stage, e.candidate) == (stage, candidate)), None)
 
 
 Step = Callable[[Context], Stage | None]

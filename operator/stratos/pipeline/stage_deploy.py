@@ -9,8 +9,6 @@ from where enabling serving again deploys the same trained student.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from stratos.api.status import CostStatus, EndpointStatus, EvaluationStatus
 from stratos.contracts.runs import EndpointRequest, EndpointState
 from stratos.decide import budget
@@ -67,9 +65,7 @@ def charge_serving(ctx: Context, *, final: bool = False) -> None:
         if not final:
             ctx.status.cost.serving_charged_until = c.now_rfc3339(ctx.now)
         return
-    seconds = budget.serving_charge(
-        datetime.fromisoformat(since.replace("Z", "+00:00")), ctx.now, final=final
-    )
+    seconds = budget.serving_charge(c.parse_rfc3339(since), ctx.now, final=final)
     if not seconds and not final:
         return
     before = ctx.spent_usd
