@@ -290,11 +290,8 @@ def _pod_failure(pod: Mapping[str, Any]) -> str:
         return f"pod {pod.get('name')} {pod.get('phase')}"
     text = f"pod {pod.get('name')} exited {term.get('exitCode')} ({term.get('reason', 'Error')})"
     message = str(term.get("message") or "").strip()
-    try:
-        parsed = json.loads(message)
-    except json.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, dict) and parsed.get("error"):  # the stage program's own failure result
+    parsed = _report(pod)
+    if parsed is not None and parsed.get("error"):  # the stage program's own failure result
         kind = parsed.get("kind")
         message = f"{kind}: {parsed['error']}" if kind else str(parsed["error"])
     return f"{text}: {message[-500:]}" if message else text
