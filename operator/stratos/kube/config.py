@@ -89,15 +89,14 @@ def kopf_namespaces(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, .
     """
     if len(argv) < 2 or os.path.basename(argv[0]) != "kopf" or argv[1] != "run":
         return ()
-    found: list[str] = []
-    args = list(argv[2:])
-    for i, arg in enumerate(args):
-        if arg in ("-n", "--namespace") and i + 1 < len(args):
-            found.append(args[i + 1])
-        elif arg.startswith("--namespace="):
-            found.append(arg.split("=", 1)[1])
-        elif arg.startswith("-n") and len(arg) > 2 and not arg.startswith("--"):
-            found.append(arg[2:])
+    import click
+    from kopf import cli  # kopf's own command line, parsed as kopf parses it (only here: kopf is running)
+
+    try:
+        params = cli.run.make_context("run", list(argv[2:]), resilient_parsing=True).params
+    except click.ClickException:
+        return ()
+    found = list(params.get("namespaces") or ())
     if env.get("KOPF_RUN_NAMESPACE"):
         found.append(env["KOPF_RUN_NAMESPACE"])
     if any(not ns or any(ch in ns for ch in "*?[!") for ns in found):
