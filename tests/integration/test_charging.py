@@ -20,7 +20,7 @@ import pytest
 from test_failures import LABEL_STAGE, assert_settled, gpu_node, small_job, succeeded
 
 from support.controlplane import ControlPlane, rest, wait_for
-from support.djs import apply, condition, get_dj
+from support.djs import apply, condition, get_dj, stage_jobs
 from support.kubelet import Command, FakeKubelet, Outcome
 from support.operator import OperatorProcess
 
@@ -73,10 +73,7 @@ def test_a_train_job_deleted_mid_run_is_charged_its_node_time_once(
     entry: dict[str, Any] = wait_for(in_flight, timeout=180, interval=0.3, what="the train run seen running")
     assert entry["hourlyCost"] == HOURLY and entry["candidate"] == "tiny-a"
     started = _time(entry["startedAt"])
-    uid = get_dj(api, namespace, "gone")["metadata"]["uid"]
-    selector = f"stratos.io/job-uid={uid},stratos.io/stage=train"
-    path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
-    (first,) = rest(api, "GET", path, query={"labelSelector": selector})["items"]
+    (first,) = stage_jobs(api, namespace, "gone", stage="train")
     assert first["metadata"]["uid"] == entry["run"]
     # Let the pod run a few seconds of node time (measured, not slept on: the charge covers what it ran).
     wait_for(
@@ -86,21 +83,11 @@ def test_a_train_job_deleted_mid_run_is_charged_its_node_time_once(
         what="the train pod to have run",
     )
     deleted = datetime.now(UTC)
-    rest(api, "DELETE", f"{path}/{first['metadata']['name']}", body={"propagationPolicy": "Background"})
-
-    history = []
+    path = f"/apis/batch/v1/namespaces/{namespace}/jobs/{first['metadata']['name']}"
+    rest(api, "DELETE", path, body={"propagationPolicy": "Background"})
 
     def finished() -> dict[str, Any] | None:
         dj = get_dj(api, namespace, "gone")
-        cst = (dj.get("status") or {}).get("cost") or {}
-        history.append(
-            (
-                datetime.now(UTC).isoformat(),
-                dj["metadata"]["resourceVersion"],
-                [e for e in cst.get("charges", []) if e["stage"] == "training"],
-                cst.get("runs"),
-            )
-        )
         phase = (dj.get("status") or {}).get("phase")
         assert phase != "Failed", dj["status"]
         return dj if phase == "Succeeded" else None
@@ -108,7 +95,7 @@ def test_a_train_job_deleted_mid_run_is_charged_its_node_time_once(
     dj: dict[str, Any] = wait_for(finished, timeout=180, interval=0.3, what="the job to succeed")
     seen = datetime.now(UTC)
     assert condition(dj, "Trained")["status"] == "True"
-    (second,) = rest(api, "GET", path, query={"labelSelector": selector})["items"]
+    (second,) = stage_jobs(api, namespace, "gone", stage="train")
     assert second["metadata"]["uid"] != first["metadata"]["uid"]  # another run trained the student
 
     cost = dj["status"]["cost"]

@@ -19,19 +19,11 @@ from typing import Any
 from test_failures import Scripted, gpu_node, small_job, succeeded, wait_condition, wait_failed
 
 from support.controlplane import ControlPlane, rest, wait_for
-from support.djs import apply, condition, get_dj
+from support.djs import apply, condition, get_dj, stage_jobs
 from support.kubelet import FakeKubelet
 from support.operator import OperatorProcess
 
 pytest_plugins = ["support.operator"]
-
-
-def jobs_of(api: Any, namespace: str, name: str, **labels: str) -> list[dict[str, Any]]:
-    """The stage Jobs labelled with the DistillationJob's uid (and ``labels``)."""
-    uid = get_dj(api, namespace, name)["metadata"]["uid"]
-    selector = ",".join([f"stratos.io/job-uid={uid}", *(f"stratos.io/{k}={v}" for k, v in labels.items())])
-    found = rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs", query={"labelSelector": selector})
-    return list(found["items"])
 
 
 def test_jobs_whose_child_names_once_collided_each_run_their_own_stages(
@@ -58,7 +50,7 @@ def test_jobs_whose_child_names_once_collided_each_run_their_own_stages(
     for name, student in (("co", "synthesize"), ("co-train", "tiny-a")):
         uid = get_dj(api, namespace, name)["metadata"]["uid"]
         for stage in ("teacher-eval", "student-probe", "synthesize", "train", "evaluate"):
-            (job,) = jobs_of(api, namespace, name, stage=stage)
+            (job,) = stage_jobs(api, namespace, name, stage=stage)
             assert job["metadata"]["ownerReferences"][0]["uid"] == uid
             if stage in ("student-probe", "train", "evaluate"):
                 assert job["metadata"]["labels"]["stratos.io/candidate"] == student
@@ -76,7 +68,7 @@ def test_jobs_whose_child_names_once_collided_each_run_their_own_stages(
                 interval=0.5,
                 what=f"Job {job_name} to count its success",
             )
-    names = [j["metadata"]["name"] for n in ("co", "co-train") for j in jobs_of(api, namespace, n)]
+    names = [j["metadata"]["name"] for n in ("co", "co-train") for j in stage_jobs(api, namespace, n)]
     assert len(names) == len(set(names)) == 10
 
 
@@ -92,12 +84,14 @@ def test_suspending_a_job_stops_only_its_own_stage_jobs(
     for name in ("p", "p-x"):
         apply(control_plane, namespace, small_job(name, namespace))
     for name in ("p", "p-x"):
-        wait_for(lambda n=name: jobs_of(api, namespace, n), timeout=60, what=f"{name}'s teacher-eval Job")
+        wait_for(lambda n=name: stage_jobs(api, namespace, n), timeout=60, what=f"{name}'s teacher-eval Job")
     spec = small_job("p", namespace)
     spec["spec"]["suspend"] = True
     apply(control_plane, namespace, spec)
     wait_for(
-        lambda: not jobs_of(api, namespace, "p"), timeout=60, what="p's stage Jobs to be deleted on suspend"
+        lambda: not stage_jobs(api, namespace, "p"),
+        timeout=60,
+        what="p's stage Jobs to be deleted on suspend",
     )
     # The Jobs are deleted first and the condition is written in the same tick's status patch,
     # which may land a moment later.
@@ -106,7 +100,7 @@ def test_suspending_a_job_stops_only_its_own_stage_jobs(
         timeout=60,
         what="p's Suspended condition",
     )
-    (other,) = jobs_of(api, namespace, "p-x")
+    (other,) = stage_jobs(api, namespace, "p-x")
     assert not other["metadata"].get("deletionTimestamp"), "suspending p deleted p-x's Job"
     assert (get_dj(api, namespace, "p-x").get("status") or {}).get("phase") == "EvaluatingTeachers"
 
@@ -134,7 +128,7 @@ def test_a_missing_configmap_is_named_and_a_stage_that_never_starts_fails_the_jo
     print(failed["message"])
     assert failed["reason"] == "NoTeacherAvailable"
     assert named in failed["message"] and "not started within startTimeout 20s" in failed["message"]
-    (stuck,) = jobs_of(api, namespace, "cm", stage="teacher-eval")
+    (stuck,) = stage_jobs(api, namespace, "cm", stage="teacher-eval")
     assert stuck["spec"]["suspend"] is True  # its pod goes and cannot start later
     wait_for(
         lambda: (

@@ -45,3 +45,12 @@ def service(api: Any, namespace: str, name: str) -> str:
     from stratos.kube.serving import service_name
 
     return service_name(name, get_dj(api, namespace, name)["metadata"]["uid"])
+
+
+def stage_jobs(api: Any, namespace: str, name: str, **labels: str) -> list[dict[str, Any]]:
+    """The stage Jobs labelled with the DistillationJob's uid (and ``stratos.io/<key>=<value>`` for each of
+    ``labels``, e.g. ``stage="train"``): found by owner, never by name."""
+    uid = get_dj(api, namespace, name)["metadata"]["uid"]
+    selector = ",".join([f"stratos.io/job-uid={uid}", *(f"stratos.io/{k}={v}" for k, v in labels.items())])
+    found = rest(api, "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs", query={"labelSelector": selector})
+    return list(found["items"])
