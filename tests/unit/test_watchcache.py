@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -242,6 +244,10 @@ def test_an_operator_started_with_kopfs_namespace_option_watches_those_namespace
     assert kopf_namespaces([*run, "-n", "team-*"], {}) == ()  # a pattern: every namespace is watched
     assert kopf_namespaces([*run, "-n", "a", "-n", "!kube-system"], {}) == ()
     assert kopf_namespaces(["pytest", "run", "-n", "a"], {}) == ()  # not kopf's command line
+    # ``python -m kopf run``: argv[0] is kopf's __main__.py
+    main = str(Path(kopf.__file__).parent / "__main__.py")
+    assert kopf_namespaces([main, "run", "-m", "stratos.controller.operator", "-n", "a"], {}) == ("a",)
+    assert kopf_namespaces(["/srv/app/__main__.py", "run", "-n", "a"], {}) == ()  # another package's
     assert kopf_namespaces([*run], {"KOPF_RUN_NAMESPACE": "legacy"}) == ("legacy",)
     monkeypatch.setenv("STRATOS_WATCHED_NAMESPACES", "chart-ns")  # the chart's variable wins
     assert OperatorConfig.from_env([*run, "-n", "team-a"]).watched_namespaces == ("chart-ns",)

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -87,7 +88,7 @@ def kopf_namespaces(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, .
     and watches its children in ``team-a``, which is all its RBAC may allow, instead of being refused
     cluster-wide.
     """
-    if len(argv) < 2 or os.path.basename(argv[0]) != "kopf" or argv[1] != "run":
+    if len(argv) < 2 or not _is_kopf(argv[0]) or argv[1] != "run":
         return ()
     import click
     from kopf import cli  # kopf's own command line, parsed as kopf parses it (only here: kopf is running)
@@ -102,3 +103,10 @@ def kopf_namespaces(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, .
     if any(not ns or any(ch in ns for ch in "*?[!") for ns in found):
         return ()
     return tuple(dict.fromkeys(found))
+
+
+def _is_kopf(program: str) -> bool:
+    """Whether ``sys.argv[0]`` is kopf's: its ``kopf`` script, or ``python -m kopf`` (whose argv[0] is
+    kopf's ``__main__.py``)."""
+    path = Path(program)
+    return path.name == "kopf" or (path.name == "__main__.py" and path.parent.name == "kopf")
